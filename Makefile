@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh Debian machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv system-deps demo test test-unit bench clean
+
+help:
+	@echo "make demo   - local MariaDB + local S3 (SeaweedFS) on loopback, sample objects, a real migration, status"
+	@echo "make test   - the test suite against a private MariaDB and SeaweedFS that it starts and stops"
+	@echo "make clean  - remove the venv and the demo's data"
+
+$(STAMP): setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# MariaDB's server comes from Debian's packages; the tests and the demo start private instances of it.
+system-deps:
+	@if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then \
+		echo "installing mariadb-server from Debian's packages"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mariadb-server mariadb-client; \
+	fi
+
+demo: venv system-deps
+	$(BIN)/python -m tests.support.demo
+
+test: venv system-deps
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+test-unit: venv
+	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
+
+clean:
+	rm -rf $(VENV) .demo *.egg-info

@@ -1,0 +1,238 @@
+"""The `movers3` command. Each subcommand builds the settings once, opens what it needs, and turns our
+errors into one line on stderr and an exit code (README, "Exit codes"); --debug adds the traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+
+import botocore.exceptions
+import structlog
+
+from movers3 import __version__, logs, s3, signals
+from movers3.copier import ServerSideCopier
+from movers3.db import Database
+from movers3.exceptions import (EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Interrupted,
+                                Movers3Error, StorageError)
+from movers3.ledger import Ledger
+from movers3.report import render_status, status_dict, write_csv
+from movers3.runner import Runner, child_environment
+from movers3.samples import load_samples
+from movers3.seeder import Seeder
+from movers3.settings import OPTIONS, Settings, load, parse_mysql_url
+from movers3.worker import Worker, new_worker_id
+
+log = structlog.get_logger("movers3.cli")
+
+DEFAULT_SAMPLE_COUNT = 100
+DEFAULT_RUN_WORKERS = 4
+
+EPILOG = """\
+Settings come from environment variables; the flags above override them. Secrets
+(AWS_SECRET_ACCESS_KEY, the password in MYSQL_URL) are read from the environment only.
+Exit codes: 0 ok, 1 some rows failed, 2 bad configuration or usage, 3 ledger database
+error, 4 ledger schema missing or outdated, 5 S3 error, 130 interrupted."""
+
+
+# -- commands -------------------------------------------------------------------------------
+
+def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    version = Ledger(Database(settings.mysql)).create_schema()
+    print(f"ledger schema is at version {version} in database {settings.mysql.database!r}")
+    return EXIT_OK
+
+
+def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = open_ledger(settings)
+    seeder = Seeder(ledger, s3.client(settings.source), settings)
+    with signals.on_stop(seeder.stopped.set):
+        stats = seeder.run()
+    print(f"seeded {settings.old_bucket}/{settings.old_prefix}/: {stats.listed:,} listed, "
+          f"{stats.added:,} added, {stats.skipped:,} skipped")
+    return EXIT_FAILED_ROWS if stats.skipped else EXIT_OK
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = open_ledger(settings)
+    preflight_source(settings)
+    stop = threading.Event()
+    copier = ServerSideCopier.from_settings(settings, stopping=stop.is_set)
+    worker = Worker(ledger, copier, worker_id=args.worker_id or new_worker_id(), threads=settings.worker_threads,
+                    lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
+                    claim_batch=settings.claim_batch, exit_when_done=args.exit_when_done, stop_event=stop)
+    with signals.on_stop(worker.stop):
+        stats = worker.run()
+    if worker.fatal is not None:
+        raise StorageError(f"worker stopped: {worker.fatal} (every copy would fail the same way; rows released)")
+    if stats.abandoned:
+        # Copy threads still blocked in a request would hold the interpreter at exit past the
+        # orchestrator's grace period; their rows are already released.
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
+    return EXIT_OK
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = Ledger(Database(settings.mysql))
+    ledger.create_schema()
+    client = s3.client(settings.source)
+    if settings.load_files:
+        load_samples(client, settings, args.count)
+    runner = Runner(ledger, Seeder(ledger, client, settings), workers=args.workers,
+                    child_env=child_environment(os.environ, args.overrides))
+    with signals.on_stop(runner.stop):
+        codes = runner.run()
+    status = status_dict(ledger.counts())
+    print(render_status(status))
+    if runner.stopped.is_set():
+        return EXIT_INTERRUPTED
+    if any(codes):
+        raise Movers3Error(f"worker processes exited with codes {codes}")
+    return EXIT_FAILED_ROWS if status["failed"] else EXIT_OK
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    status = status_dict(open_ledger(settings).counts())
+    print(json.dumps(status) if args.json else render_status(status))
+    return EXIT_OK
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = open_ledger(settings)
+    if args.output in (None, "-"):
+        count = write_csv(ledger.report(), sys.stdout)
+    else:
+        with open(args.output, "w", newline="", encoding="utf-8") as out:
+            count = write_csv(ledger.report(), out)
+        print(f"wrote {count:,} rows to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
+    count = open_ledger(settings).retry_failed()
+    print(f"{count:,} failed rows are pending again")
+    return EXIT_OK
+
+
+def cmd_load_samples(settings: Settings, args: argparse.Namespace) -> int:
+    count = load_samples(s3.client(settings.source), settings, args.count)
+    print(f"put {count:,} sample objects under {settings.old_bucket}/{settings.old_prefix}/")
+    return EXIT_OK
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+def open_ledger(settings: Settings) -> Ledger:
+    ledger = Ledger(Database(settings.mysql))
+    ledger.check_schema()
+    return ledger
+
+
+def preflight_source(settings: Settings) -> None:
+    """One cheap request that the worker role may make (ListBucket on the source): it catches a wrong
+    endpoint, wrong credentials and a missing bucket before any row is touched."""
+    try:
+        s3.client(settings.source).list_objects_v2(Bucket=settings.old_bucket, MaxKeys=1,
+                                                   Prefix=settings.old_prefix + "/")
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        raise s3.storage_error(exc, f"cannot list the source bucket {settings.old_bucket!r}") from exc
+
+
+# -- argument parsing -----------------------------------------------------------------------
+
+COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] = {
+    "init": (cmd_init, "create or upgrade the ledger schema (idempotent)"),
+    "seed": (cmd_seed, "enumerate OLD_BUCKET/OLD_PREFIX into the ledger (resumable, idempotent)"),
+    "worker": (cmd_worker, "claim rows and copy them; run as many as you like"),
+    "run": (cmd_run, "init, seed and N worker processes on this machine, then the final status"),
+    "status": (cmd_status, "counts and bytes per state, rate, ETA"),
+    "report": (cmd_report, "the ledger as CSV: the old -> new route of every object"),
+    "retry": (cmd_retry, "failed rows back to pending"),
+    "load-samples": (cmd_load_samples, "create the buckets if missing and put N sample objects"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("settings (each flag overrides its environment variable)")
+    for option in OPTIONS:
+        if not option.secret:
+            group.add_argument(option.flag, dest=option.dest, metavar="VALUE", default=None,
+                               help=f"{option.help} [env {option.env}, default {option.default!r}]")
+    common.add_argument("--debug", action="store_true", help="show tracebacks with errors")
+
+    parser = argparse.ArgumentParser(prog="movers3", description="Move every object under OLD_BUCKET/OLD_PREFIX to NEW_BUCKET/NEW_PREFIX, with a MariaDB ledger.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"movers3 {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parsers = {}
+    for name, (_, help_text) in COMMANDS.items():
+        parsers[name] = sub.add_parser(name, parents=[common], help=help_text, description=help_text,
+                                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parsers["worker"].add_argument("--exit-when-done", action="store_true",
+                                   help="exit 0 once seeding has finished and nothing is left to claim")
+    parsers["worker"].add_argument("--worker-id", help="lease owner name (default: host-pid-random)")
+    parsers["run"].add_argument("--workers", type=_positive, default=DEFAULT_RUN_WORKERS,
+                                help=f"worker processes (default {DEFAULT_RUN_WORKERS})")
+    parsers["run"].add_argument("--count", type=_positive, default=DEFAULT_SAMPLE_COUNT,
+                                help=f"samples to load when LOAD_FILES=true (default {DEFAULT_SAMPLE_COUNT})")
+    parsers["status"].add_argument("--json", action="store_true", help="one JSON object")
+    parsers["report"].add_argument("--output", "-o", help="file to write (default: stdout)")
+    parsers["load-samples"].add_argument("--count", type=_positive, default=DEFAULT_SAMPLE_COUNT,
+                                         help=f"number of objects (default {DEFAULT_SAMPLE_COUNT})")
+    return parser
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {value!r})") from None
+    if not 1 <= number <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 100000 (got {number})")
+    return number
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.overrides = {o.env: getattr(args, o.dest) for o in OPTIONS
+                      if not o.secret and getattr(args, o.dest, None) is not None}
+    redact = logs.Redactor(_env_secrets(os.environ))
+    try:
+        settings = load(os.environ, args.overrides)
+        redact = logs.Redactor(settings.secrets() + _env_secrets(os.environ))
+        logs.configure(format=settings.log_format, level=settings.log_level, secrets=redact.secrets)
+        handler, _ = COMMANDS[args.command]
+        return handler(settings, args)
+    except Interrupted as exc:
+        print(f"movers3: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Movers3Error as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"movers3: error: {redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"movers3: internal error: {type(exc).__name__}: {redact(str(exc))} (run with --debug for details)",
+              file=sys.stderr)
+        return EXIT_FAILED_ROWS
+
+
+def _env_secrets(environ: dict | os._Environ) -> list[str]:
+    """Secrets as given, even when the settings could not be built from them."""
+    found = [environ.get("AWS_SECRET_ACCESS_KEY", ""), environ.get("MYSQL_URL", "")]
+    try:
+        found.append(parse_mysql_url(environ.get("MYSQL_URL", "")).password.reveal())
+    except ConfigError:
+        pass
+    return [s for s in found if s]
+

@@ -1,0 +1,244 @@
+"""The MariaDB connection: named queries from sql/queries.sql, transactions, and translation of
+driver errors into our own types.
+
+One `Database` is one connection and is used by one thread only. A transaction that fails because
+the connection dropped, or because InnoDB chose it as a deadlock victim, is run again from the start
+with bounded backoff; every transaction movers3 runs is safe to repeat (claims re-select, finishes are
+guarded by owner and state, seeds insert-if-new).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import pymysql
+import pymysql.cursors
+import structlog
+import tenacity
+
+from movers3.exceptions import LedgerConflict, LedgerError, LedgerUnavailable, SchemaError
+from movers3.settings import MysqlUrl
+
+log = structlog.get_logger("movers3.db")
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_SECONDS = 10
+# A dead server must not hang a worker forever; the longest statement we run is a page insert.
+READ_TIMEOUT_SECONDS = 60
+# After a session once worked, how long to keep reconnecting through an outage (failover, restart).
+RECONNECT_SECONDS = 120
+CONFLICT_RETRIES = 5
+
+# MariaDB / client error codes
+_ACCESS_DENIED = 1045
+_DB_ACCESS_DENIED = 1044
+_UNKNOWN_DB = 1049
+_NO_SUCH_TABLE = 1146
+_COMMAND_DENIED = (1142, 1143)
+_DEADLOCK, _LOCK_WAIT = 1213, 1205
+_CANT_CONNECT = (2002, 2003, 2005)
+_LOST = (2006, 2013, 2014, 2055, 1053, 1927, 4031)
+
+_BLOCK = re.compile(r"^-- (\w+) --\n(?:--[^\n]*\n)*(.*?)(?=^-- \w+ --\n|\Z)", re.MULTILINE | re.DOTALL)
+
+
+def _load(name: str) -> str:
+    return importlib.resources.files("movers3").joinpath("sql", name).read_text("utf-8")
+
+
+def load_queries() -> dict[str, str]:
+    """Named blocks of queries.sql, each without its comments and trailing semicolon."""
+    return {m.group(1): m.group(2).strip().rstrip(";") for m in _BLOCK.finditer(_load("queries.sql"))}
+
+
+def schema_statements() -> list[str]:
+    lines = [line for line in _load("schema.sql").splitlines() if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+QUERIES = load_queries()
+
+
+class Tx:
+    """The cursor of one transaction, speaking in query names."""
+
+    def __init__(self, cursor: pymysql.cursors.Cursor) -> None:
+        self._cursor = cursor
+
+    def execute(self, name: str, params: Any = None) -> int:
+        return self._cursor.execute(QUERIES[name], params)
+
+    def executemany(self, name: str, rows: Sequence[Sequence[Any]]) -> int:
+        return self._cursor.executemany(QUERIES[name], rows) or 0
+
+    def one(self, name: str, params: Any = None) -> tuple | None:
+        self._cursor.execute(QUERIES[name], params)
+        return self._cursor.fetchone()
+
+    def all(self, name: str, params: Any = None) -> list[tuple]:
+        self._cursor.execute(QUERIES[name], params)
+        return list(self._cursor.fetchall())
+
+    def raw(self, sql: str) -> None:
+        """For schema.sql statements only: they take no parameters."""
+        self._cursor.execute(sql)
+
+
+class Database:
+    def __init__(self, url: MysqlUrl, *, reconnect_seconds: float = RECONNECT_SECONDS) -> None:
+        self.url = url
+        self.reconnect_seconds = reconnect_seconds
+        self._conn: pymysql.connections.Connection | None = None
+        self._ever_connected = False
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _connect(self) -> pymysql.connections.Connection:
+        if self._conn is not None and self._conn.open:
+            return self._conn
+        url = self.url
+        try:
+            self._conn = pymysql.connect(
+                host=url.host,
+                port=url.port,
+                unix_socket=url.unix_socket,
+                user=url.user,
+                password=url.password.reveal(),
+                database=url.database,
+                charset="utf8mb4",
+                autocommit=False,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                read_timeout=READ_TIMEOUT_SECONDS,
+                write_timeout=READ_TIMEOUT_SECONDS,
+                # READ COMMITTED: SKIP LOCKED claims take no gap locks, so claimers never wait on each other.
+                init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            )
+        except pymysql.MySQLError as exc:
+            raise self._translate(exc) from exc
+        if self._ever_connected:
+            log.info("ledger_reconnected", database=url.safe())
+        self._ever_connected = True
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except pymysql.MySQLError:
+                pass
+            self._conn = None
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def transaction(self, work: Callable[[Tx], T]) -> T:
+        """Run `work` in one transaction and commit. Repeated from the start on a dropped connection
+        (once the ledger has been reached at all) or a deadlock, with bounded backoff."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(self._worth_repeating),
+            stop=tenacity.stop_after_delay(self.reconnect_seconds),
+            wait=tenacity.wait_exponential_jitter(initial=0.2, max=5.0),
+            before_sleep=self._log_repeat,
+            reraise=True,
+        )
+        return retrying(self._run_once, work)
+
+    def _run_once(self, work: Callable[[Tx], T]) -> T:
+        conn = self._connect()
+        try:
+            with conn.cursor() as cursor:
+                result = work(Tx(cursor))
+            conn.commit()
+            return result
+        except pymysql.MySQLError as exc:
+            self._discard_after(exc)
+            raise self._translate(exc) from exc
+        except BaseException:
+            self._rollback_quietly()
+            raise
+
+    @contextmanager
+    def stream(self, name: str, params: Any = None) -> Iterator[Iterator[tuple]]:
+        """Rows of a query fetched as they come (an unbuffered cursor), for reports of any size."""
+        conn = self._connect()
+        cursor = conn.cursor(pymysql.cursors.SSCursor)
+        try:
+            cursor.execute(QUERIES[name], params)
+            yield iter(cursor.fetchone, None)
+        except pymysql.MySQLError as exc:
+            self._discard_after(exc)
+            raise self._translate(exc) from exc
+        finally:
+            try:
+                cursor.close()
+                conn.rollback()
+            except pymysql.MySQLError:
+                self.close()
+
+    def _worth_repeating(self, exc: BaseException) -> bool:
+        if isinstance(exc, LedgerConflict):
+            return True
+        return isinstance(exc, LedgerUnavailable) and self._ever_connected
+
+    def _log_repeat(self, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("ledger_retrying", attempt=state.attempt_number, error=str(exc))
+
+    def _discard_after(self, exc: pymysql.MySQLError) -> None:
+        code = _code(exc)
+        if code in _LOST or code in _CANT_CONNECT or isinstance(exc, pymysql.err.InterfaceError):
+            self.close()
+        else:
+            self._rollback_quietly()
+
+    def _rollback_quietly(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.rollback()
+        except pymysql.MySQLError:
+            self.close()
+
+    def _translate(self, exc: pymysql.MySQLError) -> LedgerError:
+        code = _code(exc)
+        where = self.url.safe()
+        if code in _CANT_CONNECT or code in _LOST or isinstance(exc, pymysql.err.InterfaceError):
+            return LedgerUnavailable(f"cannot reach the ledger database at {where} (error {code})")
+        if code == _ACCESS_DENIED:
+            return LedgerError(f"access denied to the ledger database {where}: wrong user or password")
+        if code == _DB_ACCESS_DENIED:
+            return LedgerError(f"user {self.url.user!r} may not use database {self.url.database!r}")
+        if code == _UNKNOWN_DB:
+            return LedgerError(f"unknown database {self.url.database!r} at {where}")
+        if code == _NO_SUCH_TABLE:
+            return SchemaError(f"the ledger schema is missing in {self.url.database!r}: run `movers3 init`")
+        if code in (_DEADLOCK, _LOCK_WAIT):
+            return LedgerConflict(f"ledger transaction rolled back (error {code}), repeating it")
+        if code in _COMMAND_DENIED:
+            return LedgerError(f"the ledger account lacks a privilege: {_message(exc)}")
+        return LedgerError(f"ledger database error {code}: {_message(exc)}")
+
+
+def _code(exc: pymysql.MySQLError) -> int:
+    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+
+
+def _message(exc: pymysql.MySQLError) -> str:
+    return str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__
+
+
+def wait_until_reachable(db: Database, seconds: float) -> None:
+    """Bounded wait for a database that is still starting (compose, the demo)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            db.transaction(lambda tx: None)
+            return
+        except LedgerUnavailable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)

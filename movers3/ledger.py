@@ -1,0 +1,230 @@
+"""The ledger: one row per source object, its old and new route and what happened to it.
+
+Rows are claimed in batches (SELECT ... FOR UPDATE SKIP LOCKED, then one UPDATE, then commit: no
+transaction stays open during a copy), finished in batches by a single guarded UPDATE, and rescued
+by any worker once their lease has expired.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+
+import structlog
+
+from movers3 import routes
+from movers3.db import Database, Tx, schema_statements
+from movers3.exceptions import SchemaError
+
+log = structlog.get_logger("movers3.ledger")
+
+SCHEMA_VERSION = 1
+STATES = ("pending", "in_progress", "done", "failed")
+RESCUE_PAGE = 1000
+MAX_ERROR_CHARS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A claimed row: what a worker needs to copy one object."""
+
+    id: int
+    old_bucket: str
+    old_key: str
+    new_bucket: str
+    new_key: str
+    size: int
+    source_etag: str
+    attempts: int
+
+    @classmethod
+    def from_claim(cls, record: tuple) -> Row:
+        id_, old_bucket, old_key, new_bucket, new_key, size, etag, attempts = record
+        # The claim UPDATE adds one attempt in the same transaction.
+        return cls(id_, old_bucket, routes.from_db(old_key), new_bucket, routes.from_db(new_key), size, etag,
+                   attempts + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What became of a claimed row; written back by `Ledger.finish`."""
+
+    id: int
+    state: str  # done | failed | pending (released unfinished, e.g. on shutdown)
+    attempts: int
+    size: int | None = None
+    source_etag: str | None = None
+    dest_etag: str | None = None
+    copy_method: str | None = None
+    verified_by: str | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        if data["error"] is not None:
+            data["error"] = data["error"][:MAX_ERROR_CHARS]
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    rows: dict[str, int]
+    bytes: dict[str, int]
+    done_last_minute: int
+    bytes_last_minute: int
+    seeds: list[dict]
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedCursor:
+    id: int
+    start_after: str | None
+
+
+class Ledger:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def create_schema(self) -> int:
+        def work(tx: Tx) -> int:
+            for statement in schema_statements():
+                tx.raw(statement)
+            tx.execute("schema_version_set", {"version": SCHEMA_VERSION})
+            return SCHEMA_VERSION
+
+        return self.db.transaction(work)
+
+    def check_schema(self) -> None:
+        row = self.db.transaction(lambda tx: tx.one("schema_version"))
+        version = row[0] if row else 0
+        if version < SCHEMA_VERSION:
+            raise SchemaError(f"the ledger schema is version {version}, this movers3 needs {SCHEMA_VERSION}: "
+                              "run `movers3 init` to upgrade it")
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"the ledger schema is version {version}, newer than this movers3 knows "
+                              f"({SCHEMA_VERSION}): upgrade movers3")
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def claim(self, owner: str, limit: int, lease_seconds: int) -> list[Row]:
+        def work(tx: Tx) -> list[Row]:
+            records = tx.all("rows_claimable_lock", {"limit": limit})
+            if not records:
+                return []
+            ids = tuple(r[0] for r in records)
+            tx.execute("rows_claim", {"owner": owner, "lease_seconds": lease_seconds, "ids": ids})
+            return [Row.from_claim(r) for r in records]
+
+        return self.db.transaction(work)
+
+    def renew(self, owner: str, ids: Sequence[int], lease_seconds: int) -> int:
+        if not ids:
+            return 0
+        params = {"owner": owner, "lease_seconds": lease_seconds, "ids": tuple(ids)}
+        return self.db.transaction(lambda tx: tx.execute("rows_renew_if_owned", params))
+
+    def finish(self, owner: str, outcomes: Sequence[Outcome]) -> int:
+        """Write outcomes of rows this worker still owns; returns how many were written. Fewer than
+        given means some leases were lost (rescued by another worker): those results are dropped."""
+        if not outcomes:
+            return 0
+        params = {"owner": owner, "outcomes": json.dumps([o.as_json() for o in outcomes])}
+        return self.db.transaction(lambda tx: tx.execute("rows_finish_if_owned", params))
+
+    def rescue_expired(self, max_attempts: int) -> tuple[int, int]:
+        """Expired leases back to pending (or failed once attempts are spent); one page of each."""
+        params = {"max_attempts": max_attempts, "limit": RESCUE_PAGE}
+
+        def work(tx: Tx) -> tuple[int, int]:
+            return tx.execute("rows_expired_requeue", params), tx.execute("rows_expired_fail", params)
+
+        return self.db.transaction(work)
+
+    def unfinished(self) -> bool:
+        """True while seeding goes on, has never started, or any row is pending or in progress."""
+
+        def work(tx: Tx) -> bool:
+            listing, any_seed = tx.one("seeds_listing_any")
+            if listing or not any_seed:
+                return True
+            return bool(tx.one("rows_unfinished_any")[0])
+
+        return self.db.transaction(work)
+
+    # -- operators ---------------------------------------------------------------------------
+
+    def retry_failed(self) -> int:
+        return self.db.transaction(lambda tx: tx.execute("rows_failed_retry"))
+
+    def counts(self) -> Counts:
+        def work(tx: Tx) -> Counts:
+            rows = {state: 0 for state in STATES}
+            sizes = {state: 0 for state in STATES}
+            for state, count, size in tx.all("rows_count_by_state"):
+                rows[state], sizes[state] = int(count), int(size)
+            done, done_bytes = tx.one("rows_done_since", {"seconds": 60})
+            seeds = [
+                {"old_bucket": b, "old_prefix": routes.from_db(p), "state": s, "pages": pages, "listed": listed,
+                 "added": added, "started_at": _iso(started), "finished_at": _iso(finished)}
+                for b, p, s, pages, listed, added, started, finished in tx.all("seeds_all")
+            ]
+            return Counts(rows, sizes, int(done), int(done_bytes), seeds)
+
+        return self.db.transaction(work)
+
+    def report(self) -> Iterator[dict]:
+        with self.db.stream("rows_report") as records:
+            for (id_, old_bucket, old_key, new_bucket, new_key, state, size, attempts, error, source_etag,
+                 dest_etag, copy_method, verified_by, done_at) in records:
+                yield {
+                    "id": id_, "old_bucket": old_bucket, "old_key": routes.from_db(old_key),
+                    "new_bucket": new_bucket, "new_key": routes.from_db(new_key), "state": state, "size": size,
+                    "attempts": attempts, "error": error or "", "source_etag": source_etag,
+                    "dest_etag": dest_etag or "", "copy_method": copy_method or "", "verified_by": verified_by or "",
+                    "done_at": _iso(done_at) or "",
+                }
+
+    # -- seeding -----------------------------------------------------------------------------
+
+    def seed_start(self, old_bucket: str, old_prefix: str, new_bucket: str, new_prefix: str) -> SeedCursor:
+        """Resume an unfinished seed of this source, or start one (a finished one lists again)."""
+        key = {"old_bucket": old_bucket, "old_prefix": routes.to_db(old_prefix)}
+
+        def work(tx: Tx) -> SeedCursor:
+            found = tx.one("seeds_get_for_update", key)
+            if found is None:
+                tx.execute("seeds_insert", {**key, "new_bucket": new_bucket, "new_prefix": routes.to_db(new_prefix)})
+                return SeedCursor(tx.one("seeds_get_for_update", key)[0], None)
+            seed_id, state, start_after = found
+            if state == "finished":
+                tx.execute("seeds_restart", {"id": seed_id})
+                return SeedCursor(seed_id, None)
+            return SeedCursor(seed_id, routes.from_db(start_after) if start_after is not None else None)
+
+        return self.db.transaction(work)
+
+    def seed_page(self, seed_id: int, rows: Sequence[tuple], last_key: str) -> int:
+        """Insert one listed page and advance the cursor in the same transaction; returns rows added."""
+
+        def work(tx: Tx) -> int:
+            added = tx.executemany("rows_insert_if_new", rows)
+            tx.execute("seeds_advance_if_forward", {"id": seed_id, "start_after": routes.to_db(last_key),
+                                                    "listed": len(rows), "added": added})
+            return added
+
+        return self.db.transaction(work)
+
+    def seed_finish(self, seed_id: int) -> None:
+        self.db.transaction(lambda tx: tx.execute("seeds_finish", {"id": seed_id}))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(sep=" ") if value is not None else None

@@ -1,0 +1,68 @@
+"""What people read: `status` (counts, bytes, rate, ETA) and `report` (the ledger as CSV).
+
+CSV cells that a spreadsheet would take for a formula (starting with =, +, -, @, tab or CR) get a
+leading apostrophe, as OWASP recommends; README says so. The ledger itself keeps exact keys."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from typing import IO
+
+from movers3.ledger import STATES, Counts
+
+REPORT_COLUMNS = ("old_bucket", "old_key", "new_bucket", "new_key", "state", "size", "attempts", "error",
+                  "source_etag", "dest_etag", "copy_method", "verified_by", "done_at", "id")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def status_dict(counts: Counts) -> dict:
+    rate = counts.done_last_minute / 60.0
+    remaining = counts.rows["pending"] + counts.rows["in_progress"]
+    return {
+        "total": counts.total,
+        **{state: counts.rows[state] for state in STATES},
+        "bytes": {state: counts.bytes[state] for state in STATES},
+        "bytes_total": sum(counts.bytes.values()),
+        "objects_per_second_last_minute": round(rate, 2),
+        "bytes_per_second_last_minute": round(counts.bytes_last_minute / 60.0, 1),
+        "eta_seconds": round(remaining / rate) if rate > 0 and remaining else None,
+        "seeds": counts.seeds,
+    }
+
+
+def render_status(status: dict) -> str:
+    lines = [f"{'state':<12} {'objects':>12} {'bytes':>16}"]
+    for state in STATES:
+        lines.append(f"{state:<12} {status[state]:>12,} {status['bytes'][state]:>16,}")
+    lines.append(f"{'total':<12} {status['total']:>12,} {status['bytes_total']:>16,}")
+    eta = status["eta_seconds"]
+    lines.append(f"rate (last minute): {status['objects_per_second_last_minute']} objects/s; "
+                 f"ETA: {_duration(eta) if eta is not None else '-'}")
+    for seed in status["seeds"]:
+        lines.append(f"seed {seed['old_bucket']}/{seed['old_prefix']}/: {seed['state']}, "
+                     f"{seed['listed']:,} listed, {seed['added']:,} added")
+    return "\n".join(lines)
+
+
+def write_csv(rows: Iterable[dict], out: IO[str]) -> int:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(REPORT_COLUMNS)
+    count = 0
+    for row in rows:
+        writer.writerow([spreadsheet_safe(row[c]) for c in REPORT_COLUMNS])
+        count += 1
+    return count
+
+
+def spreadsheet_safe(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

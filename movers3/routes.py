@@ -1,0 +1,61 @@
+"""Where an object goes: prefixes are folders, and a key keeps its remainder byte for byte.
+
+Keys stay `str` in Python (boto3 speaks str) and become UTF-8 bytes only at the database boundary,
+where they are stored as VARBINARY so that case, trailing spaces and Unicode normalisation survive.
+"""
+
+from __future__ import annotations
+
+from movers3.exceptions import ConfigError
+
+MAX_KEY_BYTES = 1024
+
+
+def folder(prefix: str) -> str:
+    """The listing prefix of a folder: `images` -> `images/`."""
+    return prefix + "/"
+
+
+def new_key(old_key: str, old_prefix: str, new_prefix: str) -> str:
+    """`images/a/b.png` under `images` becomes `avatar/a/b.png` under `avatar`."""
+    head = folder(old_prefix)
+    if not old_key.startswith(head):
+        raise ValueError(f"key is not under the folder {head!r}")
+    key = folder(new_prefix) + old_key[len(head):]
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise ValueError(f"new key would exceed {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def to_db(key: str) -> bytes:
+    return key.encode("utf-8")
+
+
+def from_db(raw: bytes) -> str:
+    return raw.decode("utf-8")
+
+
+def check_prefix(name: str, value: str) -> str:
+    """Validate a folder prefix and return it without trailing slashes."""
+    prefix = value.rstrip("/")
+    if not prefix:
+        raise ConfigError(f"{name}: must name a folder, e.g. 'images' (empty prefixes are refused)")
+    if prefix.startswith("/"):
+        raise ConfigError(f"{name}: must not start with '/'")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in prefix):
+        raise ConfigError(f"{name}: must not contain control characters")
+    segments = prefix.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise ConfigError(f"{name}: must not contain empty, '.' or '..' path segments")
+    if len(prefix.encode("utf-8")) > MAX_KEY_BYTES // 2:
+        raise ConfigError(f"{name}: must be at most {MAX_KEY_BYTES // 2} bytes")
+    return prefix
+
+
+def overlaps(old_bucket: str, old_prefix: str, new_bucket: str, new_prefix: str) -> bool:
+    """True when one route is the other's folder or inside it: copying would feed on its own output
+    (or overwrite sources not yet copied)."""
+    if old_bucket != new_bucket:
+        return False
+    a, b = folder(old_prefix), folder(new_prefix)
+    return a.startswith(b) or b.startswith(a)

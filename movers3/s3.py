@@ -1,0 +1,102 @@
+"""S3 clients and the sorting of their errors into our own types.
+
+Clients are built here only, so that the copy hot path can be swapped in one place. botocore's own
+retries are off: `retry.py` owns the policy, so that MAX_ATTEMPTS means what it says.
+"""
+
+from __future__ import annotations
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from botocore.client import BaseClient
+
+from movers3 import __version__
+from movers3.exceptions import CopyError, StorageError
+from movers3.settings import Endpoint
+
+CONNECT_TIMEOUT_SECONDS = 10
+# Server-side copies of large parts are one long request; S3 keeps it alive with whitespace.
+READ_TIMEOUT_SECONDS = 300
+
+# Codes worth another try; anything else with a 4xx status is permanent.
+RETRYABLE_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "503", "500", "502", "504", "OperationAborted",
+    "RequestLimitExceeded", "TooManyRequests", "BandwidthLimitExceeded", "ExpiredToken",
+})
+# Codes that say the whole configuration is wrong, not this object: a worker that meets one stops
+# and releases its rows rather than failing every row in the ledger.
+SYSTEMIC_CODES = frozenset({
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "InvalidBucketName", "AccountProblem",
+    "AllAccessDisabled", "NoCredentials", "InvalidToken", "EndpointConnectionError",
+})
+RETRYABLE_EXCEPTIONS = (
+    botocore.exceptions.ConnectionError,  # resets, closed connections, endpoint unreachable
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ResponseStreamingError,
+)
+
+
+def client(endpoint: Endpoint, *, pool_size: int = 10) -> BaseClient:
+    config = botocore.config.Config(
+        region_name=endpoint.region,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=pool_size,
+        s3={"addressing_style": endpoint.addressing_style},
+        # A fixed User-Agent: botocore otherwise rebuilds it for every request.
+        user_agent=f"movers3/{__version__}",
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    session = boto3.session.Session(
+        aws_access_key_id=endpoint.access_key,
+        aws_secret_access_key=endpoint.secret_key.reveal() if endpoint.secret_key else None,
+    )
+    return session.client("s3", endpoint_url=endpoint.url, config=config)
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        return str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or "Unknown")
+    return type(exc).__name__
+
+
+def status_code(exc: botocore.exceptions.ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def classify(exc: BaseException, what: str) -> CopyError:
+    """A botocore failure as a CopyError that knows whether it is worth another try."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code, status = error_code(exc), status_code(exc)
+        message = exc.response.get("Error", {}).get("Message") or code
+        retryable = code in RETRYABLE_CODES or status >= 500 or status == 429
+        return CopyError(f"{what}: {code}: {message}", code=code, retryable=retryable)
+    if isinstance(exc, RETRYABLE_EXCEPTIONS):
+        return CopyError(f"{what}: {type(exc).__name__}: {exc}", code=type(exc).__name__, retryable=True)
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return CopyError(f"{what}: no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+                         code="NoCredentials", retryable=False)
+    if isinstance(exc, botocore.exceptions.BotoCoreError):
+        return CopyError(f"{what}: {type(exc).__name__}: {exc}", code=type(exc).__name__, retryable=False)
+    raise exc
+
+
+def storage_error(exc: BaseException, what: str) -> StorageError:
+    """A failure of a one-off request (listing, bucket checks) as a one-line StorageError."""
+    error = classify(exc, what)
+    hints = {
+        "InvalidAccessKeyId": " (wrong AWS_ACCESS_KEY_ID)",
+        "SignatureDoesNotMatch": " (wrong AWS_SECRET_ACCESS_KEY)",
+        "NoSuchBucket": " (the bucket does not exist)",
+        "AccessDenied": " (the credentials lack the permission)",
+        "EndpointConnectionError": " (is URL_ENDPOINT right and the server up?)",
+    }
+    return StorageError(str(error) + hints.get(error.code, ""))

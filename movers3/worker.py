@@ -1,0 +1,244 @@
+"""One worker process: claim a batch of rows, copy them on a thread pool, write the outcomes back in
+batches, and keep going until told to stop (or, with --exit-when-done, until nothing is left).
+
+Only the main thread talks to the database (claims, lease renewals, rescues, completions); the copy
+threads talk only to S3 and hand back an `Outcome`. Completions are batched: a finished copy waits at
+most FLUSH_SECONDS (or FLUSH_ROWS rows) before its row is marked done. That is safe here because a
+row is only ever marked done after its copy succeeded, and if the worker dies inside the window the
+row's lease expires and another worker copies the object again, which rewrites the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import socket
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+import structlog
+
+from movers3 import retry, s3
+from movers3.copier import Copier
+from movers3.exceptions import CopyError, Interrupted, LedgerError, SourceChanged
+from movers3.ledger import Ledger, Outcome, Row
+
+log = structlog.get_logger("movers3.worker")
+
+POLL_MIN_SECONDS = 0.2
+POLL_MAX_SECONDS = 10.0
+FLUSH_SECONDS = 0.25
+FLUSH_ROWS = 256
+# SIGTERM: in-flight copies get this long to finish before their rows are released (exit < 25 s).
+DRAIN_SECONDS = 15.0
+PROGRESS_SECONDS = 10.0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:80]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclasses.dataclass
+class Stats:
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    released: int = 0
+    lost: int = 0
+    bytes: int = 0
+    abandoned: int = 0
+
+
+class Worker:
+    def __init__(self, ledger: Ledger, copier: Copier, *, worker_id: str, threads: int, lease_seconds: int,
+                 max_attempts: int, claim_batch: int, exit_when_done: bool = False,
+                 stop_event: threading.Event | None = None) -> None:
+        self.ledger = ledger
+        self.copier = copier
+        self.id = worker_id
+        self.threads = threads
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.claim_batch = claim_batch
+        self.exit_when_done = exit_when_done
+        self.stopped = stop_event or threading.Event()
+        self.stats = Stats()
+        self.fatal: CopyError | None = None
+        self.log = log.bind(worker=worker_id)
+        self._inflight: dict[int, tuple[Row, Future]] = {}
+        self._outcomes: list[Outcome] = []
+        self._oldest_outcome = 0.0
+        now = time.monotonic()
+        self._next_renew = now + lease_seconds / 3
+        self._next_rescue = now
+        self._next_progress = now + PROGRESS_SECONDS
+        self._started = now
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def run(self) -> Stats:
+        self.log.info("worker_started", threads=self.threads, lease_seconds=self.lease_seconds,
+                      max_attempts=self.max_attempts, exit_when_done=self.exit_when_done)
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="copy")
+        try:
+            self._loop(pool)
+        finally:
+            self._shutdown(pool)
+        self.log.info("worker_stopped", **dataclasses.asdict(self.stats),
+                      seconds=round(time.monotonic() - self._started, 3))
+        return self.stats
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _loop(self, pool: ThreadPoolExecutor) -> None:
+        idle = POLL_MIN_SECONDS
+        while not self.stopped.is_set():
+            self._housekeeping()
+            if len(self._inflight) <= self.threads:
+                self._claim(pool)
+            if not self._inflight:
+                self._flush()
+                if self.exit_when_done and not self.ledger.unfinished():
+                    self.log.info("worker_drained")
+                    return
+                self.stopped.wait(idle)
+                idle = min(idle * 2, POLL_MAX_SECONDS)
+                continue
+            idle = POLL_MIN_SECONDS
+            self._collect(timeout=FLUSH_SECONDS)
+            if len(self._outcomes) >= FLUSH_ROWS or time.monotonic() - self._oldest_outcome >= FLUSH_SECONDS:
+                self._flush()
+
+    def _claim(self, pool: ThreadPoolExecutor) -> None:
+        # Keep up to two batches' worth in hand so copy threads never wait on a claim.
+        limit = min(self.claim_batch, 2 * self.threads - len(self._inflight))
+        if limit <= 0:
+            return
+        rows = self.ledger.claim(self.id, limit, self.lease_seconds)
+        if not rows:
+            return
+        self.stats.claimed += len(rows)
+        self.log.debug("rows_claimed", ids=[r.id for r in rows])
+        for row in rows:
+            self._inflight[row.id] = (row, pool.submit(self._copy_one, row))
+
+    def _collect(self, timeout: float) -> None:
+        finished, _ = wait([f for _, f in self._inflight.values()], timeout=timeout, return_when=FIRST_COMPLETED)
+        if not finished:
+            return
+        for row_id in [i for i, (_, f) in self._inflight.items() if f in finished]:
+            _, future = self._inflight.pop(row_id)
+            self._record(future.result())
+
+    def _record(self, outcome: Outcome) -> None:
+        if not self._outcomes:
+            self._oldest_outcome = time.monotonic()
+        self._outcomes.append(outcome)
+
+    def _flush(self) -> None:
+        if not self._outcomes:
+            return
+        outcomes, self._outcomes = self._outcomes, []
+        written = self.ledger.finish(self.id, outcomes)
+        for o in outcomes:
+            if o.state == "done":
+                self.stats.done += 1
+                self.stats.bytes += o.size or 0
+            elif o.state == "failed":
+                self.stats.failed += 1
+            else:
+                self.stats.released += 1
+        if written < len(outcomes):
+            # Another worker rescued these rows after our lease ran out; its result stands.
+            self.stats.lost += len(outcomes) - written
+            self.log.warning("results_dropped_lease_lost", count=len(outcomes) - written,
+                             ids=[o.id for o in outcomes][:50])
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_renew:
+            self._next_renew = now + self.lease_seconds / 3
+            renewed = self.ledger.renew(self.id, list(self._inflight), self.lease_seconds)
+            if renewed < len(self._inflight):
+                self.log.warning("leases_lost", held=len(self._inflight), renewed=renewed)
+        if now >= self._next_rescue:
+            self._next_rescue = now + max(1.0, self.lease_seconds / 4)
+            requeued, failed = self.ledger.rescue_expired(self.max_attempts)
+            if requeued or failed:
+                self.log.warning("leases_rescued", requeued=requeued, failed=failed)
+        if now >= self._next_progress:
+            self._next_progress = now + PROGRESS_SECONDS
+            elapsed = now - self._started
+            self.log.info("progress", done=self.stats.done, failed=self.stats.failed, bytes=self.stats.bytes,
+                          in_flight=len(self._inflight), objects_per_second=round(self.stats.done / elapsed, 1))
+
+    # -- one object, on a copy thread -------------------------------------------------------
+
+    def _copy_one(self, row: Row) -> Outcome:
+        olog = self.log.bind(row_id=row.id, key=row.old_key)
+        current = row
+        attempts = retry.Attempts()
+
+        def attempt():
+            nonlocal current
+            try:
+                return self.copier.copy(current)
+            except SourceChanged:
+                size, etag = self.copier.describe_source(current)
+                olog.info("source_changed", old_etag=current.source_etag, new_etag=etag, size=size)
+                current = dataclasses.replace(current, size=size, source_etag=etag)
+                raise
+
+        # `row.attempts` already counts this claim; the retries below spend what is left.
+        tries = max(1, self.max_attempts - row.attempts + 1)
+        spent_before = row.attempts - 1
+        try:
+            copied = retry.call(attempt, tries=tries, stop=self.stopped, attempts=attempts)
+        except Interrupted:
+            return Outcome(row.id, "pending", attempts=spent_before + attempts.used - 1)
+        except CopyError as exc:
+            if exc.code in s3.SYSTEMIC_CODES:
+                if self.fatal is None:
+                    self.fatal = exc
+                    olog.error("worker_misconfigured", code=exc.code, error=str(exc))
+                self.stopped.set()
+                return Outcome(row.id, "pending", attempts=spent_before + attempts.used - 1, error=str(exc))
+            if exc.retryable and self.stopped.is_set():
+                return Outcome(row.id, "pending", attempts=spent_before + attempts.used - 1, error=str(exc))
+            olog.warning("copy_failed", code=exc.code, error=str(exc), attempts=spent_before + attempts.used)
+            return Outcome(row.id, "failed", attempts=spent_before + attempts.used, size=current.size,
+                           source_etag=current.source_etag, error=str(exc))
+        except Exception as exc:  # a bug, not a storage error: fail the row, keep the worker
+            olog.exception("copy_crashed")
+            return Outcome(row.id, "failed", attempts=spent_before + max(1, attempts.used),
+                           error=f"internal error: {type(exc).__name__}: {exc}")
+        olog.debug("object_copied", method=copied.method, size=copied.size, verified_by=copied.verified_by,
+                   new_key=row.new_key)
+        return Outcome(row.id, "done", attempts=spent_before + attempts.used, size=copied.size,
+                       source_etag=copied.source_etag, dest_etag=copied.dest_etag, copy_method=copied.method,
+                       verified_by=copied.verified_by)
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def _shutdown(self, pool: ThreadPoolExecutor) -> None:
+        self.stopped.set()  # ends retry backoffs and interrupts multipart copies between parts
+        for row_id, (row, future) in list(self._inflight.items()):
+            if future.cancel():
+                del self._inflight[row_id]
+                self._record(Outcome(row.id, "pending", attempts=row.attempts - 1))
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while self._inflight and time.monotonic() < deadline:
+            self._collect(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+        for row, _ in self._inflight.values():
+            self.log.warning("copy_abandoned", row_id=row.id, key=row.old_key)
+            self._record(Outcome(row.id, "pending", attempts=row.attempts - 1))
+        self.stats.abandoned = len(self._inflight)
+        self._inflight.clear()
+        try:
+            self._flush()
+        except LedgerError as exc:
+            self.log.error("release_failed", error=str(exc), note="the rows come back when their lease expires")
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -142,7 +142,7 @@ class Database:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(self._worth_repeating),
             stop=tenacity.stop_after_delay(self.reconnect_seconds),
-            wait=tenacity.wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=tenacity.wait_random_exponential(multiplier=0.2, max=5.0),
             before_sleep=self._log_repeat,
             reraise=True,
         )

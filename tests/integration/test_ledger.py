@@ -1,0 +1,161 @@
+"""The ledger against a real MariaDB, with the production worker's account (SELECT and UPDATE only)."""
+
+import threading
+
+import pytest
+
+from movers3 import routes
+from movers3.db import Database
+from movers3.exceptions import LedgerError, SchemaError
+from movers3.ledger import Ledger, Outcome
+from movers3.settings import load, parse_mysql_url
+from tests.support.services import DATABASE
+
+pytestmark = pytest.mark.integration
+
+
+def make_rows(seeder_ledger, route, count, start=0):
+    """The factory: `count` pending rows inserted the way the seeder inserts them."""
+    seed = seeder_ledger.seed_start(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix)
+    rows = [(route.old_bucket, routes.to_db(route.old(f"{i:05d}")), route.new_bucket,
+             routes.to_db(route.new(f"{i:05d}")), i, f"{i:032x}") for i in range(start, start + count)]
+    seeder_ledger.seed_page(seed.id, rows, route.old(f"{start + count - 1:05d}"))
+    seeder_ledger.seed_finish(seed.id)
+
+
+def admin_exec(route, sql, params=None):
+    with route.stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def test_concurrent_claimers_never_share_a_row(route, seeder_ledger):
+    make_rows(seeder_ledger, route, 600)
+    claimed: dict[str, list[int]] = {}
+    ready = threading.Barrier(4, timeout=30)
+
+    def claimer(name):
+        ledger = Ledger(Database(load(route.env("worker", "m3_worker")).mysql))
+        ledger.check_schema()  # connected before the race starts
+        mine = claimed.setdefault(name, [])
+        ready.wait()
+        while batch := ledger.claim(name, 7, 60):
+            mine.extend(r.id for r in batch)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    everything = [i for ids in claimed.values() for i in ids]
+    assert len(everything) == 600 and len(set(everything)) == 600
+    assert sum(1 for ids in claimed.values() if ids) >= 2  # they really ran side by side
+    owners = dict(admin_exec(route, "SELECT id, lease_owner FROM movers3_objects"))
+    for name, ids in claimed.items():
+        assert all(owners[i] == name for i in ids)
+    assert route.states() == {"in_progress": 600}
+
+
+def test_claim_returns_exact_keys_and_counts_the_attempt(route, seeder_ledger, ledger):
+    make_rows(seeder_ledger, route, 3)
+    batch = ledger.claim("w", 10, 60)
+    assert [r.old_key for r in batch] == [route.old(f"{i:05d}") for i in range(3)]
+    assert [r.new_key for r in batch] == [route.new(f"{i:05d}") for i in range(3)]
+    assert all(r.attempts == 1 for r in batch)
+    assert ledger.claim("w", 10, 60) == []
+
+
+def test_finish_writes_only_rows_the_worker_still_owns(route, seeder_ledger, ledger):
+    make_rows(seeder_ledger, route, 3)
+    a, b, c = ledger.claim("w1", 3, 60)
+    admin_exec(route, "UPDATE movers3_objects SET lease_owner = 'w2' WHERE id = %s", (b.id,))  # rescued and re-claimed
+    written = ledger.finish("w1", [
+        Outcome(a.id, "done", 1, size=None, dest_etag="e1", copy_method="copy", verified_by="etag"),
+        Outcome(b.id, "done", 1, dest_etag="e2"),
+        Outcome(c.id, "failed", 3, error="NoSuchKey: gone " + "x" * 5000),
+    ])
+    assert written == 2
+    rows = {r["id"]: r for r in route.rows()}
+    assert rows[a.id]["state"] == "done" and rows[a.id]["dest_etag"] == "e1" and rows[a.id]["size"] == 0
+    assert rows[b.id]["state"] == "in_progress" and rows[b.id]["lease_owner"] == "w2"
+    assert rows[c.id]["state"] == "failed" and rows[c.id]["attempts"] == 3
+    assert rows[c.id]["last_error"].startswith("NoSuchKey") and len(rows[c.id]["last_error"]) <= 1024
+
+
+def test_renew_extends_only_own_leases(route, seeder_ledger, ledger):
+    make_rows(seeder_ledger, route, 2)
+    a, b = ledger.claim("w1", 2, 5)
+    admin_exec(route, "UPDATE movers3_objects SET lease_owner = 'w2' WHERE id = %s", (b.id,))
+    assert ledger.renew("w1", [a.id, b.id], 600) == 1
+    expiry = dict(admin_exec(route, "SELECT id, lease_expires_at > NOW() + INTERVAL 500 SECOND FROM movers3_objects"))
+    assert expiry == {a.id: 1, b.id: 0}
+
+
+def test_expired_leases_are_rescued_or_failed_when_attempts_are_spent(route, seeder_ledger, ledger):
+    make_rows(seeder_ledger, route, 3)
+    a, b, c = ledger.claim("dead", 3, 60)
+    admin_exec(route, "UPDATE movers3_objects SET lease_expires_at = NOW() - INTERVAL 1 SECOND WHERE id IN %s",
+               ((a.id, b.id),))
+    admin_exec(route, "UPDATE movers3_objects SET attempts = 5 WHERE id = %s", (b.id,))
+    assert ledger.rescue_expired(max_attempts=5) == (1, 1)
+    rows = {r["id"]: r for r in route.rows()}
+    assert rows[a.id]["state"] == "pending" and "lease expired" in rows[a.id]["last_error"]
+    assert rows[b.id]["state"] == "failed" and "every attempt" in rows[b.id]["last_error"]
+    assert rows[c.id]["state"] == "in_progress"  # its lease still runs
+    again = ledger.claim("alive", 10, 60)
+    assert [r.id for r in again] == [a.id] and again[0].attempts == 2
+
+
+def test_retry_puts_failed_rows_back(route, seeder_ledger, ledger):
+    make_rows(seeder_ledger, route, 2)
+    a, b = ledger.claim("w", 2, 60)
+    ledger.finish("w", [Outcome(a.id, "failed", 5, error="boom"), Outcome(b.id, "done", 1)])
+    assert ledger.retry_failed() == 1
+    assert {r["id"]: (r["state"], r["attempts"]) for r in route.rows()} == {a.id: ("pending", 0), b.id: ("done", 1)}
+
+
+def test_unfinished_until_seeded_and_drained(route, seeder_ledger, ledger):
+    assert ledger.unfinished()  # no seed has ever run
+    make_rows(seeder_ledger, route, 1)
+    assert ledger.unfinished()
+    (row,) = ledger.claim("w", 1, 60)
+    assert ledger.unfinished()
+    ledger.finish("w", [Outcome(row.id, "done", 1)])
+    assert not ledger.unfinished()
+
+
+def test_counts_and_report(route, seeder_ledger, ledger):
+    make_rows(seeder_ledger, route, 3)
+    a, _b, _c = ledger.claim("w", 1, 60) + [None, None]
+    ledger.finish("w", [Outcome(a.id, "done", 1, dest_etag="d")])
+    counts = ledger.counts()
+    assert counts.rows == {"pending": 2, "in_progress": 0, "done": 1, "failed": 0}
+    assert counts.bytes["pending"] == 1 + 2 and counts.done_last_minute == 1
+    report = list(ledger.report())
+    assert [r["old_key"] for r in report] == [route.old(f"{i:05d}") for i in range(3)]
+    assert report[0]["state"] == "done" and report[0]["dest_etag"] == "d"
+
+
+def test_worker_account_can_not_insert_or_delete(route, ledger):
+    with pytest.raises(LedgerError, match="lacks a privilege"):
+        ledger.db.transaction(lambda tx: tx.executemany("rows_insert_if_new", [("b", b"k", "b", b"k", 1, "e")]))
+
+
+def test_schema_missing_or_outdated_tells_to_run_init(route):
+    route.stack.db.create_database("empty_ledger")
+    admin_exec(route, "GRANT SELECT ON `empty_ledger`.* TO 'm3_worker'@'%'")
+    empty = Ledger(Database(parse_mysql_url(route.stack.db.role_url("m3_worker", "empty_ledger"))))
+    with pytest.raises(SchemaError, match="movers3 init"):
+        empty.check_schema()
+    admin_exec(route, "UPDATE movers3_schema SET version = 0")
+    try:
+        with pytest.raises(SchemaError, match="version 0.*movers3 init"):
+            Ledger(Database(load(route.env("worker", "m3_worker")).mysql)).check_schema()
+    finally:
+        admin_exec(route, "UPDATE movers3_schema SET version = 1")
+
+
+def test_init_is_idempotent(route):
+    init = Ledger(Database(parse_mysql_url(route.stack.db.role_url("m3_init"))))
+    assert init.create_schema() == init.create_schema() == 1
+    init.check_schema()

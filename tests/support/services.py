@@ -1,0 +1,254 @@
+"""Real services on loopback for the tests, the demo and the benchmark: a private MariaDB (own datadir,
+port and socket, so that tests can stop and restart it) and a SeaweedFS S3 server with per-identity
+permissions. Processes are started here and stopped here, by PID; a service that can't start raises,
+so a missing service is a failure, never a skip."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import boto3
+import botocore.config
+import pymysql
+
+OLD_BUCKET = "legacy-s3"
+NEW_BUCKET = "production-s3"
+DATABASE = "sketch"
+
+# The roles of README's permissions table, as the tests and the demo create them.
+S3_IDENTITIES = {
+    "admin": {"secret": "admin-secret-0123456789", "actions": ["Admin", "Read", "List", "Write", "Tagging",
+                                                               "ReadAcp", "WriteAcp"]},
+    # The production worker: ListBucket + GetObject on the old bucket, PutObject (+ACL) on the new one.
+    "worker": {"secret": "worker-secret-0123456789", "actions": [
+        f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}", f"Write:{NEW_BUCKET}", f"WriteAcp:{NEW_BUCKET}/*"]},
+    # The seeder only lists the source.
+    "seeder": {"secret": "seeder-secret-0123456789", "actions": [f"List:{OLD_BUCKET}"]},
+}
+
+DB_ROLES = {
+    # name: (password, [grant statements with {db}])
+    "m3_init": ("init-pass-0123456789", ["GRANT CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE ON `{db}`.* TO {user}"]),
+    "m3_seeder": ("seeder-pass-0123456789", [
+        "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
+        "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_seeds` TO {user}",
+        "GRANT SELECT ON `{db}`.`movers3_schema` TO {user}"]),
+    "m3_worker": ("worker-pass-0123456789", [
+        "GRANT SELECT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
+        "GRANT SELECT, UPDATE ON `{db}`.`movers3_seeds` TO {user}",
+        "GRANT SELECT, UPDATE ON `{db}`.`movers3_schema` TO {user}"]),
+}
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(*, with_grpc: bool = False, avoid: set[int] | None = None) -> int:
+    """A free loopback port in 20000-29999 (and its +10000 gRPC twin when asked)."""
+    avoid = avoid or set()
+    for _ in range(500):
+        port = random.randint(20000, 29999)
+        if port in avoid or (port + 10000) in avoid:
+            continue
+        if _port_free(port) and (not with_grpc or _port_free(port + 10000)):
+            avoid.update({port, port + 10000})
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+def _wait(what: str, ready, seconds: float, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} while starting; log {log}:\n"
+                               + log.read_text(errors="replace")[-3000:])
+        if ready():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become ready in {seconds}s; log {log}:\n"
+                       + log.read_text(errors="replace")[-3000:])
+
+
+def _stop(proc: subprocess.Popen | None, seconds: float = 20) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def _binary(name: str, *candidates: str) -> str:
+    for path in (shutil.which(name), *candidates):
+        if path and os.access(path, os.X_OK):
+            return path
+    raise RuntimeError(f"{name} not found: install mariadb-server (`make system-deps`) and the test extras")
+
+
+class MariaDB:
+    """A private mariadbd under `base`, on its own port and socket."""
+
+    def __init__(self, base: Path, port: int | None = None) -> None:
+        self.base = Path(base)
+        self.datadir = self.base / "data"
+        self.socket = self.base / "mysqld.sock"
+        self.log = self.base / "mariadbd.log"
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> MariaDB:
+        self.base.mkdir(parents=True, exist_ok=True)
+        as_root = os.geteuid() == 0
+        user = ["--user=mysql"] if as_root else []
+        if not (self.datadir / "mysql").exists():
+            self.datadir.mkdir(parents=True, exist_ok=True)
+            if as_root:
+                shutil.chown(self.base, "mysql", "mysql")
+                shutil.chown(self.datadir, "mysql", "mysql")
+            install = _binary("mariadb-install-db", "/usr/bin/mariadb-install-db", "/usr/bin/mysql_install_db")
+            done = subprocess.run([install, "--no-defaults", *user, f"--datadir={self.datadir}", "--skip-test-db",
+                                   "--auth-root-authentication-method=socket"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"mariadb-install-db failed ({done.returncode}):\n{done.stdout[-3000:]}")
+        server = _binary("mariadbd", "/usr/sbin/mariadbd", "/usr/sbin/mysqld")
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [server, "--no-defaults", *user, f"--datadir={self.datadir}", f"--socket={self.socket}",
+                 f"--port={self.port}", "--bind-address=127.0.0.1", "--skip-log-bin", "--skip-name-resolve",
+                 "--innodb-buffer-pool-size=256M", "--max-connections=500", f"--pid-file={self.base}/mysqld.pid"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait("mariadbd", self._ping, 60, self.proc, self.log)
+        return self
+
+    def _ping(self) -> bool:
+        try:
+            self.admin().close()
+            return True
+        except pymysql.MySQLError:
+            return False
+
+    def stop(self) -> None:
+        _stop(self.proc, 60)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def admin(self, database: str | None = None) -> pymysql.connections.Connection:
+        return pymysql.connect(unix_socket=str(self.socket), user="root", database=database, autocommit=True,
+                               connect_timeout=5)
+
+    def url(self, user: str, password: str, database: str = DATABASE) -> str:
+        return f"mysql+pymysql://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, database: str = DATABASE) -> None:
+        with self.admin() as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+            cur.execute("CREATE USER IF NOT EXISTS 'm3_init'@'%%' IDENTIFIED BY %s", (DB_ROLES["m3_init"][0],))
+            cur.execute(DB_ROLES["m3_init"][1][0].format(db=database, user="'m3_init'@'%'"))
+
+    def grant_roles(self, database: str = DATABASE) -> None:
+        """The seeder and worker accounts; table grants need the tables, so call after `init`."""
+        with self.admin() as conn, conn.cursor() as cur:
+            for name, (password, grants) in DB_ROLES.items():
+                cur.execute(f"CREATE USER IF NOT EXISTS '{name}'@'%%' IDENTIFIED BY %s", (password,))
+                for grant in grants:
+                    cur.execute(grant.format(db=database, user=f"'{name}'@'%'"))
+
+    def role_url(self, role: str, database: str = DATABASE) -> str:
+        return self.url(role, DB_ROLES[role][0], database)
+
+
+class SeaweedFS:
+    """`weed mini` on loopback only, telemetry off, with the identities of S3_IDENTITIES."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = Path(base)
+        self.log = self.base / "weed.log"
+        self.proc: subprocess.Popen | None = None
+        taken: set[int] = set()
+        self.ports = {name: free_port(with_grpc=True, avoid=taken)
+                      for name in ("s3", "master", "volume", "filer", "admin")}
+        self.url = f"http://127.0.0.1:{self.ports['s3']}"
+
+    def start(self) -> SeaweedFS:
+        self.base.mkdir(parents=True, exist_ok=True)
+        (self.base / "data").mkdir(exist_ok=True)
+        config = {"identities": [
+            {"name": name, "credentials": [{"accessKey": name, "secretKey": spec["secret"]}],
+             "actions": spec["actions"]} for name, spec in S3_IDENTITIES.items()]}
+        (self.base / "s3.json").write_text(json.dumps(config))
+        weed = _binary("weed", str(Path(sys.executable).parent / "weed"))
+        p = self.ports
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [weed, "mini", f"-dir={self.base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                 "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
+                 "-s3.port.lance=0", f"-s3.port={p['s3']}", f"-master.port={p['master']}",
+                 f"-volume.port={p['volume']}", f"-filer.port={p['filer']}", f"-admin.port={p['admin']}",
+                 f"-s3.config={self.base / 's3.json'}"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait("SeaweedFS", self._healthy, 90, self.proc, self.log)
+        admin = self.client("admin")
+        for bucket in (OLD_BUCKET, NEW_BUCKET):
+            self._create_bucket(admin, bucket)
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    @staticmethod
+    def _create_bucket(client, bucket: str) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.create_bucket(Bucket=bucket)
+                return
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                return
+            except Exception:
+                # The filer may still be joining the master for a moment after /healthz.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        _stop(self.proc, 30)
+        self.proc = None
+
+    def credentials(self, identity: str) -> tuple[str, str]:
+        return identity, S3_IDENTITIES[identity]["secret"]
+
+    def client(self, identity: str = "admin"):
+        key, secret = self.credentials(identity)
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=key, aws_secret_access_key=secret,
+                            region_name="us-east-1",
+                            config=botocore.config.Config(s3={"addressing_style": "path"},
+                                                          retries={"mode": "standard", "max_attempts": 5}))

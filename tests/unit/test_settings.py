@@ -1,0 +1,94 @@
+import pytest
+
+from movers3.exceptions import ConfigError
+from movers3.settings import DEFAULT_MYSQL_URL, MIB, load, parse_mysql_url
+
+SECRET = "s3cr3t-Pa55word!"
+
+
+def test_defaults_are_the_original_tools():
+    s = load({})
+    assert s.source.url == "http://localhost:8080"
+    assert (s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix) == ("legacy-s3", "images", "production-s3", "avatar")
+    assert s.mysql == parse_mysql_url(DEFAULT_MYSQL_URL)
+    assert (s.mysql.user, s.mysql.host, s.mysql.port, s.mysql.database) == ("sketchUser", "localhost", 3306, "sketch")
+    assert s.mysql.password.reveal() == "sketchPassword"
+    assert s.load_files is False
+
+
+def test_flags_override_environment():
+    s = load({"WORKER_THREADS": "4", "OLD_PREFIX": "a"}, {"WORKER_THREADS": "8"})
+    assert s.worker_threads == 8
+    assert s.old_prefix == "a"
+
+
+def test_sizes_and_bools_parse():
+    s = load({"MULTIPART_THRESHOLD": "8MiB", "MULTIPART_CHUNKSIZE": "5242880", "LOAD_FILES": "TRUE"})
+    assert s.multipart_threshold == 8 * MIB
+    assert s.multipart_chunksize == 5 * MIB
+    assert s.load_files is True
+
+
+def test_prefix_trailing_slash_is_the_same_folder():
+    assert load({"OLD_PREFIX": "images/", "NEW_PREFIX": "a/b//"}).new_prefix == "a/b"
+
+
+@pytest.mark.parametrize("name,value", [
+    ("WORKER_THREADS", "0"), ("WORKER_THREADS", "-3"), ("WORKER_THREADS", "100000"), ("WORKER_THREADS", "x"),
+    ("LEASE_SECONDS", "1"), ("LEASE_SECONDS", "999999999"), ("MAX_ATTEMPTS", "0"), ("MAX_ATTEMPTS", "1000"),
+    ("OLD_PREFIX", ""), ("OLD_PREFIX", "/"), ("NEW_PREFIX", "/abs"), ("NEW_PREFIX", "a//b"),
+    ("OLD_PREFIX", "a/../b"), ("OLD_PREFIX", "a\nb"), ("OLD_BUCKET", "x"), ("NEW_BUCKET", "Bad Bucket!"),
+    ("URL_ENDPOINT", "ftp://x"), ("URL_ENDPOINT", "localhost:8080"), ("URL_ENDPOINT", "http://h:99999"),
+    ("LOAD_FILES", "maybe"), ("LOG_FORMAT", "xml"), ("MULTIPART_THRESHOLD", "1KiB"),
+    ("MULTIPART_CHUNKSIZE", "lots"), ("S3_ADDRESSING_STYLE", "sideways"),
+])
+def test_invalid_values_name_the_variable(name, value):
+    with pytest.raises(ConfigError) as info:
+        load({name: value})
+    message = str(info.value)
+    assert message.startswith(name + ":")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("old,new", [
+    (("bk1", "images"), ("bk1", "images")),
+    (("bk1", "images"), ("bk1", "images/avatar")),
+    (("bk1", "images/x"), ("bk1", "images")),
+])
+def test_destination_inside_source_is_refused(old, new):
+    env = {"OLD_BUCKET": old[0], "OLD_PREFIX": old[1], "NEW_BUCKET": new[0], "NEW_PREFIX": new[1]}
+    with pytest.raises(ConfigError, match="NEW_BUCKET/NEW_PREFIX"):
+        load(env)
+
+
+def test_sibling_folders_and_other_buckets_are_fine():
+    load({"OLD_BUCKET": "bk1", "OLD_PREFIX": "images", "NEW_BUCKET": "bk1", "NEW_PREFIX": "images-new"})
+    load({"OLD_BUCKET": "bk1", "OLD_PREFIX": "images", "NEW_BUCKET": "bk2", "NEW_PREFIX": "images"})
+
+
+@pytest.mark.parametrize("url", [
+    "postgres://u:" + SECRET + "@h/db", "mysql+pymysql://u:" + SECRET + "@h", "mysql+pymysql://:" + SECRET + "@h/db",
+    "mysql+pymysql://u:" + SECRET + "@h:notaport/db", "mysql+pymysql://u:" + SECRET + "@h/db?sslmode=x",
+    "not a url " + SECRET,
+])
+def test_malformed_mysql_url_never_echoes_the_password(url):
+    with pytest.raises(ConfigError) as info:
+        load({"MYSQL_URL": url})
+    assert str(info.value).startswith("MYSQL_URL:")
+    assert SECRET not in str(info.value)
+
+
+def test_mysql_url_forms():
+    u = parse_mysql_url("mysql+pymysql://us%40er:p%3Ass@db.example:3307/led%20ger")
+    assert (u.user, u.password.reveal(), u.host, u.port, u.database) == ("us@er", "p:ss", "db.example", 3307, "led ger")
+    s = parse_mysql_url("mysql+pymysql://u:p@/sketch?unix_socket=/run/mysqld/mysqld.sock")
+    assert s.unix_socket == "/run/mysqld/mysqld.sock"
+    assert "p" not in s.safe().split("@")[0].split("//")[1]
+
+
+def test_secrets_never_print():
+    s = load({"AWS_SECRET_ACCESS_KEY": SECRET, "MYSQL_URL": f"mysql+pymysql://u:{SECRET}@h/db"})
+    assert SECRET not in repr(s)
+    assert SECRET not in str(s)
+    assert SECRET not in s.mysql.safe()
+    assert set(s.secrets()) == {SECRET}

@@ -1,0 +1,33 @@
+import re
+from pathlib import Path
+
+from movers3 import db
+
+PACKAGE = Path(db.__file__).parent
+
+
+def test_every_named_query_used_in_code_exists_and_every_query_is_used():
+    used = set()
+    for path in PACKAGE.glob("*.py"):
+        used |= set(re.findall(r'(?:execute|executemany|one|all|stream)\("(\w+)"', path.read_text()))
+    assert used <= set(db.QUERIES), used - set(db.QUERIES)
+    assert set(db.QUERIES) <= used, set(db.QUERIES) - used
+
+
+def test_queries_have_no_comments_or_semicolons_left():
+    for name, sql in db.QUERIES.items():
+        assert not sql.startswith("--"), name
+        assert not sql.rstrip().endswith(";"), name
+        assert sql.split()[0] in {"SELECT", "UPDATE", "INSERT"}, name
+
+
+def test_schema_statements_are_idempotent_creates():
+    statements = db.schema_statements()
+    assert len(statements) == 3
+    assert all(s.startswith("CREATE TABLE IF NOT EXISTS") for s in statements)
+
+
+def test_no_sql_strings_in_python():
+    for path in PACKAGE.glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r'"\s*(SELECT|UPDATE|INSERT|DELETE)\s+\w', text), path.name

@@ -15,7 +15,7 @@ HOSTILE = [
     unicodedata.normalize("NFD", "Café.png"), "quote'\"`.png", "pct%20plus+q?hash#.png", "semi;DROP TABLE x;--",
     "emoji-😀.png", "sp ace/de ep/f", "=formula", "new\nline", "ctl\x01char",
 ]
-# SeaweedFS refuses '.' and '..' segments and turns backslashes into slashes; such keys are covered
+# SeaweedFS refuses '.' and '..' segments, folds '//' and turns backslashes into slashes; such keys are covered
 # against moto, which keeps them exactly (issue 4's hostile-keys suite).
 
 

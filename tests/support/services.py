@@ -62,6 +62,10 @@ def _port_free(port: int) -> bool:
             return False
 
 
+def port_free(port: int) -> bool:
+    return _port_free(port)
+
+
 def free_port(*, with_grpc: bool = False, avoid: set[int] | None = None) -> int:
     """A free loopback port in 20000-29999 (and its +10000 gRPC twin when asked)."""
     avoid = avoid or set()
@@ -185,13 +189,15 @@ class MariaDB:
 class SeaweedFS:
     """`weed mini` on loopback only, telemetry off, with the identities of S3_IDENTITIES."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, s3_port: int | None = None) -> None:
         self.base = Path(base)
         self.log = self.base / "weed.log"
         self.proc: subprocess.Popen | None = None
-        taken: set[int] = set()
+        taken: set[int] = {s3_port, s3_port + 10000} if s3_port else set()
         self.ports = {name: free_port(with_grpc=True, avoid=taken)
                       for name in ("s3", "master", "volume", "filer", "admin")}
+        if s3_port:
+            self.ports["s3"] = s3_port
         self.url = f"http://127.0.0.1:{self.ports['s3']}"
 
     def start(self) -> SeaweedFS:

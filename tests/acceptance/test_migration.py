@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from movers3.settings import MIB
-from tests.support.helpers import json_events, run_cli, start_cli
+from tests.support.keys import HOSTILE, LONG
+from tests.support.helpers import json_events, run_cli, start_cli, wait_for
 
 pytestmark = pytest.mark.acceptance
 
@@ -101,3 +102,30 @@ def test_run_all_in_one_with_samples(route, tmp_path):
     assert got["ContentType"] == "image/png" and got["Metadata"]["sample-index"] == "7"
     again = run_cli("run", "--workers", "1", env={**env, "LOAD_FILES": "false"}, timeout=120)
     assert re.search(r"^done\s+40\s", again.stdout, re.MULTILINE), again.stdout
+
+
+def test_hostile_keys_migrate_exactly(route, env):
+    keys = HOSTILE + [LONG, "-minus", "@at", "+plus"]
+    for k in keys:
+        route.put(k, body=k.encode("utf-8"), ContentType="text/plain")
+    seed(route)
+    run_cli("worker", "--exit-when-done", env={**env, "LOG_FORMAT": "console"})
+    assert sorted(route.new_keys()) == sorted(route.new(k) for k in keys)
+    for k in keys:
+        assert route.read_new(k)["Body"].read() == k.encode("utf-8")
+    assert route.states() == {"done": len(keys)}
+    report = list(csv.DictReader(io.StringIO(run_cli("report", env=env).stdout)))
+    assert sorted(r["old_key"] for r in report) == sorted(route.old(k) for k in keys)
+
+
+def test_mariadb_restart_mid_run_loses_nothing(route, env, tmp_path):
+    route.put_many((f"{i}.bin", body_for(i)) for i in range(3000))
+    seed(route)
+    worker = start_cli("worker", "--exit-when-done", env={**env, "WORKER_THREADS": "4"}, log=tmp_path / "w.log")
+    wait_for(lambda: sum(r["state"] == "done" for r in route.rows()) >= 100, timeout=60, what="copies")
+    route.stack.db.restart()
+    assert worker.wait(240) == 0, (tmp_path / "w.log").read_text()[-3000:]
+    log = (tmp_path / "w.log").read_text()
+    assert "ledger_retrying" in log and "ledger_reconnected" in log
+    assert route.states() == {"done": 3000}
+    assert len(route.new_keys()) == 3000

@@ -1,23 +1,13 @@
 """Seeding a real SeaweedFS listing into a real MariaDB, with the seeder's least privileges."""
 
-import unicodedata
-
 import pytest
 
 from movers3 import s3
 from movers3.seeder import Seeder
 from movers3.settings import load
+from tests.support.keys import HOSTILE, LONG
 
 pytestmark = pytest.mark.integration
-
-HOSTILE = [
-    "Case.png", "case.png", "trailing ", "trailing", unicodedata.normalize("NFC", "Café.png"),
-    unicodedata.normalize("NFD", "Café.png"), "quote'\"`.png", "pct%20plus+q?hash#.png", "semi;DROP TABLE x;--",
-    "emoji-😀.png", "sp ace/de ep/f", "=formula", "new\nline", "ctl\x01char",
-]
-# SeaweedFS refuses '.' and '..' segments, folds '//' and turns backslashes into slashes; such keys are covered
-# against moto, which keeps them exactly (issue 4's hostile-keys suite).
-
 
 def seeder_for(route, **extra):
     settings = load(route.env("seeder", "m3_seeder", **extra))
@@ -39,8 +29,7 @@ def test_only_the_folder_is_seeded_and_routes_are_mapped(route, seeder_ledger):
 
 
 def test_keys_that_differ_only_in_case_spaces_or_normalisation_are_distinct_rows(route, seeder_ledger):
-    # ~950 bytes in all, in segments of at most 200 bytes (SeaweedFS refuses longer segments).
-    keys = HOSTILE + ["long/" + "/".join(["é" * 100] * 4) + "/" + "ü" * 60]
+    keys = HOSTILE + [LONG]
     for k in keys:
         route.put(k, body=k.encode())
     _, make = seeder_for(route)

@@ -35,6 +35,8 @@ def test_thousand_objects_by_three_workers_byte_identical_and_copied_once(route,
     logs = [(tmp_path / f"w{i}.log").read_text() for i in range(3)]
     assert codes == [0, 0, 0], logs
 
+    for secret in ("worker-secret-0123456789", "worker-pass-0123456789"):
+        assert not any(secret in text for text in logs)
     copied = [e["row_id"] for text in logs for e in json_events(text) if e["event"] == "object_copied"]
     per_worker = [sum(1 for e in json_events(text) if e["event"] == "object_copied") for text in logs]
     assert len(copied) == 1000 and len(set(copied)) == 1000, "a row was copied twice or not at all"
@@ -79,6 +81,15 @@ def test_metadata_is_kept_on_single_and_multipart_paths(route, env):
         assert got["Body"].read() == body
         for attr, value in attrs.items():
             assert got[attr] == value, (name, attr)
+
+
+def test_the_installed_entry_point_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(sys.executable).parent / "movers3"
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("movers3 ")
 
 
 def test_status_and_report_to_a_file(route, env, tmp_path):

@@ -9,6 +9,7 @@ from tests.support.keys import HOSTILE, LONG
 
 pytestmark = pytest.mark.integration
 
+
 def seeder_for(route, **extra):
     settings = load(route.env("seeder", "m3_seeder", **extra))
     return settings, lambda ledger: Seeder(ledger, s3.client(settings.source), settings)

@@ -11,7 +11,6 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 
-import botocore.exceptions
 import structlog
 
 from movers3 import __version__, logs, s3, signals
@@ -59,7 +58,8 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     ledger = open_ledger(settings)
-    preflight_source(settings)
+    s3.check_listable(s3.client(settings.source), settings.old_bucket, settings.old_prefix + "/",
+                      tries=settings.max_attempts)
     stop = threading.Event()
     copier = ServerSideCopier.from_settings(settings, stopping=stop.is_set)
     worker = Worker(ledger, copier, worker_id=args.worker_id or new_worker_id(), threads=settings.worker_threads,
@@ -131,16 +131,6 @@ def open_ledger(settings: Settings) -> Ledger:
     ledger = Ledger(Database(settings.mysql))
     ledger.check_schema()
     return ledger
-
-
-def preflight_source(settings: Settings) -> None:
-    """One cheap request that the worker role may make (ListBucket on the source): it catches a wrong
-    endpoint, wrong credentials and a missing bucket before any row is touched."""
-    try:
-        s3.client(settings.source).list_objects_v2(Bucket=settings.old_bucket, MaxKeys=1,
-                                                   Prefix=settings.old_prefix + "/")
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        raise s3.storage_error(exc, f"cannot list the source bucket {settings.old_bucket!r}") from exc
 
 
 # -- argument parsing -----------------------------------------------------------------------

@@ -60,9 +60,11 @@ class Outcome:
     copy_method: str | None = None
     verified_by: str | None = None
     error: str | None = None
+    code: str | None = None  # the S3 error code, for the worker's judgement; not stored
 
     def as_json(self) -> dict:
         data = dataclasses.asdict(self)
+        del data["code"]
         if data["error"] is not None:
             data["error"] = data["error"][:MAX_ERROR_CHARS]
         return data

@@ -6,18 +6,18 @@ retries are off: `retry.py` owns the policy, so that MAX_ATTEMPTS means what it 
 
 from __future__ import annotations
 
+import threading
+
 import boto3
 import botocore.config
 import botocore.exceptions
 from botocore.client import BaseClient
 
-from movers3 import __version__
+from movers3 import __version__, retry
 from movers3.exceptions import CopyError, StorageError
 from movers3.settings import Endpoint
 
 CONNECT_TIMEOUT_SECONDS = 10
-# Server-side copies of large parts are one long request; S3 keeps it alive with whitespace.
-READ_TIMEOUT_SECONDS = 300
 
 # Codes worth another try; anything else with a 4xx status is permanent.
 RETRYABLE_CODES = frozenset({
@@ -44,8 +44,9 @@ RETRYABLE_EXCEPTIONS = (
 def client(endpoint: Endpoint, *, pool_size: int = 10) -> BaseClient:
     config = botocore.config.Config(
         region_name=endpoint.region,
-        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        read_timeout=READ_TIMEOUT_SECONDS,
+        connect_timeout=min(CONNECT_TIMEOUT_SECONDS, endpoint.timeout_seconds),
+        # Server-side copies of large parts are one long request (S3 keeps it alive with whitespace).
+        read_timeout=endpoint.timeout_seconds,
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=pool_size,
         s3={"addressing_style": endpoint.addressing_style},
@@ -100,3 +101,20 @@ def storage_error(exc: BaseException, what: str) -> StorageError:
         "EndpointConnectionError": " (is URL_ENDPOINT right and the server up?)",
     }
     return StorageError(str(error) + hints.get(error.code, ""))
+
+
+def check_listable(client: BaseClient, bucket: str, prefix: str, *, tries: int) -> None:
+    """One cheap request every role may make (ListBucket on the source), retried like any other: it
+    catches a wrong endpoint, wrong credentials and a missing bucket before any row is touched."""
+    what = f"cannot list the source bucket {bucket!r}"
+
+    def attempt() -> None:
+        try:
+            client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except Exception as exc:  # sorted by classify; anything not botocore's is re-raised
+            raise classify(exc, what) from exc
+
+    try:
+        retry.call(attempt, tries=tries, stop=threading.Event(), attempts=retry.Attempts())
+    except CopyError as exc:
+        raise storage_error(exc.__cause__ or exc, what) from exc

@@ -74,6 +74,7 @@ class Endpoint:
     secret_key: Secret | None
     region: str
     addressing_style: str
+    timeout_seconds: int = 300
 
     def same_place_as(self, other: Endpoint) -> bool:
         return self.url == other.url and self.access_key == other.access_key
@@ -142,6 +143,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("AWS_SECRET_ACCESS_KEY", None, "S3 secret key", secret=True),
     Option("AWS_REGION", "us-east-1", "S3 region"),
     Option("S3_ADDRESSING_STYLE", "path", "path, virtual or auto"),
+    Option("S3_TIMEOUT_SECONDS", "300", "seconds an S3 request may wait for the server (1-3600)"),
     Option("OLD_BUCKET", DEFAULT_OLD_BUCKET, "source bucket"),
     Option("OLD_PREFIX", DEFAULT_OLD_PREFIX, "source folder"),
     Option("NEW_BUCKET", DEFAULT_NEW_BUCKET, "destination bucket"),
@@ -183,6 +185,7 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
         secret_key=Secret(secret) if secret else None,
         region=region,
         addressing_style=style,
+        timeout_seconds=_int("S3_TIMEOUT_SECONDS", text("S3_TIMEOUT_SECONDS"), 1, 3600),
     )
     old_bucket = _bucket("OLD_BUCKET", text("OLD_BUCKET"))
     new_bucket = _bucket("NEW_BUCKET", text("NEW_BUCKET"))

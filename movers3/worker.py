@@ -34,6 +34,10 @@ FLUSH_ROWS = 256
 # SIGTERM: in-flight copies get this long to finish before their rows are released (exit < 25 s).
 DRAIN_SECONDS = 15.0
 PROGRESS_SECONDS = 10.0
+# A worker whose first copies are all AccessDenied is more likely misconfigured (no PutObject on the
+# destination, wrong bucket) than facing that many forbidden objects: it holds those results back and,
+# after this many with no success, releases them and stops instead of failing the whole ledger.
+ACCESS_DENIED_BREAKER = 10
 
 
 def new_worker_id() -> str:
@@ -69,6 +73,8 @@ class Worker:
         self.log = log.bind(worker=worker_id)
         self._inflight: dict[int, tuple[Row, Future]] = {}
         self._outcomes: list[Outcome] = []
+        self._suspects: list[Outcome] = []  # AccessDenied failures held until a copy succeeds
+        self._proven = False
         self._oldest_outcome = 0.0
         now = time.monotonic()
         self._next_renew = now + lease_seconds / 3
@@ -100,6 +106,7 @@ class Worker:
             if len(self._inflight) <= self.threads:
                 self._claim(pool)
             if not self._inflight:
+                self._settle_suspects(release=False)
                 self._flush()
                 if self.exit_when_done and not self.ledger.unfinished():
                     self.log.info("worker_drained")
@@ -134,6 +141,32 @@ class Worker:
             self._record(future.result())
 
     def _record(self, outcome: Outcome) -> None:
+        if outcome.state == "done" and not self._proven:
+            self._proven = True
+            self._settle_suspects(release=False)
+        elif outcome.state == "failed" and outcome.code == "AccessDenied" and not self._proven:
+            self._suspects.append(outcome)
+            if len(self._suspects) >= ACCESS_DENIED_BREAKER and self.fatal is None:
+                self.fatal = CopyError(
+                    f"AccessDenied on the first {len(self._suspects)} copies and no success: check that the "
+                    "credentials may GetObject on OLD_BUCKET and PutObject on NEW_BUCKET",
+                    code="AccessDenied", retryable=False)
+                self.log.error("worker_misconfigured", code="AccessDenied", error=str(self.fatal))
+                self.stopped.set()
+            return
+        self._append(outcome)
+
+    def _settle_suspects(self, *, release: bool) -> None:
+        """Held AccessDenied results: failed as they are once the worker has proven it can copy (or has
+        nothing else to try), released unfinished when the breaker tripped."""
+        suspects, self._suspects = self._suspects, []
+        for o in suspects:
+            if release:
+                self._append(Outcome(o.id, "pending", attempts=o.attempts - 1, error=o.error))
+            else:
+                self._append(o)
+
+    def _append(self, outcome: Outcome) -> None:
         if not self._outcomes:
             self._oldest_outcome = time.monotonic()
         self._outcomes.append(outcome)
@@ -210,7 +243,7 @@ class Worker:
                 return Outcome(row.id, "pending", attempts=spent_before + attempts.used - 1, error=str(exc))
             olog.warning("copy_failed", code=exc.code, error=str(exc), attempts=spent_before + attempts.used)
             return Outcome(row.id, "failed", attempts=spent_before + attempts.used, size=current.size,
-                           source_etag=current.source_etag, error=str(exc))
+                           source_etag=current.source_etag, error=str(exc), code=exc.code)
         except Exception as exc:  # a bug, not a storage error: fail the row, keep the worker
             olog.exception("copy_crashed")
             return Outcome(row.id, "failed", attempts=spent_before + max(1, attempts.used),
@@ -237,6 +270,7 @@ class Worker:
             self._record(Outcome(row.id, "pending", attempts=row.attempts - 1))
         self.stats.abandoned = len(self._inflight)
         self._inflight.clear()
+        self._settle_suspects(release=self.fatal is not None)
         try:
             self._flush()
         except LedgerError as exc:

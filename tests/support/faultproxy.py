@@ -1,0 +1,139 @@
+"""A fault-injecting HTTP proxy between the workers and a real S3 server, on loopback.
+
+For a share of requests it answers 503 SlowDown or 500 InternalError itself, resets the connection,
+delays the response, or holds it past the client's read timeout; the rest go through untouched (the
+Host header is kept, so SigV4 signatures still verify upstream). It counts what it injected, per kind,
+so that a test can report and assert on it. `rules` can also target requests by a substring of their
+path (e.g. every copy of one key)."""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import random
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+from tests.support.services import free_port
+
+KINDS = ("slowdown", "internal", "reset", "slow", "timeout")
+_ERROR_XML = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
+              "<RequestId>faultproxy</RequestId></Error>")
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, *, rates: dict[str, float] | None = None, seed: int = 7,
+                 slow_seconds: float = 0.3, timeout_seconds: float = 4.0, only_methods: tuple[str, ...] = ()) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.rates = dict(rates or {})
+        self.rules: list[tuple[str, str]] = []  # (substring of the unquoted path, kind): always injected
+        self.only_methods = only_methods
+        self.slow_seconds = slow_seconds
+        self.timeout_seconds = timeout_seconds
+        self.injected: collections.Counter[str] = collections.Counter()
+        self.forwarded = 0
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _choose(self, method: str, path: str) -> str | None:
+        for needle, kind in self.rules:
+            if needle in unquote(path):
+                return kind
+        if self.only_methods and method not in self.only_methods:
+            return None
+        with self._lock:
+            roll = self._random.random()
+        edge = 0.0
+        for kind in KINDS:
+            edge += self.rates.get(kind, 0.0)
+            if roll < edge:
+                return kind
+        return None
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.injected[kind] += 1
+
+    def _handler(self):
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                kind = proxy._choose(self.command, self.path)
+                if kind:
+                    proxy._count(kind)
+                if kind == "slowdown":
+                    return self._error(503, "SlowDown", "Please reduce your request rate.")
+                if kind == "internal":
+                    return self._error(500, "InternalError", "We encountered an internal error.")
+                if kind == "reset":
+                    # RST instead of FIN: the client sees a connection reset.
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if kind == "timeout":
+                    time.sleep(proxy.timeout_seconds)
+                    self.close_connection = True
+                    return
+                if kind == "slow":
+                    time.sleep(proxy.slow_seconds)
+                self._forward(body)
+
+            def _error(self, status, code, message):
+                payload = _ERROR_XML.format(code=code, message=message).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _forward(self, body: bytes):
+                upstream = http.client.HTTPConnection(*proxy.upstream, timeout=120)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                    upstream.request(self.command, self.path, body=body or None, headers=headers)
+                    response = upstream.getresponse()
+                    payload = response.read()
+                finally:
+                    upstream.close()
+                with proxy._lock:
+                    proxy.forwarded += 1
+                self.send_response(response.status, response.reason)
+                for key, value in response.getheaders():
+                    if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        return Handler

@@ -23,6 +23,7 @@ import structlog
 from botocore.client import BaseClient
 
 from movers3 import s3
+from movers3.engine import Boto3Engine, CopyEngine, CopyRequest
 from movers3.exceptions import CopyError, Interrupted, SourceChanged
 from movers3.ledger import Row
 from movers3.settings import MIB, Settings
@@ -61,10 +62,6 @@ def plan_parts(size: int, chunksize: int) -> list[tuple[int, int]]:
     return [(start, min(start + part, size) - 1) for start in range(0, size, part)]
 
 
-def bare_etag(etag: str | None) -> str:
-    return (etag or "").strip().strip('"')
-
-
 class _Once:
     """Log a capability gap once per process, not once per object."""
 
@@ -84,9 +81,10 @@ class ServerSideCopier:
     """Server-side copies with boto3, for a source and destination the same credentials can reach."""
 
     def __init__(self, source: BaseClient, dest: BaseClient, *, threshold: int, chunksize: int,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False, engine: CopyEngine | None = None) -> None:
         self.source = source
         self.dest = dest
+        self.engine = engine or Boto3Engine(dest)
         self.threshold = threshold
         self.chunksize = chunksize
         self.stopping = stopping
@@ -116,17 +114,14 @@ class ServerSideCopier:
                 raise CopyError("HeadObject on the source: NoSuchKey: the source object no longer exists",
                                 code="NoSuchKey", retryable=False) from exc
             raise s3.classify(exc, "HeadObject on the source") from exc
-        return int(head["ContentLength"]), bare_etag(head["ETag"])
+        return int(head["ContentLength"]), s3.bare_etag(head["ETag"])
 
     # -- one CopyObject ----------------------------------------------------------------------
 
     def _single(self, row: Row) -> Copied:
-        response = self._call(self.dest.copy_object, "CopyObject",
-                              Bucket=row.new_bucket, Key=row.new_key,
-                              CopySource={"Bucket": row.old_bucket, "Key": row.old_key},
-                              CopySourceIfMatch=row.source_etag)
-        dest_etag = bare_etag(response.get("CopyObjectResult", {}).get("ETag"))
-        source_etag = bare_etag(row.source_etag)
+        dest_etag = self.engine.copy_object(CopyRequest(row.old_bucket, row.old_key, row.source_etag,
+                                                        row.new_bucket, row.new_key))
+        source_etag = s3.bare_etag(row.source_etag)
         if "-" in source_etag or not _is_md5(source_etag):
             # A multipart or encrypted source's ETag is not the MD5 of its bytes, so a copy may get a
             # different one; the pinned source (CopySourceIfMatch) is the proof here.
@@ -169,7 +164,7 @@ class ServerSideCopier:
             self._abort(row, upload_id)
             raise
         # Every part was pinned to the same source ETag and the ranges cover exactly `size` bytes.
-        return Copied(size, bare_etag(row.source_etag), bare_etag(done.get("ETag")), "multipart-copy", "size+pinned")
+        return Copied(size, s3.bare_etag(row.source_etag), s3.bare_etag(done.get("ETag")), "multipart-copy", "size+pinned")
 
     def _tags(self, row: Row) -> str | None:
         try:

@@ -62,6 +62,10 @@ def client(endpoint: Endpoint, *, pool_size: int = 10) -> BaseClient:
     return session.client("s3", endpoint_url=endpoint.url, config=config)
 
 
+def bare_etag(etag: str | None) -> str:
+    return (etag or "").strip().strip('"')
+
+
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})

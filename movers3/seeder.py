@@ -14,7 +14,6 @@ import structlog
 from botocore.client import BaseClient
 
 from movers3 import retry, routes, s3
-from movers3.copier import bare_etag
 from movers3.exceptions import CopyError, Interrupted, StorageError
 from movers3.ledger import Ledger
 from movers3.settings import Settings
@@ -97,5 +96,5 @@ class Seeder:
                 log.error("key_skipped", key=key, reason=str(exc))
                 continue
             rows.append((st.old_bucket, routes.to_db(key), st.new_bucket, routes.to_db(target),
-                         int(obj.get("Size", 0)), bare_etag(obj.get("ETag"))))
+                         int(obj.get("Size", 0)), s3.bare_etag(obj.get("ETag"))))
         return rows

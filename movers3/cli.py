@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from movers3 import __version__, logs, s3, signals
-from movers3.copier import ServerSideCopier
+from movers3.copier import ObjectCopier
 from movers3.db import Database
 from movers3.exceptions import (EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Interrupted,
                                 Movers3Error, StorageError)
@@ -61,10 +61,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     s3.check_listable(s3.client(settings.source), settings.old_bucket, settings.old_prefix + "/",
                       tries=settings.max_attempts)
     stop = threading.Event()
-    copier = ServerSideCopier.from_settings(settings, stopping=stop.is_set)
-    worker = Worker(ledger, copier, worker_id=args.worker_id or new_worker_id(), threads=settings.worker_threads,
+    worker_id = args.worker_id or new_worker_id()
+    journal = ledger.journal(worker_id)
+    copier = ObjectCopier.from_settings(settings, journal, stop)
+    worker = Worker(ledger, copier, worker_id=worker_id, threads=settings.worker_threads,
                     lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
-                    claim_batch=settings.claim_batch, exit_when_done=args.exit_when_done, stop_event=stop)
+                    claim_batch=settings.claim_batch, exit_when_done=args.exit_when_done, stop_event=stop,
+                    journal=journal)
     with signals.on_stop(worker.stop):
         stats = worker.run()
     if worker.fatal is not None:
@@ -82,7 +85,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     ledger.create_schema()
     client = s3.client(settings.source)
     if settings.load_files:
-        load_samples(client, settings, args.count)
+        load_samples(client, s3.client(settings.dest), settings, args.count)
     runner = Runner(ledger, Seeder(ledger, client, settings), workers=args.workers,
                     child_env=child_environment(os.environ, args.overrides))
     with signals.on_stop(runner.stop):
@@ -120,7 +123,7 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_load_samples(settings: Settings, args: argparse.Namespace) -> int:
-    count = load_samples(s3.client(settings.source), settings, args.count)
+    count = load_samples(s3.client(settings.source), s3.client(settings.dest), settings, args.count)
     print(f"put {count:,} sample objects under {settings.old_bucket}/{settings.old_prefix}/")
     return EXIT_OK
 
@@ -219,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _env_secrets(environ: dict | os._Environ) -> list[str]:
     """Secrets as given, even when the settings could not be built from them."""
-    found = [environ.get("AWS_SECRET_ACCESS_KEY", ""), environ.get("MYSQL_URL", "")]
+    found = [environ.get(name, "") for name in
+             ("AWS_SECRET_ACCESS_KEY", "OLD_AWS_SECRET_ACCESS_KEY", "NEW_AWS_SECRET_ACCESS_KEY", "MYSQL_URL")]
     try:
         found.append(parse_mysql_url(environ.get("MYSQL_URL", "")).password.reveal())
     except ConfigError:

@@ -1,41 +1,54 @@
-"""The copy of one object, server-side (the shape of s3transfer's copy).
+"""The copy of one object, and the proof that it is right.
 
-Below the threshold one CopyObject carries the bytes, metadata and tags; at or above it (and always
-above 5 GiB) CreateMultipartUpload + UploadPartCopy + Complete, with the metadata read from the source
-and carried over, and the upload aborted wherever it fails. Every request pins the source with the
-ETag the ledger recorded (CopySourceIfMatch / IfMatch), so a copy is never half old, half new; when
-the source changed since listing, `SourceChanged` tells the caller to re-read it and try again.
+Four paths, chosen per object and recorded on its row (`copy_method`):
 
-The worker sees only `Copier.copy(row) -> Copied`; this is the one place to swap the hot path.
+| path               | when                                                   | requests                      |
+| ------------------ | ------------------------------------------------------ | ----------------------------- |
+| `copy`             | server-side, below MULTIPART_THRESHOLD                 | CopyObject (the hot path)     |
+| `multipart-copy`   | server-side, at or above it (always above 5 GiB)       | HEAD, Create, UploadPartCopy… |
+| `stream`           | across endpoints or accounts, up to one part           | GET, PutObject                |
+| `multipart-stream` | across endpoints or accounts, larger                   | HEAD, Create, GET+UploadPart… |
+
+Server-side is used when the destination's credentials can read the source (same endpoint, same
+keys) unless COPY_MODE says otherwise. Every request that reads the source pins the version the
+ledger recorded (CopySourceIfMatch / IfMatch), so a copy is never half old, half new; when the source
+changed since listing, `SourceChanged` tells the worker to re-read it and try again.
+
+How each copy was proved is recorded too (`verified_by`, `checksum`): `etag` (the copy has the
+source's MD5 ETag), `md5` (the MD5 computed while streaming equals the source's ETag and what the
+destination reports), `md5-dest` (equals what the destination reports; the source's ETag is not an
+MD5), `md5+parts` / `parts-md5` (every part's MD5 matched the destination's, and the whole object's
+MD5 matched the source when it could be computed), `size+pinned` (server-side parts, each pinned to
+the source version, covering exactly its size) and `pinned` (a server-side copy whose ETags are not
+MD5s). A mismatch is a retryable error and, once attempts are spent, a failed row: never a done one.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
-import math
+import hashlib
 import threading
-from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import urlencode
 
 import botocore.exceptions
 import structlog
 from botocore.client import BaseClient
 
-from movers3 import s3
+from movers3 import retry, s3
+from movers3.attributes import Destination, Gaps, SourceAttributes
 from movers3.engine import Boto3Engine, CopyEngine, CopyRequest
-from movers3.exceptions import CopyError, Interrupted, SourceChanged
-from movers3.ledger import Row
-from movers3.settings import MIB, Settings
+from movers3.exceptions import CopyError, SourceChanged
+from movers3.ledger import Row, UploadJournal
+from movers3.multipart import (MAX_PART, Budget, OrderedMD5, Uploads, call, composite_etag, is_md5,
+                               part_size_for)
+from movers3.settings import Settings
 
 log = structlog.get_logger("movers3.copier")
 
-MAX_SINGLE_COPY = 5 * 1024 * MIB
-MAX_PARTS = 10_000
-
-# Attributes a multipart copy must carry over itself (CopyObject keeps them on its own).
-_CARRIED = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "ContentType",
-            "Expires", "Metadata", "WebsiteRedirectLocation", "StorageClass")
+# Transient failures of one part are retried in place, so that a large object does not start its
+# attempt over for one throttled request (the attempt itself is retried by the worker).
+PART_ATTEMPTS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +56,9 @@ class Copied:
     size: int
     source_etag: str
     dest_etag: str
-    method: str  # copy | multipart-copy
-    verified_by: str  # etag | size+pinned | pinned
+    method: str  # copy | multipart-copy | stream | multipart-stream
+    verified_by: str
+    checksum: str | None = None
 
 
 class Copier(Protocol):
@@ -52,149 +66,275 @@ class Copier(Protocol):
 
     def describe_source(self, row: Row) -> tuple[int, str]: ...
 
-
-def plan_parts(size: int, chunksize: int) -> list[tuple[int, int]]:
-    """Inclusive byte ranges: the configured part size, grown in whole MiB until the object fits in
-    S3's 10,000 parts (so objects up to 5 TiB copy)."""
-    part = chunksize
-    if math.ceil(size / part) > MAX_PARTS:
-        part = math.ceil(size / MAX_PARTS / MIB) * MIB
-    return [(start, min(start + part, size) - 1) for start in range(0, size, part)]
+    def abandon(self, row: Row) -> bool: ...
 
 
-class _Once:
-    """Log a capability gap once per process, not once per object."""
-
-    def __init__(self) -> None:
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
-
-    def warn(self, event: str, **kw: Any) -> None:
-        with self._lock:
-            if event in self._seen:
-                return
-            self._seen.add(event)
-        log.warning(event, **kw)
+def mismatch(what: str, got: str, expected: str) -> CopyError:
+    return CopyError(f"{what}: checksum mismatch: got {got!r}, expected {expected!r}", code="ChecksumMismatch",
+                     retryable=True)
 
 
-class ServerSideCopier:
-    """Server-side copies with boto3, for a source and destination the same credentials can reach."""
+class ObjectCopier:
+    """Copies rows between two S3 clients; one per worker process, shared by its copy threads."""
 
-    def __init__(self, source: BaseClient, dest: BaseClient, *, threshold: int, chunksize: int,
-                 stopping: Callable[[], bool] = lambda: False, engine: CopyEngine | None = None) -> None:
+    def __init__(self, settings: Settings, source: BaseClient, dest: BaseClient, journal: UploadJournal,
+                 stop: threading.Event, *, engine: CopyEngine | None = None) -> None:
         self.source = source
         self.dest = dest
+        self.journal = journal
+        self.stop = stop
+        self.server_side = settings.server_side
+        self.threshold = settings.multipart_threshold
+        self.chunksize = settings.multipart_chunksize
+        self.redirects = settings.website_redirects
+        self.gaps = Gaps()
+        self.destination = Destination(settings, self.gaps)
+        self.budget = Budget(settings.stream_memory)
         self.engine = engine or Boto3Engine(dest)
-        self.threshold = threshold
-        self.chunksize = chunksize
-        self.stopping = stopping
-        self._once = _Once()
+        self.uploads = Uploads(dest, journal, self.budget, concurrency=settings.part_concurrency, stop=stop)
 
     @classmethod
-    def from_settings(cls, settings: Settings, stopping: Callable[[], bool]) -> ServerSideCopier:
-        pool = settings.worker_threads + 4
+    def from_settings(cls, settings: Settings, journal: UploadJournal, stop: threading.Event) -> ObjectCopier:
+        pool = settings.worker_threads * (1 + settings.part_concurrency) + 4
         source = s3.client(settings.source, pool_size=pool)
         dest = source if settings.dest == settings.source else s3.client(settings.dest, pool_size=pool)
-        return cls(source, dest, threshold=settings.multipart_threshold, chunksize=settings.multipart_chunksize,
-                   stopping=stopping)
+        return cls(settings, source, dest, journal, stop)
+
+    def describe(self) -> dict[str, Any]:
+        """What the worker logs at start: the path and its settings, once."""
+        return {"copy_mode": "server" if self.server_side else "stream", "engine": self.engine.name,
+                "multipart_threshold": self.threshold, "part_size": self.chunksize,
+                "website_redirects": self.redirects}
+
+    # -- the entry points ------------------------------------------------------------------------
 
     def copy(self, row: Row) -> Copied:
-        if row.size >= self.threshold or row.size > MAX_SINGLE_COPY:
-            return self._multipart(row)
-        return self._single(row)
+        upload = self.journal.current(row)
+        if upload is not None and row.size == 0:
+            self.abandon(row)  # an emptied source needs no parts
+            self.journal.forget(row)
+            upload = None
+        multipart = upload is not None or row.size >= self.threshold or row.size > MAX_PART
+        if self.server_side:
+            copied = self._server_multipart(row) if multipart else self._server_single(row)
+        elif multipart or row.size > self.chunksize:
+            copied = self._stream_multipart(row)
+        else:
+            copied = self._stream_single(row)
+        self.destination.apply_acl(self.dest, row.new_bucket, row.new_key)
+        return copied
 
     def describe_source(self, row: Row) -> tuple[int, str]:
         """The source's current size and ETag, after a SourceChanged."""
         try:
             head = self.source.head_object(Bucket=row.old_bucket, Key=row.old_key)
-        except botocore.exceptions.BotoCoreError as exc:
-            raise s3.classify(exc, "HeadObject on the source") from exc
         except botocore.exceptions.ClientError as exc:
             if s3.status_code(exc) == 404:
                 raise CopyError("HeadObject on the source: NoSuchKey: the source object no longer exists",
                                 code="NoSuchKey", retryable=False) from exc
             raise s3.classify(exc, "HeadObject on the source") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise s3.classify(exc, "HeadObject on the source") from exc
         return int(head["ContentLength"]), s3.bare_etag(head["ETag"])
 
-    # -- one CopyObject ----------------------------------------------------------------------
+    def abandon(self, row: Row) -> bool:
+        """The row failed for good: abort its recorded upload if the role may. True when it is gone."""
+        return self.uploads.abort(row, self.gaps.warn)
 
-    def _single(self, row: Row) -> Copied:
-        dest_etag = self.engine.copy_object(CopyRequest(row.old_bucket, row.old_key, row.source_etag,
-                                                        row.new_bucket, row.new_key))
+    # -- server-side -------------------------------------------------------------------------------
+
+    def _server_single(self, row: Row) -> Copied:
+        extra: dict[str, Any] = self.destination.params(row.storage_class)
+        if self.redirects == "always" or (self.redirects == "auto" and row.size == 0):
+            # CopyObject never carries the website redirect location: read it and write every
+            # attribute explicitly (tags still follow the TaggingDirective).
+            attributes = SourceAttributes.from_response(self._head(row))
+            extra.update(MetadataDirective="REPLACE", **attributes.params())
+        if not self.destination.copy_tags:
+            extra["TaggingDirective"] = "REPLACE"
+        request = CopyRequest(row.old_bucket, row.old_key, row.source_etag, row.new_bucket, row.new_key, extra)
+        try:
+            dest_etag = self.engine.copy_object(request)
+        except CopyError as exc:
+            if not self.destination.storage_class_refused(row.storage_class, exc.code):
+                raise
+            extra.pop("StorageClass", None)
+            dest_etag = self.engine.copy_object(dataclasses.replace(request, extra=extra))
         source_etag = s3.bare_etag(row.source_etag)
-        if "-" in source_etag or not _is_md5(source_etag):
-            # A multipart or encrypted source's ETag is not the MD5 of its bytes, so a copy may get a
-            # different one; the pinned source (CopySourceIfMatch) is the proof here.
-            verified = "pinned"
-        elif dest_etag == source_etag:
-            verified = "etag"
-        else:
-            raise CopyError(f"CopyObject: ETag mismatch: destination {dest_etag!r} != source {source_etag!r}",
-                            code="ETagMismatch", retryable=True)
-        return Copied(row.size, source_etag, dest_etag, "copy", verified)
+        if not (is_md5(source_etag) and self.destination.etag_is_md5):
+            # A multipart or KMS-encrypted object's ETag is not the MD5 of its bytes; the pinned
+            # source version (CopySourceIfMatch) is the proof here.
+            return Copied(row.size, source_etag, dest_etag, "copy", "pinned")
+        if dest_etag != source_etag:
+            raise mismatch("CopyObject: destination ETag", dest_etag, source_etag)
+        return Copied(row.size, source_etag, dest_etag, "copy", "etag", f"md5:{source_etag}")
 
-    # -- multipart ---------------------------------------------------------------------------
-
-    def _multipart(self, row: Row) -> Copied:
-        head = self._call(self.source.head_object, "HeadObject on the source",
-                          Bucket=row.old_bucket, Key=row.old_key, IfMatch=row.source_etag)
-        size = int(head["ContentLength"])
-        extra = {k: head[k] for k in _CARRIED if head.get(k)}
-        if head.get("TagCount"):
-            tagging = self._tags(row)
-            if tagging:
-                extra["Tagging"] = tagging
-        created = self._call(self.dest.create_multipart_upload, "CreateMultipartUpload",
-                             Bucket=row.new_bucket, Key=row.new_key, **extra)
-        upload_id = created["UploadId"]
-        try:
-            parts = []
-            for number, (first, last) in enumerate(plan_parts(size, self.chunksize), start=1):
-                if self.stopping():
-                    raise Interrupted("stopped during a multipart copy")
-                part = self._call(self.dest.upload_part_copy, "UploadPartCopy",
-                                  Bucket=row.new_bucket, Key=row.new_key, UploadId=upload_id, PartNumber=number,
-                                  CopySource={"Bucket": row.old_bucket, "Key": row.old_key},
-                                  CopySourceRange=f"bytes={first}-{last}", CopySourceIfMatch=row.source_etag)
-                parts.append({"PartNumber": number, "ETag": part["CopyPartResult"]["ETag"]})
-            done = self._call(self.dest.complete_multipart_upload, "CompleteMultipartUpload",
-                              Bucket=row.new_bucket, Key=row.new_key, UploadId=upload_id,
-                              MultipartUpload={"Parts": parts})
-        except BaseException:
-            self._abort(row, upload_id)
-            raise
+    def _server_multipart(self, row: Row) -> Copied:
+        head = self._head(row)
+        row = dataclasses.replace(row, size=int(head["ContentLength"]))
+        create = self._create_params(row, SourceAttributes.from_response(head))
+        parts = _ServerParts(self.dest, row, self.stop)
+        dest_etag, _, _ = self.uploads.run(row, part_size_for(row.size, self.chunksize), create, parts,
+                                           whole_md5=False)
         # Every part was pinned to the same source ETag and the ranges cover exactly `size` bytes.
-        return Copied(size, s3.bare_etag(row.source_etag), s3.bare_etag(done.get("ETag")), "multipart-copy", "size+pinned")
+        return Copied(row.size, s3.bare_etag(row.source_etag), dest_etag, "multipart-copy", "size+pinned")
 
-    def _tags(self, row: Row) -> str | None:
+    # -- streamed ----------------------------------------------------------------------------------
+
+    def _stream_single(self, row: Row) -> Copied:
+        self.budget.acquire(row.size, self.stop.is_set)
         try:
-            tags = self.source.get_object_tagging(Bucket=row.old_bucket, Key=row.old_key)["TagSet"]
-        except botocore.exceptions.ClientError as exc:
-            if s3.status_code(exc) == 403:
-                self._once.warn("tags_not_carried", reason="the source role lacks s3:GetObjectTagging",
-                                path="multipart-copy")
-                return None
-            raise s3.classify(exc, "GetObjectTagging on the source") from exc
-        return urlencode([(t["Key"], t["Value"]) for t in tags]) or None
+            response = call(self.source.get_object, "GetObject on the source", Bucket=row.old_bucket,
+                            Key=row.old_key, IfMatch=row.source_etag)
+            data = read_exact(response["Body"], row.size, "GetObject on the source")
+            md5 = hashlib.md5(data).hexdigest()  # noqa: S324 (S3's ETag format)
+            params = self._create_params(row, SourceAttributes.from_response(response))()
+            put = call(self.dest.put_object, "PutObject", Bucket=row.new_bucket, Key=row.new_key, Body=data,
+                       ContentMD5=_b64(md5), **params)
+        finally:
+            self.budget.release(row.size)
+        dest_etag = s3.bare_etag(put.get("ETag"))
+        source_etag = s3.bare_etag(row.source_etag)
+        if self.destination.etag_is_md5 and dest_etag != md5:
+            raise mismatch("PutObject: destination ETag", dest_etag, md5)
+        if is_md5(source_etag):
+            if md5 != source_etag:
+                raise mismatch("GetObject: bytes read from the source", md5, source_etag)
+            return Copied(row.size, source_etag, dest_etag, "stream", "md5", f"md5:{md5}")
+        return Copied(row.size, source_etag, dest_etag, "stream", "md5-dest", f"md5:{md5}")
 
-    def _abort(self, row: Row, upload_id: str) -> None:
+    def _stream_multipart(self, row: Row) -> Copied:
+        head = self._head(row)
+        row = dataclasses.replace(row, size=int(head["ContentLength"]))
+        create = self._create_params(row, SourceAttributes.from_response(head))
+        source_etag = s3.bare_etag(row.source_etag)
+        parts = _StreamParts(self.source, self.dest, row, self.budget, self.stop)
+        dest_etag, md5s, whole = self.uploads.run(row, part_size_for(row.size, self.chunksize), create, parts,
+                                                  whole_md5=is_md5(source_etag))
+        expected = composite_etag([m for m in md5s if m])
+        if "-" in dest_etag and self.destination.etag_is_md5 and dest_etag != expected:
+            self.journal.forget(row)
+            raise mismatch("CompleteMultipartUpload: destination ETag", dest_etag, expected)
+        if "-" not in dest_etag:
+            self.gaps.warn("multipart_etag_not_comparable", etag=dest_etag,
+                           reason="the destination's multipart ETags are not MD5 composites; parts are still "
+                                  "checked one by one")
+        if whole is None:
+            return Copied(row.size, source_etag, dest_etag, "multipart-stream", "parts-md5", f"etag:{expected}")
+        if whole != source_etag:
+            # Which part went wrong is unknown: the next attempt uploads every part again.
+            self.journal.forget(row)
+            raise mismatch("GetObject: bytes read from the source", whole, source_etag)
+        return Copied(row.size, source_etag, dest_etag, "multipart-stream", "md5+parts", f"md5:{whole}")
+
+    # -- shared steps ------------------------------------------------------------------------------
+
+    def _head(self, row: Row) -> dict:
+        return call(self.source.head_object, "HeadObject on the source", Bucket=row.old_bucket, Key=row.old_key,
+                    IfMatch=row.source_etag)
+
+    def _create_params(self, row: Row, attributes: SourceAttributes):
+        """Parameters of the request that creates the new object, computed when it is sent (a
+        resumed upload never asks for the tags again)."""
+
+        def params() -> dict[str, Any]:
+            result = {**attributes.params(), **self.destination.params(row.storage_class)}
+            tagging = self.destination.tagging(self.source, row.old_bucket, row.old_key, attributes)
+            if tagging:
+                result["Tagging"] = tagging
+            return result
+
+        return params
+
+
+class _ServerParts:
+    """UploadPartCopy: S3 copies each range of the pinned source version itself."""
+
+    streams = False
+
+    def __init__(self, dest: BaseClient, row: Row, stop: threading.Event) -> None:
+        self.dest, self.row, self.stop = dest, row, stop
+
+    def __call__(self, upload_id: str, number: int, first: int, last: int, hasher: OrderedMD5 | None
+                 ) -> tuple[str, str | None]:
+        row = self.row
+        part = _retried(lambda: call(
+            self.dest.upload_part_copy, "UploadPartCopy", Bucket=row.new_bucket, Key=row.new_key,
+            UploadId=upload_id, PartNumber=number, CopySource={"Bucket": row.old_bucket, "Key": row.old_key},
+            CopySourceRange=f"bytes={first}-{last}", CopySourceIfMatch=row.source_etag), self.stop)
+        return s3.bare_etag(part["CopyPartResult"]["ETag"]), None
+
+
+class _StreamParts:
+    """A ranged GET of the pinned source version into one buffer, its MD5, and an UploadPart that the
+    destination checks against that MD5 (Content-MD5) and answers with it (the part's ETag)."""
+
+    streams = True
+
+    def __init__(self, source: BaseClient, dest: BaseClient, row: Row, budget: Budget, stop: threading.Event):
+        self.source, self.dest, self.row, self.budget, self.stop = source, dest, row, budget, stop
+
+    def __call__(self, upload_id: str, number: int, first: int, last: int, hasher: OrderedMD5 | None
+                 ) -> tuple[str, str | None]:
+        row, size = self.row, last - first + 1
         try:
-            self.dest.abort_multipart_upload(Bucket=row.new_bucket, Key=row.new_key, UploadId=upload_id)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            self._once.warn("multipart_abort_failed", error=s3.error_code(exc),
-                            hint="grant s3:AbortMultipartUpload or add a lifecycle rule "
-                                 "AbortIncompleteMultipartUpload on the destination bucket")
+            def get() -> bytearray:
+                response = call(self.source.get_object, "GetObject on the source", Bucket=row.old_bucket,
+                                Key=row.old_key, IfMatch=row.source_etag, Range=f"bytes={first}-{last}")
+                return read_exact(response["Body"], size, "GetObject on the source")
 
-    def _call(self, method: Callable[..., dict], what: str, **params: Any) -> dict:
-        try:
-            return method(**params)
-        except botocore.exceptions.ClientError as exc:
-            if s3.status_code(exc) == 412 or s3.error_code(exc) == "PreconditionFailed":
-                raise SourceChanged() from exc
-            raise s3.classify(exc, what) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise s3.classify(exc, what) from exc
+            data = _retried(get, self.stop)
+            md5 = hashlib.md5(data).hexdigest()  # noqa: S324 (S3's ETag format)
+
+            def put() -> str:
+                part = call(self.dest.upload_part, "UploadPart", Bucket=row.new_bucket, Key=row.new_key,
+                            UploadId=upload_id, PartNumber=number, Body=data, ContentMD5=_b64(md5))
+                etag = s3.bare_etag(part.get("ETag"))
+                if is_md5(etag) and etag != md5:
+                    raise mismatch(f"UploadPart {number}: destination ETag", etag, md5)
+                return etag
+
+            etag = _retried(put, self.stop)
+        except BaseException:
+            self.budget.release(size)
+            raise
+        if hasher is not None:
+            hasher.feed(number, data)  # gives the buffer space back once hashed
+        else:
+            self.budget.release(size)
+        return etag, md5
 
 
-def _is_md5(etag: str) -> bool:
-    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower())
+def _retried(fn, stop: threading.Event):
+    # A changed source is not retried here: the worker re-reads it and starts the object over.
+    return retry.call(fn, tries=PART_ATTEMPTS, stop=stop, attempts=retry.Attempts(), exclude=(SourceChanged,))
+
+
+def read_exact(body, size: int, what: str) -> bytearray:
+    """Read exactly `size` bytes into one buffer (no intermediate copies); a short or long body is a
+    transient failure of the request."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    try:
+        while filled < size:
+            count = body.readinto(view[filled:])
+            if not count:
+                break
+            filled += count
+        extra = body.read(1) if filled == size else b""
+    except botocore.exceptions.BotoCoreError as exc:
+        raise s3.classify(exc, what) from exc
+    except OSError as exc:  # a connection reset mid-body
+        raise CopyError(f"{what}: {type(exc).__name__}: {exc}", code=type(exc).__name__, retryable=True) from exc
+    finally:
+        view.release()
+        body.close()
+    if filled != size or extra:
+        raise CopyError(f"{what}: expected {size} bytes, got {filled}{'+' if extra else ''}", code="IncompleteBody",
+                        retryable=True)
+    return buffer
+
+
+def _b64(md5_hex: str) -> str:
+    return base64.b64encode(bytes.fromhex(md5_hex)).decode("ascii")

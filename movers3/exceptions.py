@@ -74,6 +74,13 @@ class SourceChanged(CopyError):
         super().__init__(message, code="PreconditionFailed", retryable=True)
 
 
+class LeaseLost(CopyError):
+    """Another worker took this row over after our lease expired: stop copying it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="LeaseLost", retryable=False)
+
+
 class Interrupted(Movers3Error):
     """Stopped on request before the work was finished."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
@@ -16,14 +17,33 @@ import structlog
 
 from movers3 import routes
 from movers3.db import Database, Tx, schema_statements
-from movers3.exceptions import SchemaError
+from movers3.exceptions import LeaseLost, SchemaError
 
 log = structlog.get_logger("movers3.ledger")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATES = ("pending", "in_progress", "done", "failed")
 RESCUE_PAGE = 1000
 MAX_ERROR_CHARS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    """A multipart upload recorded on a row: its id, the source version its parts come from, the
+    part size they were cut with, and the parts finished so far (number -> (ETag, MD5 or None))."""
+
+    id: str
+    source_etag: str
+    part_size: int
+    parts: dict[int, tuple[str, str | None]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_columns(cls, upload_id: str | None, source_etag: str | None, part_size: int | None,
+                     parts: str | None) -> Upload | None:
+        if not upload_id:
+            return None
+        finished = {int(n): (etag, md5) for n, etag, md5 in json.loads(parts or "[]")}
+        return cls(upload_id, source_etag or "", int(part_size or 0), finished)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,13 +58,16 @@ class Row:
     size: int
     source_etag: str
     attempts: int
+    storage_class: str | None = None
+    upload: Upload | None = None
 
     @classmethod
     def from_claim(cls, record: tuple) -> Row:
-        id_, old_bucket, old_key, new_bucket, new_key, size, etag, attempts = record
+        (id_, old_bucket, old_key, new_bucket, new_key, size, etag, attempts, storage_class,
+         upload_id, upload_etag, part_size, parts) = record
         # The claim UPDATE adds one attempt in the same transaction.
         return cls(id_, old_bucket, routes.from_db(old_key), new_bucket, routes.from_db(new_key), size, etag,
-                   attempts + 1)
+                   attempts + 1, storage_class, Upload.from_columns(upload_id, upload_etag, part_size, parts))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +82,9 @@ class Outcome:
     dest_etag: str | None = None
     copy_method: str | None = None
     verified_by: str | None = None
+    checksum: str | None = None
     error: str | None = None
+    clear_upload: bool = False  # the row's recorded multipart upload was aborted
     code: str | None = None  # the S3 error code, for the worker's judgement; not stored
 
     def as_json(self) -> dict:
@@ -133,6 +158,10 @@ class Ledger:
         params = {"owner": owner, "lease_seconds": lease_seconds, "ids": tuple(ids)}
         return self.db.transaction(lambda tx: tx.execute("rows_renew_if_owned", params))
 
+    def journal(self, owner: str) -> UploadJournal:
+        """A journal of multipart uploads for this worker's copy threads, on a connection of its own."""
+        return UploadJournal(Database(self.db.url, reconnect_seconds=self.db.reconnect_seconds), owner)
+
     def finish(self, owner: str, outcomes: Sequence[Outcome]) -> int:
         """Write outcomes of rows this worker still owns; returns how many were written. Fewer than
         given means some leases were lost (rescued by another worker): those results are dropped."""
@@ -185,12 +214,12 @@ class Ledger:
     def report(self) -> Iterator[dict]:
         with self.db.stream("rows_report") as records:
             for (id_, old_bucket, old_key, new_bucket, new_key, state, size, attempts, error, source_etag,
-                 dest_etag, copy_method, verified_by, done_at) in records:
+                 dest_etag, copy_method, verified_by, checksum, done_at) in records:
                 yield {
                     "id": id_, "old_bucket": old_bucket, "old_key": routes.from_db(old_key),
                     "new_bucket": new_bucket, "new_key": routes.from_db(new_key), "state": state, "size": size,
                     "attempts": attempts, "error": error or "", "source_etag": source_etag,
-                    "dest_etag": dest_etag or "", "copy_method": copy_method or "", "verified_by": verified_by or "",
+                    "dest_etag": dest_etag or "", "copy_method": copy_method or "", "verified_by": verified_by or "", "checksum": checksum or "",
                     "done_at": _iso(done_at) or "",
                 }
 
@@ -226,6 +255,55 @@ class Ledger:
 
     def seed_finish(self, seed_id: int) -> None:
         self.db.transaction(lambda tx: tx.execute("seeds_finish", {"id": seed_id}))
+
+
+class UploadJournal:
+    """Where copy threads record multipart uploads as they go, so that a worker that dies mid-object
+    leaves an upload the next worker resumes instead of one nobody knows about. Writes are guarded by
+    the lease like every other write; `LeaseLost` tells the copy to stop. It also remembers, for this
+    process, the latest upload of each row, so that a retried attempt continues its own upload."""
+
+    def __init__(self, db: Database | None, owner: str) -> None:
+        self.db = db  # None: remembered in this process only (a copy outside any ledger)
+        self.owner = owner
+        self._lock = threading.Lock()  # one connection, shared by the copy threads
+        self._latest: dict[int, Upload | None] = {}
+
+    def current(self, row: Row) -> Upload | None:
+        with self._lock:
+            return self._latest[row.id] if row.id in self._latest else row.upload
+
+    def started(self, row: Row, upload: Upload) -> None:
+        self._write(row, "rows_upload_start_if_owned", {"upload_id": upload.id, "source_etag": upload.source_etag,
+                                                        "part_size": upload.part_size})
+        with self._lock:
+            self._latest[row.id] = dataclasses.replace(upload, parts={})
+
+    def part_done(self, row: Row, upload_id: str, number: int, etag: str, md5: str | None) -> None:
+        self._write(row, "rows_upload_part_if_owned", {"upload_id": upload_id, "number": number, "etag": etag,
+                                                       "md5": md5})
+        with self._lock:
+            upload = self._latest.get(row.id)
+            if upload is not None and upload.id == upload_id:
+                upload.parts[number] = (etag, md5)
+
+    def forget(self, row: Row) -> None:
+        self._write(row, "rows_upload_forget_if_owned", {})
+        with self._lock:
+            self._latest[row.id] = None
+
+    def release(self, row_id: int) -> None:
+        """The row's outcome is written: its upload, if any, is the ledger's business again."""
+        with self._lock:
+            self._latest.pop(row_id, None)
+
+    def _write(self, row: Row, query: str, params: dict) -> None:
+        if self.db is None:
+            return
+        with self._lock:
+            written = self.db.transaction(lambda tx: tx.execute(query, {**params, "id": row.id, "owner": self.owner}))
+        if not written:
+            raise LeaseLost(f"row {row.id}: lease lost while recording its multipart upload")
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -12,7 +12,7 @@ from typing import IO
 from movers3.ledger import STATES, Counts
 
 REPORT_COLUMNS = ("old_bucket", "old_key", "new_bucket", "new_key", "state", "size", "attempts", "error",
-                  "source_etag", "dest_etag", "copy_method", "verified_by", "done_at", "id")
+                  "source_etag", "dest_etag", "copy_method", "verified_by", "checksum", "done_at", "id")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 

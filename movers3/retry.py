@@ -30,9 +30,10 @@ class Attempts:
 
 
 def call(fn: Callable[[], T], *, tries: int, stop: threading.Event, attempts: Attempts,
-         initial: float = INITIAL_BACKOFF_SECONDS, maximum: float = MAX_BACKOFF_SECONDS) -> T:
-    """Call `fn` until it succeeds, raises a permanent error, or `tries` are spent; the last error is
-    raised as it was."""
+         initial: float = INITIAL_BACKOFF_SECONDS, maximum: float = MAX_BACKOFF_SECONDS,
+         exclude: tuple[type[BaseException], ...] = ()) -> T:
+    """Call `fn` until it succeeds, raises a permanent error (or one of `exclude`), or `tries` are
+    spent; the last error is raised as it was."""
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -43,7 +44,8 @@ def call(fn: Callable[[], T], *, tries: int, stop: threading.Event, attempts: At
         attempts.used = state.attempt_number
 
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(lambda e: isinstance(e, CopyError) and e.retryable),
+        retry=tenacity.retry_if_exception(
+            lambda e: isinstance(e, CopyError) and e.retryable and not isinstance(e, exclude)),
         stop=tenacity.stop_after_attempt(max(1, tries)) | tenacity.stop_when_event_set(stop),
         wait=tenacity.wait_random_exponential(multiplier=initial, max=maximum),
         sleep=stop.wait,

@@ -53,9 +53,9 @@ def ensure_bucket(client: BaseClient, bucket: str, region: str) -> bool:
     return True
 
 
-def load_samples(client: BaseClient, settings: Settings, count: int) -> int:
+def load_samples(client: BaseClient, dest_client: BaseClient, settings: Settings, count: int) -> int:
     ensure_bucket(client, settings.old_bucket, settings.source.region)
-    ensure_bucket(client, settings.new_bucket, settings.dest.region)
+    ensure_bucket(dest_client, settings.new_bucket, settings.dest.region)
 
     def put(index: int) -> None:
         try:

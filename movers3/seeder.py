@@ -96,5 +96,5 @@ class Seeder:
                 log.error("key_skipped", key=key, reason=str(exc))
                 continue
             rows.append((st.old_bucket, routes.to_db(key), st.new_bucket, routes.to_db(target),
-                         int(obj.get("Size", 0)), s3.bare_etag(obj.get("ETag"))))
+                         int(obj.get("Size", 0)), s3.bare_etag(obj.get("ETag")), obj.get("StorageClass")))
         return rows

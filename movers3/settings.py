@@ -66,8 +66,8 @@ class MysqlUrl:
 
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
-    """One side of the copy. Both sides share `URL_ENDPOINT` and `AWS_*` today; the split is here so
-    that a source and a destination on different endpoints or accounts need no new plumbing."""
+    """One side of the copy: `OLD_*` for the source, `NEW_*` for the destination, each falling back
+    to the shared `URL_ENDPOINT` / `AWS_*` values."""
 
     url: str
     access_key: str | None
@@ -76,8 +76,13 @@ class Endpoint:
     addressing_style: str
     timeout_seconds: int = 300
 
-    def same_place_as(self, other: Endpoint) -> bool:
-        return self.url == other.url and self.access_key == other.access_key
+    def same_service_as(self, other: Endpoint) -> bool:
+        return self.url == other.url
+
+    def can_copy_from(self, other: Endpoint) -> bool:
+        """Server-side copy is possible when this side's credentials can read the other side's
+        objects through the same service: same endpoint and same access key."""
+        return self.url == other.url and self.access_key == other.access_key and self.secret_key == other.secret_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +103,21 @@ class Settings:
     claim_batch: int
     log_format: str
     log_level: str
+    copy_mode: str = "auto"
+    new_acl: str | None = None
+    new_sse: str | None = None
+    new_sse_kms_key_id: str | None = None
+    part_concurrency: int = 4
+    stream_memory: int = 256 * 1024 * 1024
+    website_redirects: str = "auto"
+    copy_tags: bool = True
+
+    @property
+    def server_side(self) -> bool:
+        """Whether copies go server-side (CopyObject/UploadPartCopy) or stream through the worker."""
+        if self.copy_mode == "auto":
+            return self.dest.can_copy_from(self.source)
+        return self.copy_mode == "server"
 
     def secrets(self) -> list[str]:
         """Every secret value, so that log and error output can be scrubbed of them."""
@@ -119,6 +139,10 @@ DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_MULTIPART_THRESHOLD = 64 * MIB
 DEFAULT_MULTIPART_CHUNKSIZE = 64 * MIB
 DEFAULT_CLAIM_BATCH = 64
+DEFAULT_PART_CONCURRENCY = 4
+CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
+               "bucket-owner-read", "bucket-owner-full-control")
+SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +168,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("AWS_REGION", "us-east-1", "S3 region"),
     Option("S3_ADDRESSING_STYLE", "path", "path, virtual or auto"),
     Option("S3_TIMEOUT_SECONDS", "300", "seconds an S3 request may wait for the server (1-3600)"),
+    Option("OLD_URL_ENDPOINT", None, "source S3 endpoint [default URL_ENDPOINT]"),
+    Option("OLD_AWS_ACCESS_KEY_ID", None, "source access key id [default AWS_ACCESS_KEY_ID]"),
+    Option("OLD_AWS_SECRET_ACCESS_KEY", None, "source secret key [default AWS_SECRET_ACCESS_KEY]", secret=True),
+    Option("OLD_REGION", None, "source region [default AWS_REGION]"),
+    Option("NEW_URL_ENDPOINT", None, "destination S3 endpoint [default URL_ENDPOINT]"),
+    Option("NEW_AWS_ACCESS_KEY_ID", None, "destination access key id [default AWS_ACCESS_KEY_ID]"),
+    Option("NEW_AWS_SECRET_ACCESS_KEY", None, "destination secret key [default AWS_SECRET_ACCESS_KEY]",
+           secret=True),
+    Option("NEW_REGION", None, "destination region [default AWS_REGION]"),
     Option("OLD_BUCKET", DEFAULT_OLD_BUCKET, "source bucket"),
     Option("OLD_PREFIX", DEFAULT_OLD_PREFIX, "source folder"),
     Option("NEW_BUCKET", DEFAULT_NEW_BUCKET, "destination bucket"),
@@ -156,6 +189,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("MULTIPART_THRESHOLD", "64MiB", "objects this size or larger use multipart copy"),
     Option("MULTIPART_CHUNKSIZE", "64MiB", "part size for multipart copy (5MiB-5GiB)"),
     Option("CLAIM_BATCH", str(DEFAULT_CLAIM_BATCH), "rows claimed per transaction (1-1000)"),
+    Option("COPY_MODE", "auto", "server (CopyObject), stream (GET then PUT through the worker), or auto: "
+           "server when both sides share endpoint and credentials"),
+    Option("PART_CONCURRENCY", str(DEFAULT_PART_CONCURRENCY), "parts of one large object copied at once (1-64)"),
+    Option("STREAM_MEMORY", "256MiB", "part buffers a worker process may hold while streaming (>= one part)"),
+    Option("NEW_ACL", None, "canned ACL applied to each new object with PutObjectAcl, e.g. bucket-owner-full-control"),
+    Option("NEW_SSE", None, "server-side encryption of new objects: AES256, aws:kms or aws:kms:dsse"),
+    Option("NEW_SSE_KMS_KEY_ID", None, "KMS key for NEW_SSE=aws:kms"),
+    Option("WEBSITE_REDIRECTS", "auto", "carry x-amz-website-redirect-location: always (one HEAD per object), "
+           "never, or auto (multipart, streamed and zero-byte objects)"),
+    Option("COPY_TAGS", "true", "carry object tags (needs s3:GetObjectTagging/PutObjectTagging on AWS)"),
     Option("LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, else json)"),
     Option("LOG_LEVEL", "info", "debug, info, warning or error"),
 )
@@ -176,30 +219,54 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
     def text(name: str) -> str:
         return (raw.get(name) or "").strip()
 
-    region = text("AWS_REGION") or "us-east-1"
     style = _choice("S3_ADDRESSING_STYLE", text("S3_ADDRESSING_STYLE"), ("path", "virtual", "auto"))
-    secret = raw.get("AWS_SECRET_ACCESS_KEY")
-    endpoint = Endpoint(
-        url=_endpoint_url("URL_ENDPOINT", text("URL_ENDPOINT")),
-        access_key=text("AWS_ACCESS_KEY_ID") or None,
-        secret_key=Secret(secret) if secret else None,
-        region=region,
-        addressing_style=style,
-        timeout_seconds=_int("S3_TIMEOUT_SECONDS", text("S3_TIMEOUT_SECONDS"), 1, 3600),
-    )
+    timeout = _int("S3_TIMEOUT_SECONDS", text("S3_TIMEOUT_SECONDS"), 1, 3600)
+
+    def endpoint(side: str) -> Endpoint:
+        def pick(name: str, shared: str) -> tuple[str, str]:
+            own = f"{side}_{name}"
+            return (own, text(own)) if text(own) else (shared, text(shared))
+
+        url_name, url = pick("URL_ENDPOINT", "URL_ENDPOINT")
+        secret_name = f"{side}_AWS_SECRET_ACCESS_KEY"
+        secret = raw.get(secret_name) if raw.get(secret_name) else raw.get("AWS_SECRET_ACCESS_KEY")
+        return Endpoint(
+            url=_endpoint_url(url_name, url),
+            access_key=pick("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")[1] or None,
+            secret_key=Secret(secret) if secret else None,
+            region=pick("REGION", "AWS_REGION")[1] or "us-east-1",
+            addressing_style=style,
+            timeout_seconds=timeout,
+        )
+
+    source, dest = endpoint("OLD"), endpoint("NEW")
     old_bucket = _bucket("OLD_BUCKET", text("OLD_BUCKET"))
     new_bucket = _bucket("NEW_BUCKET", text("NEW_BUCKET"))
     old_prefix = routes.check_prefix("OLD_PREFIX", raw.get("OLD_PREFIX") or "")
     new_prefix = routes.check_prefix("NEW_PREFIX", raw.get("NEW_PREFIX") or "")
-    if routes.overlaps(old_bucket, old_prefix, new_bucket, new_prefix):
+    # Two endpoints are two namespaces: the same bucket name on each is two buckets.
+    if source.same_service_as(dest) and routes.overlaps(old_bucket, old_prefix, new_bucket, new_prefix):
         raise ConfigError(
             "NEW_BUCKET/NEW_PREFIX: must not be equal to, inside, or around OLD_BUCKET/OLD_PREFIX "
             f"({new_bucket}/{new_prefix} vs {old_bucket}/{old_prefix}): the copy would feed on its own output"
         )
     chunksize = _size("MULTIPART_CHUNKSIZE", text("MULTIPART_CHUNKSIZE"), 5 * MIB, 5 * GIB)
+    stream_memory = _size("STREAM_MEMORY", text("STREAM_MEMORY"), 5 * MIB, 64 * GIB)
+    if stream_memory < chunksize:
+        raise ConfigError(f"STREAM_MEMORY: must hold at least one part of MULTIPART_CHUNKSIZE "
+                          f"({chunksize // MIB}MiB; got {stream_memory // MIB}MiB)")
+    sse = text("NEW_SSE") or None
+    if sse is not None:
+        _choice("NEW_SSE", sse, SSE_MODES)
+    kms_key = text("NEW_SSE_KMS_KEY_ID") or None
+    if kms_key and not (sse or "").startswith("aws:kms"):
+        raise ConfigError("NEW_SSE_KMS_KEY_ID: needs NEW_SSE=aws:kms or aws:kms:dsse")
+    acl = text("NEW_ACL") or None
+    if acl is not None:
+        _choice("NEW_ACL", acl, CANNED_ACLS)
     return Settings(
-        source=endpoint,
-        dest=endpoint,
+        source=source,
+        dest=dest,
         old_bucket=old_bucket,
         old_prefix=old_prefix,
         new_bucket=new_bucket,
@@ -214,6 +281,15 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
         claim_batch=_int("CLAIM_BATCH", text("CLAIM_BATCH"), 1, 1000),
         log_format=_choice("LOG_FORMAT", text("LOG_FORMAT").lower(), ("auto", "json", "console")),
         log_level=_choice("LOG_LEVEL", text("LOG_LEVEL").lower(), ("debug", "info", "warning", "error")),
+        copy_mode=_choice("COPY_MODE", text("COPY_MODE").lower(), ("auto", "server", "stream")),
+        new_acl=acl,
+        new_sse=sse,
+        new_sse_kms_key_id=kms_key,
+        part_concurrency=_int("PART_CONCURRENCY", text("PART_CONCURRENCY"), 1, 64),
+        stream_memory=stream_memory,
+        website_redirects=_choice("WEBSITE_REDIRECTS", text("WEBSITE_REDIRECTS").lower(),
+                                  ("auto", "always", "never")),
+        copy_tags=_bool("COPY_TAGS", text("COPY_TAGS")),
     )
 
 

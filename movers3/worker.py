@@ -22,8 +22,8 @@ import structlog
 
 from movers3 import retry, s3
 from movers3.copier import Copier
-from movers3.exceptions import CopyError, Interrupted, LedgerError, SourceChanged
-from movers3.ledger import Ledger, Outcome, Row
+from movers3.exceptions import CopyError, Interrupted, LeaseLost, LedgerError, SourceChanged
+from movers3.ledger import Ledger, Outcome, Row, UploadJournal
 
 log = structlog.get_logger("movers3.worker")
 
@@ -58,9 +58,10 @@ class Stats:
 class Worker:
     def __init__(self, ledger: Ledger, copier: Copier, *, worker_id: str, threads: int, lease_seconds: int,
                  max_attempts: int, claim_batch: int, exit_when_done: bool = False,
-                 stop_event: threading.Event | None = None) -> None:
+                 stop_event: threading.Event | None = None, journal: UploadJournal | None = None) -> None:
         self.ledger = ledger
         self.copier = copier
+        self.journal = journal
         self.id = worker_id
         self.threads = threads
         self.lease_seconds = lease_seconds
@@ -86,8 +87,9 @@ class Worker:
         self.stopped.set()
 
     def run(self) -> Stats:
+        describe = getattr(self.copier, "describe", dict)
         self.log.info("worker_started", threads=self.threads, lease_seconds=self.lease_seconds,
-                      max_attempts=self.max_attempts, exit_when_done=self.exit_when_done)
+                      max_attempts=self.max_attempts, exit_when_done=self.exit_when_done, **describe())
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="copy")
         try:
             self._loop(pool)
@@ -177,6 +179,8 @@ class Worker:
         outcomes, self._outcomes = self._outcomes, []
         written = self.ledger.finish(self.id, outcomes)
         for o in outcomes:
+            if self.journal is not None:
+                self.journal.release(o.id)
             if o.state == "done":
                 self.stats.done += 1
                 self.stats.bytes += o.size or 0
@@ -232,6 +236,10 @@ class Worker:
             copied = retry.call(attempt, tries=tries, stop=self.stopped, attempts=attempts)
         except Interrupted:
             return Outcome(row.id, "pending", attempts=spent_before + attempts.used - 1)
+        except LeaseLost as exc:
+            # Another worker owns the row now; this outcome will not be written (the guard drops it).
+            olog.warning("lease_lost", error=str(exc))
+            return Outcome(row.id, "pending", attempts=spent_before + attempts.used - 1)
         except CopyError as exc:
             if exc.code in s3.SYSTEMIC_CODES:
                 if self.fatal is None:
@@ -243,7 +251,8 @@ class Worker:
                 return Outcome(row.id, "pending", attempts=spent_before + attempts.used - 1, error=str(exc))
             olog.warning("copy_failed", code=exc.code, error=str(exc), attempts=spent_before + attempts.used)
             return Outcome(row.id, "failed", attempts=spent_before + attempts.used, size=current.size,
-                           source_etag=current.source_etag, error=str(exc), code=exc.code)
+                           source_etag=current.source_etag, error=str(exc), code=exc.code,
+                           clear_upload=self._abandon(current))
         except Exception as exc:  # a bug, not a storage error: fail the row, keep the worker
             olog.exception("copy_crashed")
             return Outcome(row.id, "failed", attempts=spent_before + max(1, attempts.used),
@@ -253,6 +262,14 @@ class Worker:
         return Outcome(row.id, "done", attempts=spent_before + attempts.used, size=copied.size,
                        source_etag=copied.source_etag, dest_etag=copied.dest_etag, copy_method=copied.method,
                        verified_by=copied.verified_by)
+
+    def _abandon(self, row: Row) -> bool:
+        """A row failed for good: abort its multipart upload, if it has one and the role may."""
+        try:
+            return self.copier.abandon(row)
+        except Exception:  # cleanup must never lose the outcome
+            self.log.exception("abandon_failed", row_id=row.id)
+            return False
 
     # -- shutdown ----------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ ON DUPLICATE KEY UPDATE version = VALUES(version);
 
 -- rows_claimable_lock --
 -- Lock the next pending rows; rows other workers hold are skipped, not waited for.
-SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, attempts
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, attempts, storage_class,
+       upload_id, upload_source_etag, upload_part_size, upload_parts
 FROM movers3_objects
 WHERE state = 'pending'
 ORDER BY id
@@ -47,7 +48,9 @@ JOIN JSON_TABLE(%(outcomes)s, '$[*]' COLUMNS (
     dest_etag    VARCHAR(128)    PATH '$.dest_etag',
     copy_method  VARCHAR(32)     PATH '$.copy_method',
     verified_by  VARCHAR(32)     PATH '$.verified_by',
-    error        VARCHAR(1024)   PATH '$.error'
+    checksum     VARCHAR(160)    PATH '$.checksum',
+    error        VARCHAR(1024)   PATH '$.error',
+    clear_upload BOOLEAN         PATH '$.clear_upload'
 )) AS j ON o.id = j.id
 SET o.state = j.state,
     o.attempts = j.attempts,
@@ -56,10 +59,35 @@ SET o.state = j.state,
     o.dest_etag = j.dest_etag,
     o.copy_method = j.copy_method,
     o.verified_by = j.verified_by,
+    o.checksum = j.checksum,
     o.last_error = j.error,
+    -- a finished upload is gone; an unfinished one stays recorded for the next worker to resume
+    o.upload_id = IF(j.state = 'done' OR j.clear_upload, NULL, o.upload_id),
+    o.upload_source_etag = IF(j.state = 'done' OR j.clear_upload, NULL, o.upload_source_etag),
+    o.upload_part_size = IF(j.state = 'done' OR j.clear_upload, NULL, o.upload_part_size),
+    o.upload_parts = IF(j.state = 'done' OR j.clear_upload, NULL, o.upload_parts),
     o.lease_expires_at = NULL,
     o.done_at = IF(j.state = 'done', NOW(6), NULL)
 WHERE o.state = 'in_progress' AND o.lease_owner = %(owner)s;
+
+-- rows_upload_start_if_owned --
+-- Record a multipart upload (new, or restarted for a changed source) before its first part.
+UPDATE movers3_objects
+SET upload_id = %(upload_id)s, upload_source_etag = %(source_etag)s, upload_part_size = %(part_size)s,
+    upload_parts = '[]'
+WHERE id = %(id)s AND state = 'in_progress' AND lease_owner = %(owner)s;
+
+-- rows_upload_part_if_owned --
+-- Record one finished part of the row's recorded upload.
+UPDATE movers3_objects
+SET upload_parts = JSON_ARRAY_APPEND(upload_parts, '$', JSON_ARRAY(%(number)s, %(etag)s, %(md5)s))
+WHERE id = %(id)s AND state = 'in_progress' AND lease_owner = %(owner)s AND upload_id = %(upload_id)s;
+
+-- rows_upload_forget_if_owned --
+-- The recorded upload is gone (aborted, or unknown to S3): the next attempt starts a new one.
+UPDATE movers3_objects
+SET upload_id = NULL, upload_source_etag = NULL, upload_part_size = NULL, upload_parts = NULL
+WHERE id = %(id)s AND state = 'in_progress' AND lease_owner = %(owner)s;
 
 -- rows_expired_requeue --
 -- Rescue rows whose worker vanished: back to pending while attempts remain.
@@ -90,8 +118,8 @@ WHERE state = 'failed';
 
 -- rows_insert_if_new --
 -- Seed one page of listed objects; a key already in the ledger is left exactly as it is.
-INSERT INTO movers3_objects (old_bucket, old_key, new_bucket, new_key, size, source_etag)
-VALUES (%s, %s, %s, %s, %s, %s)
+INSERT INTO movers3_objects (old_bucket, old_key, new_bucket, new_key, size, source_etag, storage_class)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
 ON DUPLICATE KEY UPDATE id = id;
 
 -- rows_count_by_state --
@@ -111,7 +139,7 @@ SELECT EXISTS (SELECT 1 FROM movers3_objects WHERE state IN ('pending', 'in_prog
 -- rows_report --
 -- Every row in id order, streamed for `report`.
 SELECT id, old_bucket, old_key, new_bucket, new_key, state, size, attempts, last_error,
-       source_etag, dest_etag, copy_method, verified_by, done_at
+       source_etag, dest_etag, copy_method, verified_by, checksum, done_at
 FROM movers3_objects
 ORDER BY id;
 

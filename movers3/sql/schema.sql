@@ -54,3 +54,24 @@ CREATE TABLE IF NOT EXISTS movers3_seeds (
     finished_at     DATETIME(6) NULL,
     UNIQUE KEY source (old_bucket, old_prefix)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Version 2: what large copies and faithful copies need. Each column is added once, to a new
+-- ledger or to an upgraded version-1 ledger alike.
+-- The source's storage class, from the listing: carried to the destination, counted by `plan`.
+ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
+    storage_class VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NULL AFTER source_etag;
+-- A multipart upload under way for this row, recorded before its first part so that a worker that
+-- dies mid-object leaves something the next one resumes (the worker role may not abort uploads).
+ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
+    upload_id VARCHAR(1024) CHARACTER SET ascii COLLATE ascii_bin NULL AFTER verified_by;
+-- The source version the upload's parts come from: parts of another version are never reused.
+ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
+    upload_source_etag VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NULL AFTER upload_id;
+ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
+    upload_part_size BIGINT UNSIGNED NULL AFTER upload_source_etag;
+-- Finished parts as a JSON array of [part number, ETag, MD5 or null].
+ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
+    upload_parts MEDIUMTEXT CHARACTER SET ascii COLLATE ascii_bin NULL AFTER upload_part_size;
+-- The value that proved the copy (e.g. md5:<hex>), beside how it was proved (verified_by).
+ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
+    checksum VARCHAR(160) CHARACTER SET ascii COLLATE ascii_bin NULL AFTER verified_by;

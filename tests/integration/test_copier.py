@@ -5,10 +5,12 @@ import os
 
 import pytest
 
+import threading
+
 from movers3 import s3
-from movers3.copier import ServerSideCopier
+from movers3.copier import ObjectCopier
 from movers3.exceptions import CopyError, SourceChanged
-from movers3.ledger import Row
+from movers3.ledger import Row, UploadJournal
 from movers3.settings import MIB, load
 
 pytestmark = pytest.mark.integration
@@ -19,7 +21,7 @@ ATTRS = dict(ContentType="image/webp", CacheControl="max-age=60", ContentDisposi
 
 def copier(route, identity="worker"):
     settings = load(route.env(identity, "m3_worker", MULTIPART_THRESHOLD="8MiB", MULTIPART_CHUNKSIZE="5MiB"))
-    return ServerSideCopier.from_settings(settings, stopping=lambda: False)
+    return ObjectCopier.from_settings(settings, UploadJournal(None, "test"), threading.Event())
 
 
 def row_for(route, rest, body):

@@ -7,7 +7,7 @@ import pytest
 from movers3 import routes
 from movers3.db import Database
 from movers3.exceptions import LedgerError, SchemaError
-from movers3.ledger import Ledger, Outcome
+from movers3.ledger import SCHEMA_VERSION, Ledger, Outcome
 from movers3.settings import load, parse_mysql_url
 from tests.support.services import DATABASE
 
@@ -18,7 +18,7 @@ def make_rows(seeder_ledger, route, count, start=0):
     """The factory: `count` pending rows inserted the way the seeder inserts them."""
     seed = seeder_ledger.seed_start(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix)
     rows = [(route.old_bucket, routes.to_db(route.old(f"{i:05d}")), route.new_bucket,
-             routes.to_db(route.new(f"{i:05d}")), i, f"{i:032x}") for i in range(start, start + count)]
+             routes.to_db(route.new(f"{i:05d}")), i, f"{i:032x}", "STANDARD") for i in range(start, start + count)]
     seeder_ledger.seed_page(seed.id, rows, route.old(f"{start + count - 1:05d}"))
     seeder_ledger.seed_finish(seed.id)
 
@@ -138,7 +138,7 @@ def test_counts_and_report(route, seeder_ledger, ledger):
 
 def test_worker_account_can_not_insert_or_delete(route, ledger):
     with pytest.raises(LedgerError, match="lacks a privilege"):
-        ledger.db.transaction(lambda tx: tx.executemany("rows_insert_if_new", [("b", b"k", "b", b"k", 1, "e")]))
+        ledger.db.transaction(lambda tx: tx.executemany("rows_insert_if_new", [("b", b"k", "b", b"k", 1, "e", None)]))
 
 
 def test_schema_missing_or_outdated_tells_to_run_init(route):
@@ -152,10 +152,10 @@ def test_schema_missing_or_outdated_tells_to_run_init(route):
         with pytest.raises(SchemaError, match="version 0.*movers3 init"):
             Ledger(Database(load(route.env("worker", "m3_worker")).mysql)).check_schema()
     finally:
-        admin_exec(route, "UPDATE movers3_schema SET version = 1")
+        admin_exec(route, "UPDATE movers3_schema SET version = %s", (SCHEMA_VERSION,))
 
 
 def test_init_is_idempotent(route):
     init = Ledger(Database(parse_mysql_url(route.stack.db.role_url("m3_init"))))
-    assert init.create_schema() == init.create_schema() == 1
+    assert init.create_schema() == init.create_schema() == SCHEMA_VERSION
     init.check_schema()

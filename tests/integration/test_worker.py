@@ -6,9 +6,9 @@ import time
 import pytest
 
 from movers3 import s3
-from movers3.copier import ServerSideCopier
+from movers3.copier import ObjectCopier
 from movers3.db import Database
-from movers3.ledger import Ledger
+from movers3.ledger import Ledger, UploadJournal
 from movers3.seeder import Seeder
 from movers3.settings import load
 from movers3.worker import Worker
@@ -29,6 +29,9 @@ class SlowCopier:
     def describe_source(self, row):
         return self.inner.describe_source(row)
 
+    def abandon(self, row):
+        return self.inner.abandon(row)
+
 
 def seed(route, ledger):
     settings = load(route.env("seeder", "m3_seeder"))
@@ -39,7 +42,7 @@ def test_leases_are_renewed_during_a_copy_longer_than_the_lease(route, ledger):
     route.put("slow.bin", b"slow")
     seed(route, ledger)
     settings = load(route.env("worker", "m3_worker"))
-    copier = SlowCopier(ServerSideCopier.from_settings(settings, stopping=lambda: False), seconds=8)
+    copier = SlowCopier(ObjectCopier.from_settings(settings, UploadJournal(None, "test"), threading.Event()), seconds=8)
     worker = Worker(ledger, copier, worker_id="slowpoke", threads=1, lease_seconds=5, max_attempts=3,
                     claim_batch=1, exit_when_done=True)
     rescuer = Ledger(Database(settings.mysql))

@@ -1,7 +1,7 @@
 import csv
 import io
 
-from movers3.copier import plan_parts
+from movers3.multipart import part_size_for, plan_parts
 from movers3.logs import Redactor, escape_controls
 from movers3.report import REPORT_COLUMNS, spreadsheet_safe, write_csv
 from movers3.settings import GIB, MIB
@@ -30,7 +30,7 @@ def test_csv_guards_formulas_and_quotes_hostile_keys():
 
 def test_parts_cover_the_object_exactly_within_s3_limits():
     for size in (5 * MIB, 64 * MIB + 1, 5 * GIB + 7, 5 * 1024 * GIB):
-        parts = plan_parts(size, 8 * MIB)
+        parts = plan_parts(size, part_size_for(size, 8 * MIB))
         assert parts[0][0] == 0 and parts[-1][1] == size - 1
         assert all(b[0] == a[1] + 1 for a, b in zip(parts, parts[1:]))
         assert len(parts) <= 10_000

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import threading
 import traceback
@@ -23,6 +24,7 @@ from movers3.report import render_status, status_dict, write_csv
 from movers3.runner import Runner, child_environment
 from movers3.samples import load_samples
 from movers3.seeder import Seeder
+from movers3.verify import Verifier
 from movers3.settings import OPTIONS, Settings, load, parse_mysql_url
 from movers3.worker import Worker, new_worker_id
 
@@ -30,6 +32,7 @@ log = structlog.get_logger("movers3.cli")
 
 DEFAULT_SAMPLE_COUNT = 100
 DEFAULT_RUN_WORKERS = 4
+DEFAULT_VERIFY_SAMPLE = 100
 
 EPILOG = """\
 Settings come from environment variables; the flags above override them. Secrets
@@ -122,6 +125,27 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = open_ledger(settings)
+    verifier = Verifier(s3.client(settings.source), s3.client(settings.dest), full=args.full)
+    rows = ledger.done_rows(args.sample, random.Random())
+    checked = bad = marked = 0
+    for row, finding in verifier.run(rows):
+        checked += 1
+        if finding is None:
+            continue
+        bad += 1
+        problems = "; ".join(finding.problems)
+        print(f"MISMATCH id={row.id} {row.old_bucket}/{logs.escape_controls(row.old_key)} -> "
+              f"{row.new_bucket}/{logs.escape_controls(row.new_key)}: {problems}")
+        if args.mark_failed and ledger.fail_done(row.id, f"verify: {problems}"):
+            marked += 1
+    tail = f"; {marked:,} marked failed (`movers3 retry` copies them again)" if args.mark_failed else ""
+    print(f"verified {checked:,} done rows{' (full: bytes compared)' if args.full else ''}: "
+          f"{checked - bad:,} ok, {bad:,} mismatched{tail}")
+    return EXIT_FAILED_ROWS if bad else EXIT_OK
+
+
 def cmd_load_samples(settings: Settings, args: argparse.Namespace) -> int:
     count = load_samples(s3.client(settings.source), s3.client(settings.dest), settings, args.count)
     print(f"put {count:,} sample objects under {settings.old_bucket}/{settings.old_prefix}/")
@@ -146,6 +170,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "status": (cmd_status, "counts and bytes per state, rate, ETA"),
     "report": (cmd_report, "the ledger as CSV: the old -> new route of every object"),
     "retry": (cmd_retry, "failed rows back to pending"),
+    "verify": (cmd_verify, "re-check done rows against both sides (needs read access to the destination)"),
     "load-samples": (cmd_load_samples, "create the buckets if missing and put N sample objects"),
 }
 
@@ -176,9 +201,24 @@ def build_parser() -> argparse.ArgumentParser:
                                 help=f"samples to load when LOAD_FILES=true (default {DEFAULT_SAMPLE_COUNT})")
     parsers["status"].add_argument("--json", action="store_true", help="one JSON object")
     parsers["report"].add_argument("--output", "-o", help="file to write (default: stdout)")
+    parsers["verify"].add_argument("--sample", type=_count, default=DEFAULT_VERIFY_SAMPLE,
+                                   help=f"done rows to check at random, 0 for all (default {DEFAULT_VERIFY_SAMPLE})")
+    parsers["verify"].add_argument("--full", action="store_true", help="also compare the bytes (MD5 of both sides)")
+    parsers["verify"].add_argument("--mark-failed", action="store_true",
+                                   help="set mismatched rows to failed, so that `movers3 retry` copies them again")
     parsers["load-samples"].add_argument("--count", type=_positive, default=DEFAULT_SAMPLE_COUNT,
                                          help=f"number of objects (default {DEFAULT_SAMPLE_COUNT})")
     return parser
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {value!r})") from None
+    if not 0 <= number <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 10000000 (got {number})")
+    return number
 
 
 def _positive(value: str) -> int:

@@ -41,7 +41,7 @@ from movers3.engine import Boto3Engine, CopyEngine, CopyRequest
 from movers3.exceptions import CopyError, SourceChanged
 from movers3.ledger import Row, UploadJournal
 from movers3.multipart import (MAX_PART, Budget, OrderedMD5, Uploads, call, composite_etag, is_md5,
-                               part_size_for)
+                               keep_buffers_out_of_the_heap, mismatch, part_size_for)
 from movers3.settings import Settings
 
 log = structlog.get_logger("movers3.copier")
@@ -49,6 +49,7 @@ log = structlog.get_logger("movers3.copier")
 # Transient failures of one part are retried in place, so that a large object does not start its
 # attempt over for one throttled request (the attempt itself is retried by the worker).
 PART_ATTEMPTS = 3
+READ_SLICE = 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +70,6 @@ class Copier(Protocol):
     def abandon(self, row: Row) -> bool: ...
 
 
-def mismatch(what: str, got: str, expected: str) -> CopyError:
-    return CopyError(f"{what}: checksum mismatch: got {got!r}, expected {expected!r}", code="ChecksumMismatch",
-                     retryable=True)
-
-
 class ObjectCopier:
     """Copies rows between two S3 clients; one per worker process, shared by its copy threads."""
 
@@ -90,6 +86,8 @@ class ObjectCopier:
         self.gaps = Gaps()
         self.destination = Destination(settings, self.gaps)
         self.budget = Budget(settings.stream_memory)
+        if not self.server_side:
+            keep_buffers_out_of_the_heap()
         self.engine = engine or Boto3Engine(dest)
         self.uploads = Uploads(dest, journal, self.budget, concurrency=settings.part_concurrency, stop=stop)
 
@@ -174,8 +172,7 @@ class ObjectCopier:
         row = dataclasses.replace(row, size=int(head["ContentLength"]))
         create = self._create_params(row, SourceAttributes.from_response(head))
         parts = _ServerParts(self.dest, row, self.stop)
-        dest_etag, _, _ = self.uploads.run(row, part_size_for(row.size, self.chunksize), create, parts,
-                                           whole_md5=False)
+        dest_etag, _, _ = self.uploads.run(row, part_size_for(row.size, self.chunksize), create, parts)
         # Every part was pinned to the same source ETag and the ranges cover exactly `size` bytes.
         return Copied(row.size, s3.bare_etag(row.source_etag), dest_etag, "multipart-copy", "size+pinned")
 
@@ -185,9 +182,12 @@ class ObjectCopier:
         self.budget.acquire(row.size, self.stop.is_set)
         try:
             response = call(self.source.get_object, "GetObject on the source", Bucket=row.old_bucket,
-                            Key=row.old_key, IfMatch=row.source_etag)
+                            Key=row.old_key, IfMatch=s3.quoted_etag(row.source_etag))
             data = read_exact(response["Body"], row.size, "GetObject on the source")
             md5 = hashlib.md5(data).hexdigest()  # noqa: S324 (S3's ETag format)
+            if is_md5(s3.bare_etag(row.source_etag)) and md5 != s3.bare_etag(row.source_etag):
+                # Checked before the PUT: damaged bytes never become the new object.
+                raise mismatch("GetObject: bytes read from the source", md5, s3.bare_etag(row.source_etag))
             params = self._create_params(row, SourceAttributes.from_response(response))()
             put = call(self.dest.put_object, "PutObject", Bucket=row.new_bucket, Key=row.new_key, Body=data,
                        ContentMD5=_b64(md5), **params)
@@ -198,8 +198,6 @@ class ObjectCopier:
         if self.destination.etag_is_md5 and dest_etag != md5:
             raise mismatch("PutObject: destination ETag", dest_etag, md5)
         if is_md5(source_etag):
-            if md5 != source_etag:
-                raise mismatch("GetObject: bytes read from the source", md5, source_etag)
             return Copied(row.size, source_etag, dest_etag, "stream", "md5", f"md5:{md5}")
         return Copied(row.size, source_etag, dest_etag, "stream", "md5-dest", f"md5:{md5}")
 
@@ -210,7 +208,7 @@ class ObjectCopier:
         source_etag = s3.bare_etag(row.source_etag)
         parts = _StreamParts(self.source, self.dest, row, self.budget, self.stop)
         dest_etag, md5s, whole = self.uploads.run(row, part_size_for(row.size, self.chunksize), create, parts,
-                                                  whole_md5=is_md5(source_etag))
+                                                  expected_md5=source_etag if is_md5(source_etag) else None)
         expected = composite_etag([m for m in md5s if m])
         if "-" in dest_etag and self.destination.etag_is_md5 and dest_etag != expected:
             self.journal.forget(row)
@@ -221,17 +219,13 @@ class ObjectCopier:
                                   "checked one by one")
         if whole is None:
             return Copied(row.size, source_etag, dest_etag, "multipart-stream", "parts-md5", f"etag:{expected}")
-        if whole != source_etag:
-            # Which part went wrong is unknown: the next attempt uploads every part again.
-            self.journal.forget(row)
-            raise mismatch("GetObject: bytes read from the source", whole, source_etag)
         return Copied(row.size, source_etag, dest_etag, "multipart-stream", "md5+parts", f"md5:{whole}")
 
     # -- shared steps ------------------------------------------------------------------------------
 
     def _head(self, row: Row) -> dict:
         return call(self.source.head_object, "HeadObject on the source", Bucket=row.old_bucket, Key=row.old_key,
-                    IfMatch=row.source_etag)
+                    IfMatch=s3.quoted_etag(row.source_etag))
 
     def _create_params(self, row: Row, attributes: SourceAttributes):
         """Parameters of the request that creates the new object, computed when it is sent (a
@@ -261,7 +255,7 @@ class _ServerParts:
         part = _retried(lambda: call(
             self.dest.upload_part_copy, "UploadPartCopy", Bucket=row.new_bucket, Key=row.new_key,
             UploadId=upload_id, PartNumber=number, CopySource={"Bucket": row.old_bucket, "Key": row.old_key},
-            CopySourceRange=f"bytes={first}-{last}", CopySourceIfMatch=row.source_etag), self.stop)
+            CopySourceRange=f"bytes={first}-{last}", CopySourceIfMatch=s3.quoted_etag(row.source_etag)), self.stop)
         return s3.bare_etag(part["CopyPartResult"]["ETag"]), None
 
 
@@ -280,7 +274,7 @@ class _StreamParts:
         try:
             def get() -> bytearray:
                 response = call(self.source.get_object, "GetObject on the source", Bucket=row.old_bucket,
-                                Key=row.old_key, IfMatch=row.source_etag, Range=f"bytes={first}-{last}")
+                                Key=row.old_key, IfMatch=s3.quoted_etag(row.source_etag), Range=f"bytes={first}-{last}")
                 return read_exact(response["Body"], size, "GetObject on the source")
 
             data = _retried(get, self.stop)
@@ -318,7 +312,8 @@ def read_exact(body, size: int, what: str) -> bytearray:
     filled = 0
     try:
         while filled < size:
-            count = body.readinto(view[filled:])
+            # Small slices: urllib3 reads each into a temporary bytes object before copying it over.
+            count = body.readinto(view[filled:filled + READ_SLICE])
             if not count:
                 break
             filled += count

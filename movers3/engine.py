@@ -51,7 +51,7 @@ class Boto3Engine:
             response = self.dest.copy_object(
                 Bucket=request.dest_bucket, Key=request.dest_key,
                 CopySource={"Bucket": request.source_bucket, "Key": request.source_key},
-                CopySourceIfMatch=request.source_etag, **request.extra)
+                CopySourceIfMatch=s3.quoted_etag(request.source_etag), **request.extra)
         except botocore.exceptions.ClientError as exc:
             if s3.status_code(exc) == 412 or s3.error_code(exc) == "PreconditionFailed":
                 raise SourceChanged() from exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -93,6 +94,27 @@ class Outcome:
         if data["error"] is not None:
             data["error"] = data["error"][:MAX_ERROR_CHARS]
         return data
+
+
+@dataclasses.dataclass(frozen=True)
+class DoneRow:
+    """A done row, as `verify` re-checks it."""
+
+    id: int
+    old_bucket: str
+    old_key: str
+    new_bucket: str
+    new_key: str
+    size: int
+    source_etag: str
+    dest_etag: str | None
+    copy_method: str | None
+
+    @classmethod
+    def from_record(cls, record: tuple) -> DoneRow:
+        id_, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, method = record
+        return cls(id_, old_bucket, routes.from_db(old_key), new_bucket, routes.from_db(new_key), size, source_etag,
+                   dest_etag, method)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +244,27 @@ class Ledger:
                     "dest_etag": dest_etag or "", "copy_method": copy_method or "", "verified_by": verified_by or "", "checksum": checksum or "",
                     "done_at": _iso(done_at) or "",
                 }
+
+    def done_rows(self, sample: int, rng: random.Random) -> Iterator[DoneRow]:
+        """Done rows to re-check: `sample` drawn at random points of the id range (index seeks, not a
+        scan), or every one of them, streamed, when `sample` is 0."""
+        if sample == 0:
+            with self.db.stream("rows_done_all") as records:
+                yield from (DoneRow.from_record(r) for r in records)
+            return
+        low, high = self.db.transaction(lambda tx: tx.one("rows_done_id_range"))
+        if low is None:
+            return
+        seen: set[int] = set()
+        for _ in range(sample):
+            found = self.db.transaction(lambda tx: tx.one("rows_done_from", {"id": rng.randint(low, high)}))
+            if found is not None and found[0] not in seen:
+                seen.add(found[0])
+                yield DoneRow.from_record(found)
+
+    def fail_done(self, row_id: int, error: str) -> bool:
+        params = {"id": row_id, "error": error[:MAX_ERROR_CHARS]}
+        return bool(self.db.transaction(lambda tx: tx.execute("rows_fail_if_done", params)))
 
     # -- seeding -----------------------------------------------------------------------------
 

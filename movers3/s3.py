@@ -66,6 +66,12 @@ def bare_etag(etag: str | None) -> str:
     return (etag or "").strip().strip('"')
 
 
+def quoted_etag(etag: str) -> str:
+    """An entity tag as If-Match headers carry it: the ledger keeps ETags bare, and some servers
+    (moto) compare the header literally."""
+    return f'"{bare_etag(etag)}"'
+
+
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})

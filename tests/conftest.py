@@ -15,7 +15,7 @@ from movers3.db import Database
 from movers3.ledger import Ledger
 from movers3.settings import load, parse_mysql_url
 from tests.support.helpers import Route, Stack
-from tests.support.services import DATABASE, MariaDB, SeaweedFS
+from tests.support.services import DATABASE, MariaDB, Moto, SeaweedFS
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +35,18 @@ def stack():
     finally:
         s3.stop()
         db.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def moto():
+    """A second S3 endpoint, started only for the tests that need two."""
+    base = Path(tempfile.mkdtemp(prefix="m3m-", dir="/tmp"))
+    server = Moto(base)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 

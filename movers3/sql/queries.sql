@@ -181,3 +181,28 @@ SELECT EXISTS (SELECT 1 FROM movers3_seeds WHERE state = 'listing'), EXISTS (SEL
 -- seeds_all --
 -- Seed progress, for `status`.
 SELECT old_bucket, old_prefix, state, pages, listed, added, started_at, finished_at FROM movers3_seeds ORDER BY id;
+
+-- rows_done_id_range --
+-- The first and last id of done rows, where `verify` draws its sample from.
+SELECT MIN(id), MAX(id) FROM movers3_objects WHERE state = 'done';
+
+-- rows_done_from --
+-- The first done row at or after an id (a random point of the sample).
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, copy_method
+FROM movers3_objects
+WHERE state = 'done' AND id >= %(id)s
+ORDER BY id
+LIMIT 1;
+
+-- rows_done_all --
+-- Every done row in id order, streamed for `verify --sample 0`.
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, copy_method
+FROM movers3_objects
+WHERE state = 'done'
+ORDER BY id;
+
+-- rows_fail_if_done --
+-- `verify --mark-failed`: a done row whose copy no longer checks out goes to failed, for `retry`.
+UPDATE movers3_objects
+SET state = 'failed', last_error = %(error)s, done_at = NULL
+WHERE id = %(id)s AND state = 'done';

@@ -1,10 +1,11 @@
 """A fault-injecting HTTP proxy between the workers and a real S3 server, on loopback.
 
 For a share of requests it answers 503 SlowDown or 500 InternalError itself, resets the connection,
-delays the response, or holds it past the client's read timeout; the rest go through untouched (the
-Host header is kept, so SigV4 signatures still verify upstream). It counts what it injected, per kind,
-so that a test can report and assert on it. `rules` can also target requests by a substring of their
-path (e.g. every copy of one key)."""
+delays the response, holds it past the client's read timeout, or forwards it and damages what comes
+back (one byte of a body flipped, or one character of an ETag in an XML answer); the rest go through
+untouched (the Host header is kept, so SigV4 signatures still verify upstream). It counts what it
+injected, per kind, so that a test can report and assert on it. `rules` can also target requests by a
+substring of their path and, optionally, their method (e.g. every GET of one key)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,15 @@ from urllib.parse import unquote, urlsplit
 
 from tests.support.services import free_port
 
-KINDS = ("slowdown", "internal", "reset", "slow", "timeout")
+KINDS = ("slowdown", "internal", "reset", "slow", "timeout", "corrupt")
 _ERROR_XML = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
               "<RequestId>faultproxy</RequestId></Error>")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # a client that hung up (a timeout, a reset): expected
+        pass
 
 
 class FaultProxy:
@@ -32,7 +38,8 @@ class FaultProxy:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port)
         self.rates = dict(rates or {})
-        self.rules: list[tuple[str, str]] = []  # (substring of the unquoted path, kind): always injected
+        # (substring of the unquoted path, kind[, method]): always injected
+        self.rules: list[tuple[str, ...]] = []
         self.only_methods = only_methods
         self.slow_seconds = slow_seconds
         self.timeout_seconds = timeout_seconds
@@ -42,7 +49,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server = _QuietServer(("127.0.0.1", self.port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -55,8 +62,8 @@ class FaultProxy:
         self._server.server_close()
 
     def _choose(self, method: str, path: str) -> str | None:
-        for needle, kind in self.rules:
-            if needle in unquote(path):
+        for needle, kind, *only in self.rules:
+            if needle in unquote(path) and (not only or only[0] == method):
                 return kind
         if self.only_methods and method not in self.only_methods:
             return None
@@ -104,7 +111,7 @@ class FaultProxy:
                     return
                 if kind == "slow":
                     time.sleep(proxy.slow_seconds)
-                self._forward(body)
+                self._forward(body, corrupt=kind == "corrupt")
 
             def _error(self, status, code, message):
                 payload = _ERROR_XML.format(code=code, message=message).encode()
@@ -114,7 +121,7 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def _forward(self, body: bytes):
+            def _forward(self, body: bytes, corrupt: bool = False):
                 upstream = http.client.HTTPConnection(*proxy.upstream, timeout=120)
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -125,11 +132,15 @@ class FaultProxy:
                     upstream.close()
                 with proxy._lock:
                     proxy.forwarded += 1
+                if corrupt:
+                    payload = damage(payload)
                 self.send_response(response.status, response.reason)
                 for key, value in response.getheaders():
                     if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
+                # A HEAD answer has no body but tells the object's length.
+                length = response.getheader("Content-Length") if self.command == "HEAD" else len(payload)
+                self.send_header("Content-Length", str(length or 0))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)
@@ -137,3 +148,21 @@ class FaultProxy:
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 
         return Handler
+
+
+def damage(payload: bytes) -> bytes:
+    """One ETag character changed in an XML answer (a copy that S3 'made wrong'), else one byte of the
+    body flipped (bytes damaged on the way)."""
+    marker = payload.find(b"<ETag>")
+    if marker >= 0:
+        at = marker + len(b"<ETag>")
+        for quote in (b"&quot;", b'"'):
+            if payload.startswith(quote, at):
+                at += len(quote)
+                break
+        swapped = b"0" if payload[at:at + 1] != b"0" else b"1"
+        return payload[:at] + swapped + payload[at + 1:]
+    if not payload:
+        return payload
+    middle = len(payload) // 2
+    return payload[:middle] + bytes([payload[middle] ^ 0xFF]) + payload[middle + 1:]

@@ -75,7 +75,8 @@ class Route:
     def rows(self) -> list[dict]:
         with self.stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
             cur.execute("SELECT id, old_key, new_key, state, attempts, last_error, lease_owner, size, source_etag,"
-                        " dest_etag, copy_method, verified_by FROM movers3_objects ORDER BY id")
+                        " dest_etag, copy_method, verified_by, checksum, storage_class, upload_id, upload_parts"
+                        " FROM movers3_objects ORDER BY id")
             names = [d[0] for d in cur.description]
             return [dict(zip(names, r)) for r in cur.fetchall()]
 

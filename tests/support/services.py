@@ -186,6 +186,48 @@ class MariaDB:
         return self.url(role, DB_ROLES[role][0], database)
 
 
+class Moto:
+    """moto's S3 server on loopback: slow and permissive, but it keeps every key and attribute exactly
+    (website redirects, folder markers, backslashes), so it is the second endpoint of the tests."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = Path(base)
+        self.log = self.base / "moto.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Moto:
+        self.base.mkdir(parents=True, exist_ok=True)
+        server = _binary("moto_server", str(Path(sys.executable).parent / "moto_server"))
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(self.port)], stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        _wait("moto_server", self._ready, 60, self.proc, self.log)
+        for bucket in (OLD_BUCKET, NEW_BUCKET):
+            self.client().create_bucket(Bucket=bucket)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        _stop(self.proc, 20)
+        self.proc = None
+
+    def credentials(self, identity: str) -> tuple[str, str]:
+        return f"moto-{identity}", f"moto-secret-{identity}-0123456789"
+
+    def client(self, identity: str = "admin"):
+        key, secret = self.credentials(identity)
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=key, aws_secret_access_key=secret,
+                            region_name="us-east-1", config=botocore.config.Config(s3={"addressing_style": "path"}))
+
+
 class SeaweedFS:
     """`weed mini` on loopback only, telemetry off, with the identities of S3_IDENTITIES."""
 
@@ -236,14 +278,17 @@ class SeaweedFS:
         while True:
             try:
                 client.create_bucket(Bucket=bucket)
-                return
+                break
             except client.exceptions.BucketAlreadyOwnedByYou:
-                return
+                break
             except Exception:
                 # The filer may still be joining the master for a moment after /healthz.
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+        # NEW_ACL needs ACLs enabled on the bucket (AWS's default since 2023 is BucketOwnerEnforced).
+        client.put_bucket_ownership_controls(
+            Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]})
 
     def stop(self) -> None:
         _stop(self.proc, 30)

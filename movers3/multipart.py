@@ -243,17 +243,22 @@ class Uploads:
             done[number] = (etag, md5)
 
         futures: list[Future] = []
+        running: set[Future] = set()
+        failed = False
         with ThreadPoolExecutor(max(1, min(self.concurrency, len(todo))), thread_name_prefix="part") as pool:
             try:
                 for number, first, last in todo:
-                    while sum(not f.done() for f in futures) >= self.concurrency:
-                        wait(futures, timeout=WAIT_SLICE_SECONDS, return_when=FIRST_EXCEPTION)
-                    if self.stop.is_set() or any(f.done() and f.exception() for f in futures):
+                    while len(running) >= self.concurrency and not failed:
+                        finished, running = wait(running, timeout=WAIT_SLICE_SECONDS, return_when=FIRST_EXCEPTION)
+                        failed = any(f.exception() for f in finished)
+                    if self.stop.is_set() or failed:
                         break
                     if source.streams:
                         # Taken here, in part order, so the part the hash waits for is never starved.
                         self.budget.acquire(last - first + 1, self.stop.is_set)
-                    futures.append(pool.submit(one, number, first, last))
+                    future = pool.submit(one, number, first, last)
+                    futures.append(future)
+                    running.add(future)
             finally:
                 wait(futures)
         for future in futures:

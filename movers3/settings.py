@@ -20,6 +20,11 @@ KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
 
+# A container's metrics must be reachable from outside it; outside a container pass 127.0.0.1.
+DEFAULT_METRICS_HOST = "0.0.0.0"
+# Above the worker loop's longest idle wait (10 s), below the ledger's reconnect window (120 s).
+DEFAULT_HEALTH_MAX_AGE = 60
+
 
 class Secret:
     """A string that prints as *** wherever it ends up: repr, str, f-strings, logs."""
@@ -98,6 +103,11 @@ class Settings:
     claim_batch: int
     log_format: str
     log_level: str
+    # Operating a long-running worker (README, "Long-running service"); off unless set.
+    metrics_port: int = 0
+    metrics_host: str = DEFAULT_METRICS_HOST
+    health_file: str | None = None
+    health_max_age: int = DEFAULT_HEALTH_MAX_AGE
 
     def secrets(self) -> list[str]:
         """Every secret value, so that log and error output can be scrubbed of them."""
@@ -127,6 +137,8 @@ class Option:
     default: str | None
     help: str
     secret: bool = False
+    # The commands that take this flag; empty means every command.
+    commands: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str:
@@ -158,6 +170,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("CLAIM_BATCH", str(DEFAULT_CLAIM_BATCH), "rows claimed per transaction (1-1000)"),
     Option("LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, else json)"),
     Option("LOG_LEVEL", "info", "debug, info, warning or error"),
+    Option("METRICS_PORT", "0", "serve Prometheus metrics and /healthz on this port (0: off; needs movers3[metrics])",
+           commands=("worker",)),
+    Option("METRICS_HOST", DEFAULT_METRICS_HOST, "address the metrics server listens on", commands=("worker",)),
+    Option("HEALTH_FILE", "", "heartbeat file for `movers3 healthcheck` (empty: none)",
+           commands=("worker", "healthcheck")),
+    Option("HEALTH_MAX_AGE", str(DEFAULT_HEALTH_MAX_AGE),
+           "seconds since the worker loop last passed after which it counts as stuck (1-86400)",
+           commands=("worker", "healthcheck")),
 )
 OPTION_BY_ENV = {o.env: o for o in OPTIONS}
 
@@ -214,7 +234,15 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
         claim_batch=_int("CLAIM_BATCH", text("CLAIM_BATCH"), 1, 1000),
         log_format=_choice("LOG_FORMAT", text("LOG_FORMAT").lower(), ("auto", "json", "console")),
         log_level=_choice("LOG_LEVEL", text("LOG_LEVEL").lower(), ("debug", "info", "warning", "error")),
+        metrics_port=_int("METRICS_PORT", text("METRICS_PORT"), 0, 65535),
+        metrics_host=text("METRICS_HOST") or DEFAULT_METRICS_HOST,
+        health_file=text("HEALTH_FILE") or None,
+        health_max_age=parse_health_max_age(text("HEALTH_MAX_AGE")),
     )
+
+
+def parse_health_max_age(value: str) -> int:
+    return _int("HEALTH_MAX_AGE", value.strip(), 1, 86400)
 
 
 def parse_mysql_url(value: str) -> MysqlUrl:

@@ -201,3 +201,15 @@ def test_run_on_a_terminal_draws_a_progress_bar(route, tmp_path):
     assert "copying" in text and "40/40" in text and "100%" in text
     assert "worker_started" in text  # the workers' log lines are printed above the bar
     assert "done" in stdout and "40" in stdout  # the final status stays on stdout
+
+
+def test_the_worker_logs_json_lines_on_stdout_and_data_commands_keep_stdout_clean(route, env):
+    put_and_lose(route, 10, lost=1)
+    worker = run_cli("worker", "--exit-when-done", env=env)
+    lines = worker.stdout.splitlines()
+    events = [json.loads(line) for line in lines]  # every line one JSON object: what CloudWatch parses
+    assert {"worker_started", "copy_failed", "worker_stopped"} <= {e["event"] for e in events}
+    assert all({"timestamp", "level", "event"} <= set(e) for e in events)
+    assert worker.stderr == ""
+    status = run_cli("status", "--json", env={**env, "LOG_LEVEL": "debug"})
+    assert json.loads(status.stdout)["failed"] == 1  # stdout is the data alone

@@ -24,6 +24,8 @@ GIB = 1024 * MIB
 DEFAULT_METRICS_HOST = "0.0.0.0"
 # Above the worker loop's longest idle wait (10 s), below the ledger's reconnect window (120 s).
 DEFAULT_HEALTH_MAX_AGE = 60
+# An idle worker's loop passes every 10 s (worker.POLL_MAX_SECONDS): a shorter limit would flap.
+MIN_HEALTH_MAX_AGE = 15
 
 
 class Secret:
@@ -103,7 +105,7 @@ class Settings:
     claim_batch: int
     log_format: str
     log_level: str
-    # Operating a long-running worker (README, "Long-running service"); off unless set.
+    # Operating a long-running worker (README, "On ECS" and "Watching a migration"); off unless set.
     metrics_port: int = 0
     metrics_host: str = DEFAULT_METRICS_HOST
     health_file: str | None = None
@@ -176,7 +178,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("HEALTH_FILE", "", "heartbeat file for `movers3 healthcheck` (empty: none)",
            commands=("worker", "healthcheck")),
     Option("HEALTH_MAX_AGE", str(DEFAULT_HEALTH_MAX_AGE),
-           "seconds since the worker loop last passed after which it counts as stuck (1-86400)",
+           "seconds since the worker loop last passed after which it counts as stuck (15-86400)",
            commands=("worker", "healthcheck")),
 )
 OPTION_BY_ENV = {o.env: o for o in OPTIONS}
@@ -242,7 +244,7 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
 
 
 def parse_health_max_age(value: str) -> int:
-    return _int("HEALTH_MAX_AGE", value.strip(), 1, 86400)
+    return _int("HEALTH_MAX_AGE", value.strip(), MIN_HEALTH_MAX_AGE, 86400)
 
 
 def parse_mysql_url(value: str) -> MysqlUrl:

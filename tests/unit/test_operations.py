@@ -294,3 +294,11 @@ def test_each_run_worker_gets_its_own_metrics_port_and_no_health_file():
     assert worker_environment(env, 0)["HEALTH_FILE"] == "" and worker_environment(env, 0)["OTHER"] == "x"
     assert worker_environment({"METRICS_PORT": "0"}, 2)["METRICS_PORT"] == "0"
     assert env["METRICS_PORT"] == "9100"  # not changed in place
+
+
+def test_the_health_limit_is_above_the_idle_poll():
+    from movers3 import worker
+    from movers3.settings import MIN_HEALTH_MAX_AGE
+    assert MIN_HEALTH_MAX_AGE > worker.POLL_MAX_SECONDS + worker.FLUSH_SECONDS
+    with pytest.raises(ConfigError, match="^HEALTH_MAX_AGE:"):
+        load({"HEALTH_MAX_AGE": "10"})

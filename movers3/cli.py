@@ -24,8 +24,7 @@ from movers3.report import REPORT_FORMATS, render_status, status_dict, write_rep
 from movers3.runner import Runner, child_environment
 from movers3.samples import load_samples
 from movers3.seeder import Seeder
-from movers3.settings import (DEFAULT_HEALTH_MAX_AGE, OPTIONS, Settings, load, parse_health_max_age,
-                              parse_mysql_url)
+from movers3.settings import OPTIONS, Settings, load, parse_mysql_url
 from movers3.worker import Worker, new_worker_id
 
 log = structlog.get_logger("movers3.cli")
@@ -197,20 +196,8 @@ def cmd_load_samples(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_healthcheck(settings: Settings | None, args: argparse.Namespace) -> int:
-    path = args.health_file or os.environ.get("HEALTH_FILE", "").strip()
-    if not path:
-        print("movers3: unhealthy: no health file given (--health-file or HEALTH_FILE)", file=sys.stderr)
-        return EXIT_FAILED_ROWS
-    try:
-        max_age = parse_health_max_age(args.health_max_age or os.environ.get("HEALTH_MAX_AGE")
-                                       or str(DEFAULT_HEALTH_MAX_AGE))
-    except ConfigError as exc:
-        print(f"movers3: unhealthy: {exc}", file=sys.stderr)
-        return EXIT_FAILED_ROWS
-    verdict = health.check(path, max_age)
-    print(f"movers3: {'healthy' if verdict.healthy else 'unhealthy'}: {verdict.message}",
-          file=sys.stdout if verdict.healthy else sys.stderr)
-    return EXIT_OK if verdict.healthy else EXIT_FAILED_ROWS
+    # Usually not reached: movers3.entry runs the health check before this module is even imported.
+    return health.run(args.health_file, args.health_max_age)
 
 
 def cmd_completion(settings: Settings | None, args: argparse.Namespace) -> int:

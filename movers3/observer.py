@@ -10,8 +10,10 @@ the claim loop.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from movers3.ledger import Outcome
+if TYPE_CHECKING:  # the health check imports this module and must stay light
+    from movers3.ledger import Outcome
 
 # Values of `state` in `loop_tick`.
 WORKING, IDLE, DRAINING = "working", "idle", "draining"

@@ -302,3 +302,29 @@ def test_the_health_limit_is_above_the_idle_poll():
     assert MIN_HEALTH_MAX_AGE > worker.POLL_MAX_SECONDS + worker.FLUSH_SECONDS
     with pytest.raises(ConfigError, match="^HEALTH_MAX_AGE:"):
         load({"HEALTH_MAX_AGE": "10"})
+
+
+@pytest.mark.parametrize("args,handled", [
+    (["healthcheck"], True), (["healthcheck", "--health-file", "F"], True), (["healthcheck", "--health-file=F"], True),
+    (["healthcheck", "--health-file", "F", "--health-max-age", "30"], True),
+    (["healthcheck", "--help"], False), (["healthcheck", "--bogus"], False), (["healthcheck", "--health-file"], False),
+    (["status"], False), ([], False),
+])
+def test_the_health_check_fast_path_takes_only_its_plain_form(args, handled, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HEALTH_FILE", raising=False)
+    code = health.fast_path(args)
+    assert (code is not None) is handled
+    if handled:
+        assert code == 1  # no worker here
+
+
+def test_the_health_check_imports_neither_boto3_nor_the_database_driver(tmp_path):
+    import subprocess
+    import sys
+    probe = ("import sys; from movers3.entry import main; code = main(['healthcheck', '--health-file', 'none']); "
+             "print(sorted(m for m in ('boto3', 'pymysql', 'structlog', 'rich', 'movers3.cli') if m in sys.modules)); "
+             "sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 1 and done.stdout.strip() == "[]", (done.stdout, done.stderr)
+    assert "movers3: unhealthy: no heartbeat at none" in done.stderr

@@ -305,3 +305,10 @@ def test_hadolint_finds_no_warning_in_the_dockerfile():
     done = subprocess.run([binary, "--no-color", "--failure-threshold", "warning", str(COMPOSE / "Dockerfile")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", ["task-definition.json", "task-role-policy.json"])
+def test_readme_shows_the_ecs_examples_as_they_are(name):
+    readme = (COMPOSE.parent / "README.md").read_text()
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", readme, re.DOTALL)]
+    assert json.loads((COMPOSE / "ecs" / name).read_text()) in blocks

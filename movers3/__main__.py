@@ -1,5 +1,5 @@
 import sys
 
-from movers3.cli import main
+from movers3.entry import main
 
 sys.exit(main())

@@ -14,13 +14,14 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from movers3 import __version__, logs, s3, signals
+from movers3 import __version__, health, logs, s3, signals
 from movers3.copier import ObjectCopier
 from movers3.db import Database
 from movers3.exceptions import (EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Interrupted,
                                 Movers3Error, StorageError)
-from movers3.ledger import Ledger
-from movers3.report import render_status, status_dict, write_csv
+from movers3.ledger import STATES, Ledger
+from movers3.observer import Observers
+from movers3.report import REPORT_FORMATS, render_status, status_dict, write_report
 from movers3.runner import Runner, child_environment
 from movers3.samples import load_samples
 from movers3.seeder import Seeder
@@ -37,8 +38,29 @@ DEFAULT_VERIFY_SAMPLE = 100
 EPILOG = """\
 Settings come from environment variables; the flags above override them. Secrets
 (AWS_SECRET_ACCESS_KEY, the password in MYSQL_URL) are read from the environment only.
-Exit codes: 0 ok, 1 some rows failed, 2 bad configuration or usage, 3 ledger database
-error, 4 ledger schema missing or outdated, 5 S3 error, 130 interrupted."""
+Exit codes: 0 ok, 1 some rows failed (healthcheck: unhealthy), 2 bad configuration or
+usage, 3 ledger database error, 4 ledger schema missing or outdated, 5 S3 error,
+130 interrupted."""
+
+# Shown by `movers3 COMMAND --help`.
+EXAMPLES = {
+    "init": ["movers3 init"],
+    "seed": ["movers3 seed", "OLD_PREFIX=images/2019 movers3 seed"],
+    "worker": ["movers3 worker", "movers3 worker --exit-when-done --worker-threads 32",
+               "movers3 worker --metrics-port 9100 --health-file /tmp/movers3/health"],
+    "run": ["movers3 run --workers 4", "LOAD_FILES=true movers3 run --workers 2 --count 500"],
+    "status": ["movers3 status", "movers3 status --json", "movers3 status --watch --interval 5"],
+    "report": ["movers3 report -o ledger.csv", "movers3 report --state failed --format jsonl | jq .error"],
+    "retry": ["movers3 report --state failed && movers3 retry"],
+    "verify": ["movers3 verify", "movers3 verify --sample 0 --full --mark-failed && movers3 retry"],
+    "load-samples": ["movers3 load-samples --count 500"],
+    "healthcheck": ["movers3 healthcheck --health-file /tmp/movers3/health",
+                    "HEALTH_FILE=/tmp/movers3/health HEALTH_MAX_AGE=30 movers3 healthcheck"],
+    "completion": ["movers3 completion bash > /etc/bash_completion.d/movers3",
+                   "movers3 completion zsh > \"${fpath[1]}/_movers3\""],
+}
+# The daemon logs to stdout (README, "Logs"); every other command keeps stdout for its output.
+LOGS_ON_STDOUT = frozenset({"worker"})
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -67,17 +89,33 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     worker_id = args.worker_id or new_worker_id()
     journal = ledger.journal(worker_id)
     copier = ObjectCopier.from_settings(settings, journal, stop)
+    heartbeat = health.Heartbeat(settings.health_file)
+    observers = [heartbeat]
+    server = None
+    if settings.metrics_port:
+        from movers3.metrics import Metrics, MetricsServer  # prometheus-client is an optional extra
+        metrics = Metrics()
+        metrics.watch_heartbeat(heartbeat)
+        server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port, heartbeat,
+                               max_age=settings.health_max_age).start()
+        observers.append(metrics)
+        log.info("metrics_serving", address="%s:%d" % server.address)
     worker = Worker(ledger, copier, worker_id=worker_id, threads=settings.worker_threads,
                     lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
                     claim_batch=settings.claim_batch, exit_when_done=args.exit_when_done, stop_event=stop,
-                    journal=journal)
-    with signals.on_stop(worker.stop):
-        stats = worker.run()
+                    journal=journal, observer=Observers(*observers))
+    try:
+        with signals.on_stop(worker.stop):
+            stats = worker.run()
+    finally:
+        if server is not None:
+            server.stop()
     if worker.fatal is not None:
         raise StorageError(f"worker stopped: {worker.fatal} (every copy would fail the same way; rows released)")
     if stats.abandoned:
         # Copy threads still blocked in a request would hold the interpreter at exit past the
         # orchestrator's grace period; their rows are already released.
+        sys.stdout.flush()
         sys.stderr.flush()
         os._exit(EXIT_OK)
     return EXIT_OK
@@ -89,10 +127,22 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     client = s3.client(settings.source)
     if settings.load_files:
         load_samples(client, s3.client(settings.dest), settings, args.count)
-    runner = Runner(ledger, Seeder(ledger, client, settings), workers=args.workers,
-                    child_env=child_environment(os.environ, args.overrides))
-    with signals.on_stop(runner.stop):
-        codes = runner.run()
+    child_env = child_environment(os.environ, args.overrides)
+    if not sys.stderr.isatty():
+        runner = Runner(ledger, Seeder(ledger, client, settings), workers=args.workers, child_env=child_env)
+        with signals.on_stop(runner.stop):
+            codes = runner.run()
+    else:
+        from rich.console import Console
+
+        from movers3.watch import RunProgress
+        if settings.log_format == "auto":
+            child_env["LOG_FORMAT"] = "console"  # the workers write to a pipe read by this process
+        with RunProgress(Console(stderr=True)) as progress:
+            runner = Runner(ledger, Seeder(ledger, client, settings), workers=args.workers, child_env=child_env,
+                            progress=progress)
+            with signals.on_stop(runner.stop):
+                codes = runner.run()
     status = status_dict(ledger.counts())
     print(render_status(status))
     if runner.stopped.is_set():
@@ -103,18 +153,38 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    status = status_dict(open_ledger(settings).counts())
+    ledger = open_ledger(settings)
+    if args.watch:
+        return watch_status(ledger, settings, args)
+    status = status_dict(ledger.counts())
     print(json.dumps(status) if args.json else render_status(status))
     return EXIT_OK
 
 
+def watch_status(ledger: Ledger, settings: Settings, args: argparse.Namespace) -> int:
+    from movers3.watch import Watcher  # rich is only needed here and in `run`
+
+    stop = threading.Event()
+
+    def emit(status: dict) -> None:
+        print(json.dumps(status), flush=True)
+
+    watcher = Watcher(ledger, source=f"{settings.old_bucket}/{settings.old_prefix}/",
+                      dest=f"{settings.new_bucket}/{settings.new_prefix}/", interval=args.interval, stop=stop,
+                      on_status=emit if args.json else None)
+    with signals.on_stop(stop.set):
+        watcher.run()
+    return EXIT_OK  # leaving the watch early is not a failure of anything
+
+
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     ledger = open_ledger(settings)
+    rows = ledger.report(state=args.state)
     if args.output in (None, "-"):
-        count = write_csv(ledger.report(), sys.stdout)
+        count = write_report(rows, sys.stdout, args.format)
     else:
         with open(args.output, "w", newline="", encoding="utf-8") as out:
-            count = write_csv(ledger.report(), out)
+            count = write_report(rows, out, args.format)
         print(f"wrote {count:,} rows to {args.output}", file=sys.stderr)
     return EXIT_OK
 
@@ -152,6 +222,18 @@ def cmd_load_samples(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_healthcheck(settings: Settings | None, args: argparse.Namespace) -> int:
+    # Usually not reached: movers3.entry runs the health check before this module is even imported.
+    return health.run(args.health_file, args.health_max_age)
+
+
+def cmd_completion(settings: Settings | None, args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return EXIT_OK
+
+
 # -- helpers --------------------------------------------------------------------------------
 
 def open_ledger(settings: Settings) -> Ledger:
@@ -168,20 +250,24 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "worker": (cmd_worker, "claim rows and copy them; run as many as you like"),
     "run": (cmd_run, "init, seed and N worker processes on this machine, then the final status"),
     "status": (cmd_status, "counts and bytes per state, rate, ETA"),
-    "report": (cmd_report, "the ledger as CSV: the old -> new route of every object"),
+    "report": (cmd_report, "the ledger as CSV or JSON lines: the old -> new route of every object"),
     "retry": (cmd_retry, "failed rows back to pending"),
     "verify": (cmd_verify, "re-check done rows against both sides (needs read access to the destination)"),
     "load-samples": (cmd_load_samples, "create the buckets if missing and put N sample objects"),
+    "healthcheck": (cmd_healthcheck, "exit 0 if the local worker's loop is alive, 1 if it is stuck or gone"),
+    "completion": (cmd_completion, "print a shell completion script (bash, zsh, tcsh)"),
 }
+# Commands that read no settings: a health check must not fail on an unrelated setting, and its exit
+# codes are only 0 and 1 (Docker reserves 2).
+NO_SETTINGS = frozenset({"healthcheck", "completion"})
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("settings (each flag overrides its environment variable)")
     for option in OPTIONS:
-        if not option.secret:
-            group.add_argument(option.flag, dest=option.dest, metavar="VALUE", default=None,
-                               help=f"{option.help} [env {option.env}, default {option.default!r}]")
+        if not option.secret and not option.commands:
+            _add_option(group, option)
     common.add_argument("--debug", action="store_true", help="show tracebacks with errors")
 
     parser = argparse.ArgumentParser(prog="movers3", description="Move every object under OLD_BUCKET/OLD_PREFIX to NEW_BUCKET/NEW_PREFIX, with a MariaDB ledger.",
@@ -190,8 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers = {}
     for name, (_, help_text) in COMMANDS.items():
-        parsers[name] = sub.add_parser(name, parents=[common], help=help_text, description=help_text,
-                                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        examples = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+        parsers[name] = sub.add_parser(name, parents=[] if name in NO_SETTINGS else [common], help=help_text,
+                                       description=help_text, epilog=f"{examples}\n\n{EPILOG}",
+                                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    for option in OPTIONS:
+        for name in option.commands:
+            _add_option(parsers[name], option)
     parsers["worker"].add_argument("--exit-when-done", action="store_true",
                                    help="exit 0 once seeding has finished and nothing is left to claim")
     parsers["worker"].add_argument("--worker-id", help="lease owner name (default: host-pid-random)")
@@ -199,13 +290,22 @@ def build_parser() -> argparse.ArgumentParser:
                                 help=f"worker processes (default {DEFAULT_RUN_WORKERS})")
     parsers["run"].add_argument("--count", type=_positive, default=DEFAULT_SAMPLE_COUNT,
                                 help=f"samples to load when LOAD_FILES=true (default {DEFAULT_SAMPLE_COUNT})")
-    parsers["status"].add_argument("--json", action="store_true", help="one JSON object")
+    parsers["status"].add_argument("--json", action="store_true",
+                                   help="one JSON object (with --watch: one per interval)")
+    parsers["status"].add_argument("--watch", "-w", action="store_true",
+                                   help="redraw until the migration ends (the seed finished, nothing pending)")
+    parsers["status"].add_argument("--interval", type=_interval, default=2.0, metavar="SECONDS",
+                                   help="seconds between redraws with --watch (default 2)")
     parsers["report"].add_argument("--output", "-o", help="file to write (default: stdout)")
     parsers["verify"].add_argument("--sample", type=_count, default=DEFAULT_VERIFY_SAMPLE,
                                    help=f"done rows to check at random, 0 for all (default {DEFAULT_VERIFY_SAMPLE})")
     parsers["verify"].add_argument("--full", action="store_true", help="also compare the bytes (MD5 of both sides)")
     parsers["verify"].add_argument("--mark-failed", action="store_true",
                                    help="set mismatched rows to failed, so that `movers3 retry` copies them again")
+    parsers["report"].add_argument("--state", choices=STATES, help="only the rows in this state")
+    parsers["report"].add_argument("--format", choices=REPORT_FORMATS, default="csv",
+                                   help="csv (spreadsheet-safe) or jsonl (one JSON object a line, exact values)")
+    parsers["completion"].add_argument("shell", choices=("bash", "zsh", "tcsh"), help="the shell to complete for")
     parsers["load-samples"].add_argument("--count", type=_positive, default=DEFAULT_SAMPLE_COUNT,
                                          help=f"number of objects (default {DEFAULT_SAMPLE_COUNT})")
     return parser
@@ -218,6 +318,21 @@ def _count(value: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number (got {value!r})") from None
     if not 0 <= number <= 10_000_000:
         raise argparse.ArgumentTypeError(f"must be from 0 to 10000000 (got {number})")
+    return number
+
+
+def _add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, option) -> None:
+    parser.add_argument(option.flag, dest=option.dest, metavar="VALUE", default=None,
+                        help=f"{option.help} [env {option.env}, default {option.default!r}]")
+
+
+def _interval(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds (got {value!r})") from None
+    if not 0.1 <= number <= 86400:
+        raise argparse.ArgumentTypeError(f"must be from 0.1 to 86400 seconds (got {value})")
     return number
 
 
@@ -236,11 +351,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.overrides = {o.env: getattr(args, o.dest) for o in OPTIONS
                       if not o.secret and getattr(args, o.dest, None) is not None}
     redact = logs.Redactor(_env_secrets(os.environ))
+    handler, _ = COMMANDS[args.command]
+    if args.command in NO_SETTINGS:
+        return handler(None, args)
     try:
         settings = load(os.environ, args.overrides)
         redact = logs.Redactor(settings.secrets() + _env_secrets(os.environ))
-        logs.configure(format=settings.log_format, level=settings.log_level, secrets=redact.secrets)
-        handler, _ = COMMANDS[args.command]
+        logs.configure(format=settings.log_format, level=settings.log_level, secrets=redact.secrets,
+                       stream=sys.stdout if args.command in LOGS_ON_STDOUT else sys.stderr)
         return handler(settings, args)
     except Interrupted as exc:
         print(f"movers3: {redact(str(exc))}", file=sys.stderr)

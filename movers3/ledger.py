@@ -233,8 +233,13 @@ class Ledger:
 
         return self.db.transaction(work)
 
-    def report(self) -> Iterator[dict]:
-        with self.db.stream("rows_report") as records:
+    def report(self, state: str | None = None) -> Iterator[dict]:
+        """Every row, or the rows in one state, fetched as they are written out."""
+        if state is None:
+            stream = self.db.stream("rows_report")
+        else:
+            stream = self.db.stream("rows_report_in_state", {"state": state})
+        with stream as records:
             for (id_, old_bucket, old_key, new_bucket, new_key, state, size, attempts, error, source_etag,
                  dest_etag, copy_method, verified_by, checksum, done_at) in records:
                 yield {
@@ -265,6 +270,11 @@ class Ledger:
     def fail_done(self, row_id: int, error: str) -> bool:
         params = {"id": row_id, "error": error[:MAX_ERROR_CHARS]}
         return bool(self.db.transaction(lambda tx: tx.execute("rows_fail_if_done", params)))
+
+    def failed_errors(self, limit: int) -> list[tuple[str, int]]:
+        """The commonest `last_error` values of failed rows, with their counts."""
+        return [(error or "", int(n)) for error, n in
+                self.db.transaction(lambda tx: tx.all("rows_failed_top_errors", {"limit": limit}))]
 
     # -- seeding -----------------------------------------------------------------------------
 

@@ -1,13 +1,16 @@
-"""structlog set up once per process: JSON lines or console, on stderr (stdout is for `status --json`
-and `report`), with every known secret scrubbed from every value and control characters in keys
-escaped so that a hostile key can't forge a log line."""
+"""structlog set up once per process: JSON lines or console, with every known secret scrubbed from
+every value and control characters in keys escaped so that a hostile key can't forge a log line.
+
+Logs go to stderr, because the stdout of `status --json`, `report` and the others is data; the one
+exception is `worker`, a daemon whose stdout carries nothing else, which logs to stdout as container
+platforms expect (CloudWatch, `docker logs`). The CLI picks the stream."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import IO, Any
 
 import structlog
 
@@ -35,9 +38,10 @@ def escape_controls(text: str) -> str:
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
-def configure(*, format: str, level: str, secrets: Iterable[str] = ()) -> None:
+def configure(*, format: str, level: str, secrets: Iterable[str] = (), stream: IO[str] | None = None) -> None:
+    stream = stream or sys.stderr
     redact = Redactor(secrets)
-    console = format == "console" or (format == "auto" and sys.stderr.isatty())
+    console = format == "console" or (format == "auto" and stream.isatty())
 
     def scrub(logger: Any, name: str, event: dict) -> dict:
         for key, value in event.items():
@@ -58,12 +62,12 @@ def configure(*, format: str, level: str, secrets: Iterable[str] = ()) -> None:
         scrub,
     ]
     if console:
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
     else:
         processors.append(structlog.processors.JSONRenderer())
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )

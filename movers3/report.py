@@ -1,11 +1,16 @@
-"""What people read: `status` (counts, bytes, rate, ETA) and `report` (the ledger as CSV).
+"""What people read: `status` (counts, bytes, rate, ETA) and `report` (the ledger as CSV or JSON lines).
 
 CSV cells that a spreadsheet would take for a formula (starting with =, +, -, @, tab or CR) get a
-leading apostrophe, as OWASP recommends; README says so. The ledger itself keeps exact keys."""
+leading apostrophe, as OWASP recommends; README says so. JSON lines are for programs and keep every
+value exactly. Both writers take an iterator and write row by row, so a ledger of any size streams
+through in constant memory."""
 
 from __future__ import annotations
 
 import csv
+import json
+import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import IO
 
@@ -14,6 +19,10 @@ from movers3.ledger import STATES, Counts
 REPORT_COLUMNS = ("old_bucket", "old_key", "new_bucket", "new_key", "state", "size", "attempts", "error",
                   "source_etag", "dest_etag", "copy_method", "verified_by", "checksum", "done_at", "id")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+REPORT_FORMATS = ("csv", "jsonl")
+# "CopyObject: NoSuchKey: The specified key...", "HeadObject on the source: SlowDown: ...",
+# "internal error: ValueError: ...": the error code is the second clause.
+_ERROR_CODE = re.compile(r"^[^:]{1,80}: ([A-Za-z][\w .-]{0,40}): ")
 
 
 def status_dict(counts: Counts) -> dict:
@@ -38,7 +47,7 @@ def render_status(status: dict) -> str:
     lines.append(f"{'total':<12} {status['total']:>12,} {status['bytes_total']:>16,}")
     eta = status["eta_seconds"]
     lines.append(f"rate (last minute): {status['objects_per_second_last_minute']} objects/s; "
-                 f"ETA: {_duration(eta) if eta is not None else '-'}")
+                 f"ETA: {duration(eta) if eta is not None else '-'}")
     for seed in status["seeds"]:
         lines.append(f"seed {seed['old_bucket']}/{seed['old_prefix']}/: {seed['state']}, "
                      f"{seed['listed']:,} listed, {seed['added']:,} added")
@@ -55,13 +64,41 @@ def write_csv(rows: Iterable[dict], out: IO[str]) -> int:
     return count
 
 
+def write_jsonl(rows: Iterable[dict], out: IO[str]) -> int:
+    count = 0
+    for row in rows:
+        out.write(json.dumps({c: row[c] for c in REPORT_COLUMNS}, ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def write_report(rows: Iterable[dict], out: IO[str], format: str) -> int:
+    return write_jsonl(rows, out) if format == "jsonl" else write_csv(rows, out)
+
+
+def error_code(message: str) -> str:
+    """The error code in a recorded `last_error`, or its first clause when it names none."""
+    match = _ERROR_CODE.match(message)
+    if match:
+        return match.group(1)
+    return message.split(": ", 1)[0][:60] or "(no message)"
+
+
+def top_error_codes(errors: Iterable[tuple[str, int]], limit: int) -> list[tuple[str, int]]:
+    """(last_error, count) pairs summed by error code, commonest first."""
+    totals: Counter[str] = Counter()
+    for message, count in errors:
+        totals[error_code(message)] += count
+    return totals.most_common(limit)
+
+
 def spreadsheet_safe(value: object) -> object:
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
         return "'" + value
     return value
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)

@@ -31,14 +31,17 @@ class Attempts:
 
 def call(fn: Callable[[], T], *, tries: int, stop: threading.Event, attempts: Attempts,
          initial: float = INITIAL_BACKOFF_SECONDS, maximum: float = MAX_BACKOFF_SECONDS,
-         exclude: tuple[type[BaseException], ...] = ()) -> T:
+         exclude: tuple[type[BaseException], ...] = (), on_retry: Callable[[str], None] | None = None) -> T:
     """Call `fn` until it succeeds, raises a permanent error (or one of `exclude`), or `tries` are
-    spent; the last error is raised as it was."""
+    spent; the last error is raised as it was. `on_retry` hears the error code of every failed attempt
+    that will be retried."""
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        log.info("copy_retrying", attempt=state.attempt_number, error=str(exc),
-                 code=getattr(exc, "code", None))
+        code = getattr(exc, "code", None)
+        log.info("copy_retrying", attempt=state.attempt_number, error=str(exc), code=code)
+        if on_retry is not None:
+            on_retry(str(code or type(exc).__name__))
 
     def count(state: tenacity.RetryCallState) -> None:
         attempts.used = state.attempt_number

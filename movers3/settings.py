@@ -20,6 +20,13 @@ KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
 
+# A container's metrics must be reachable from outside it; outside a container pass 127.0.0.1.
+DEFAULT_METRICS_HOST = "0.0.0.0"
+# Above the worker loop's longest idle wait (10 s), below the ledger's reconnect window (120 s).
+DEFAULT_HEALTH_MAX_AGE = 60
+# An idle worker's loop passes every 10 s (worker.POLL_MAX_SECONDS): a shorter limit would flap.
+MIN_HEALTH_MAX_AGE = 15
+
 
 class Secret:
     """A string that prints as *** wherever it ends up: repr, str, f-strings, logs."""
@@ -112,6 +119,12 @@ class Settings:
     website_redirects: str = "auto"
     copy_tags: bool = True
 
+    # Operating a long-running worker (README, "On ECS" and "Watching a migration"); off unless set.
+    metrics_port: int = 0
+    metrics_host: str = DEFAULT_METRICS_HOST
+    health_file: str | None = None
+    health_max_age: int = DEFAULT_HEALTH_MAX_AGE
+
     @property
     def server_side(self) -> bool:
         """Whether copies go server-side (CopyObject/UploadPartCopy) or stream through the worker."""
@@ -151,6 +164,8 @@ class Option:
     default: str | None
     help: str
     secret: bool = False
+    # The commands that take this flag; empty means every command.
+    commands: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str:
@@ -160,6 +175,9 @@ class Option:
     def dest(self) -> str:
         return self.env.lower()
 
+
+# The commands that copy objects, where the copy-path flags make sense.
+COPYING = ("worker", "run")
 
 OPTIONS: tuple[Option, ...] = (
     Option("URL_ENDPOINT", DEFAULT_URL_ENDPOINT, "S3 endpoint URL"),
@@ -183,24 +201,32 @@ OPTIONS: tuple[Option, ...] = (
     Option("NEW_PREFIX", DEFAULT_NEW_PREFIX, "destination folder"),
     Option("MYSQL_URL", DEFAULT_MYSQL_URL, "ledger database, mysql+pymysql://user:pass@host[:port]/db", secret=True),
     Option("LOAD_FILES", "false", "`run` loads sample objects first"),
-    Option("WORKER_THREADS", str(DEFAULT_WORKER_THREADS), "concurrent copies per worker process (1-256)"),
-    Option("LEASE_SECONDS", str(DEFAULT_LEASE_SECONDS), "how long a claim lives without renewal (5-86400)"),
+    Option("WORKER_THREADS", str(DEFAULT_WORKER_THREADS), "concurrent copies per worker process (1-256)", commands=COPYING),
+    Option("LEASE_SECONDS", str(DEFAULT_LEASE_SECONDS), "how long a claim lives without renewal (5-86400)", commands=COPYING),
     Option("MAX_ATTEMPTS", str(DEFAULT_MAX_ATTEMPTS), "copy attempts before a row is failed (1-100)"),
-    Option("MULTIPART_THRESHOLD", "64MiB", "objects this size or larger use multipart copy"),
-    Option("MULTIPART_CHUNKSIZE", "64MiB", "part size for multipart copy (5MiB-5GiB)"),
-    Option("CLAIM_BATCH", str(DEFAULT_CLAIM_BATCH), "rows claimed per transaction (1-1000)"),
+    Option("MULTIPART_THRESHOLD", "64MiB", "objects this size or larger use multipart copy", commands=COPYING),
+    Option("MULTIPART_CHUNKSIZE", "64MiB", "part size for multipart copy (5MiB-5GiB)", commands=COPYING),
+    Option("CLAIM_BATCH", str(DEFAULT_CLAIM_BATCH), "rows claimed per transaction (1-1000)", commands=COPYING),
     Option("COPY_MODE", "auto", "server (CopyObject), stream (GET then PUT through the worker), or auto: "
-           "server when both sides share endpoint and credentials"),
-    Option("PART_CONCURRENCY", str(DEFAULT_PART_CONCURRENCY), "parts of one large object copied at once (1-64)"),
-    Option("STREAM_MEMORY", "256MiB", "part buffers a worker process may hold while streaming (>= one part)"),
-    Option("NEW_ACL", None, "canned ACL applied to each new object with PutObjectAcl, e.g. bucket-owner-full-control"),
-    Option("NEW_SSE", None, "server-side encryption of new objects: AES256, aws:kms or aws:kms:dsse"),
-    Option("NEW_SSE_KMS_KEY_ID", None, "KMS key for NEW_SSE=aws:kms"),
+           "server when both sides share endpoint and credentials", commands=COPYING),
+    Option("PART_CONCURRENCY", str(DEFAULT_PART_CONCURRENCY), "parts of one large object copied at once (1-64)", commands=COPYING),
+    Option("STREAM_MEMORY", "256MiB", "part buffers a worker process may hold while streaming (>= one part)", commands=COPYING),
+    Option("NEW_ACL", None, "canned ACL applied to each new object with PutObjectAcl, e.g. bucket-owner-full-control", commands=COPYING),
+    Option("NEW_SSE", None, "server-side encryption of new objects: AES256, aws:kms or aws:kms:dsse", commands=COPYING),
+    Option("NEW_SSE_KMS_KEY_ID", None, "KMS key for NEW_SSE=aws:kms", commands=COPYING),
     Option("WEBSITE_REDIRECTS", "auto", "carry x-amz-website-redirect-location: always (one HEAD per object), "
-           "never, or auto (multipart, streamed and zero-byte objects)"),
-    Option("COPY_TAGS", "true", "carry object tags (needs s3:GetObjectTagging/PutObjectTagging on AWS)"),
+           "never, or auto (multipart, streamed and zero-byte objects)", commands=COPYING),
+    Option("COPY_TAGS", "true", "carry object tags (needs s3:GetObjectTagging/PutObjectTagging on AWS)", commands=COPYING),
     Option("LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, else json)"),
     Option("LOG_LEVEL", "info", "debug, info, warning or error"),
+    Option("METRICS_PORT", "0", "serve Prometheus metrics and /healthz on this port (0: off; needs movers3[metrics])",
+           commands=("worker",)),
+    Option("METRICS_HOST", DEFAULT_METRICS_HOST, "address the metrics server listens on", commands=("worker",)),
+    Option("HEALTH_FILE", "", "heartbeat file for `movers3 healthcheck` (empty: none)",
+           commands=("worker", "healthcheck")),
+    Option("HEALTH_MAX_AGE", str(DEFAULT_HEALTH_MAX_AGE),
+           "seconds since the worker loop last passed after which it counts as stuck (15-86400)",
+           commands=("worker", "healthcheck")),
 )
 OPTION_BY_ENV = {o.env: o for o in OPTIONS}
 
@@ -290,7 +316,15 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
         website_redirects=_choice("WEBSITE_REDIRECTS", text("WEBSITE_REDIRECTS").lower(),
                                   ("auto", "always", "never")),
         copy_tags=_bool("COPY_TAGS", text("COPY_TAGS")),
+        metrics_port=_int("METRICS_PORT", text("METRICS_PORT"), 0, 65535),
+        metrics_host=text("METRICS_HOST") or DEFAULT_METRICS_HOST,
+        health_file=text("HEALTH_FILE") or None,
+        health_max_age=parse_health_max_age(text("HEALTH_MAX_AGE")),
     )
+
+
+def parse_health_max_age(value: str) -> int:
+    return _int("HEALTH_MAX_AGE", value.strip(), MIN_HEALTH_MAX_AGE, 86400)
 
 
 def parse_mysql_url(value: str) -> MysqlUrl:

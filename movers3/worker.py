@@ -24,6 +24,7 @@ from movers3 import retry, s3
 from movers3.copier import Copier
 from movers3.exceptions import CopyError, Interrupted, LeaseLost, LedgerError, SourceChanged
 from movers3.ledger import Ledger, Outcome, Row, UploadJournal
+from movers3.observer import DRAINING, IDLE, WORKING, WorkerObserver
 
 log = structlog.get_logger("movers3.worker")
 
@@ -58,7 +59,8 @@ class Stats:
 class Worker:
     def __init__(self, ledger: Ledger, copier: Copier, *, worker_id: str, threads: int, lease_seconds: int,
                  max_attempts: int, claim_batch: int, exit_when_done: bool = False,
-                 stop_event: threading.Event | None = None, journal: UploadJournal | None = None) -> None:
+                 stop_event: threading.Event | None = None, journal: UploadJournal | None = None,
+                 observer: WorkerObserver | None = None) -> None:
         self.ledger = ledger
         self.copier = copier
         self.journal = journal
@@ -69,6 +71,7 @@ class Worker:
         self.claim_batch = claim_batch
         self.exit_when_done = exit_when_done
         self.stopped = stop_event or threading.Event()
+        self.observer = observer or WorkerObserver()
         self.stats = Stats()
         self.fatal: CopyError | None = None
         self.log = log.bind(worker=worker_id)
@@ -90,11 +93,13 @@ class Worker:
         describe = getattr(self.copier, "describe", dict)
         self.log.info("worker_started", threads=self.threads, lease_seconds=self.lease_seconds,
                       max_attempts=self.max_attempts, exit_when_done=self.exit_when_done, **describe())
+        self.observer.worker_started(self.id)
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="copy")
         try:
             self._loop(pool)
         finally:
             self._shutdown(pool)
+            self.observer.worker_stopped()
         self.log.info("worker_stopped", **dataclasses.asdict(self.stats),
                       seconds=round(time.monotonic() - self._started, 3))
         return self.stats
@@ -104,6 +109,7 @@ class Worker:
     def _loop(self, pool: ThreadPoolExecutor) -> None:
         idle = POLL_MIN_SECONDS
         while not self.stopped.is_set():
+            self.observer.loop_tick(WORKING if self._inflight else IDLE, len(self._inflight))
             self._housekeeping()
             if len(self._inflight) <= self.threads:
                 self._claim(pool)
@@ -126,7 +132,9 @@ class Worker:
         limit = min(self.claim_batch, 2 * self.threads - len(self._inflight))
         if limit <= 0:
             return
+        started = time.monotonic()
         rows = self.ledger.claim(self.id, limit, self.lease_seconds)
+        self.observer.rows_claimed(len(rows), time.monotonic() - started)
         if not rows:
             return
         self.stats.claimed += len(rows)
@@ -178,6 +186,7 @@ class Worker:
             return
         outcomes, self._outcomes = self._outcomes, []
         written = self.ledger.finish(self.id, outcomes)
+        self.observer.rows_finished(outcomes, written)
         for o in outcomes:
             if self.journal is not None:
                 self.journal.release(o.id)
@@ -216,6 +225,7 @@ class Worker:
 
     def _copy_one(self, row: Row) -> Outcome:
         olog = self.log.bind(row_id=row.id, key=row.old_key)
+        started = time.monotonic()
         current = row
         attempts = retry.Attempts()
 
@@ -233,7 +243,8 @@ class Worker:
         tries = max(1, self.max_attempts - row.attempts + 1)
         spent_before = row.attempts - 1
         try:
-            copied = retry.call(attempt, tries=tries, stop=self.stopped, attempts=attempts)
+            copied = retry.call(attempt, tries=tries, stop=self.stopped, attempts=attempts,
+                                on_retry=self.observer.copy_retrying)
         except Interrupted:
             return Outcome(row.id, "pending", attempts=spent_before + attempts.used - 1)
         except LeaseLost as exc:
@@ -257,6 +268,7 @@ class Worker:
             olog.exception("copy_crashed")
             return Outcome(row.id, "failed", attempts=spent_before + max(1, attempts.used),
                            error=f"internal error: {type(exc).__name__}: {exc}")
+        self.observer.copy_succeeded(copied.size, time.monotonic() - started)
         olog.debug("object_copied", method=copied.method, size=copied.size, verified_by=copied.verified_by,
                    new_key=row.new_key)
         return Outcome(row.id, "done", attempts=spent_before + attempts.used, size=copied.size,
@@ -281,6 +293,7 @@ class Worker:
                 self._record(Outcome(row.id, "pending", attempts=row.attempts - 1))
         deadline = time.monotonic() + DRAIN_SECONDS
         while self._inflight and time.monotonic() < deadline:
+            self.observer.loop_tick(DRAINING, len(self._inflight))
             self._collect(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
         for row, _ in self._inflight.values():
             self.log.warning("copy_abandoned", row_id=row.id, key=row.old_key)

@@ -143,6 +143,23 @@ SELECT id, old_bucket, old_key, new_bucket, new_key, state, size, attempts, last
 FROM movers3_objects
 ORDER BY id;
 
+-- rows_report_in_state --
+-- The rows in one state in id order, streamed for `report --state` (served by the `claimable` index).
+SELECT id, old_bucket, old_key, new_bucket, new_key, state, size, attempts, last_error,
+       source_etag, dest_etag, copy_method, verified_by, checksum, done_at
+FROM movers3_objects
+WHERE state = %(state)s
+ORDER BY id;
+
+-- rows_failed_top_errors --
+-- The commonest errors of failed rows, for `status --watch`.
+SELECT last_error, COUNT(*) AS n
+FROM movers3_objects
+WHERE state = 'failed'
+GROUP BY last_error
+ORDER BY n DESC
+LIMIT %(limit)s;
+
 -- seeds_get_for_update --
 -- The seed progress of one source, locked while a seed starts.
 SELECT id, state, start_after FROM movers3_seeds

@@ -99,7 +99,7 @@ def test_a_large_copy_resumes_from_its_recorded_parts(route, env, proxy, tmp_pat
 
     proxy.rules.clear()
     result = run_cli("worker", "--exit-when-done", env=worker_env, timeout=120)
-    resumed = [e for e in json_events(result.stderr) if e["event"] == "multipart_resumed"]
+    resumed = [e for e in json_events(result.stdout) if e["event"] == "multipart_resumed"]
     assert len(resumed) == 1 and resumed[0]["upload_id"] == recorded["upload_id"]
     assert 0 < resumed[0]["todo"] < resumed[0]["parts"] == 9
     (done,) = route.rows()

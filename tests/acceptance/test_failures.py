@@ -43,7 +43,7 @@ def test_rows_of_a_killed_worker_are_finished_by_another_after_the_lease(route, 
     victim.wait(10)
 
     rescuer = run_cli("worker", "--exit-when-done", env={**env, "LEASE_SECONDS": "5"}, timeout=120)
-    assert "leases_rescued" in rescuer.stderr
+    assert "leases_rescued" in rescuer.stdout  # a worker logs to stdout
     rows = {r["id"]: r for r in route.rows()}
     assert {r["state"] for r in rows.values()} == {"done"}
     assert all(rows[i]["attempts"] == 2 for i in held)

@@ -23,6 +23,7 @@ import structlog
 from botocore.client import BaseClient
 
 from movers3 import s3
+from movers3 import engine as engines
 from movers3.engine import Boto3Engine, CopyEngine, CopyRequest
 from movers3.exceptions import CopyError, Interrupted, SourceChanged
 from movers3.ledger import Row
@@ -96,7 +97,7 @@ class ServerSideCopier:
         source = s3.client(settings.source, pool_size=pool)
         dest = source if settings.dest == settings.source else s3.client(settings.dest, pool_size=pool)
         return cls(source, dest, threshold=settings.multipart_threshold, chunksize=settings.multipart_chunksize,
-                   stopping=stopping)
+                   stopping=stopping, engine=engines.from_settings(settings, dest))
 
     def copy(self, row: Row) -> Copied:
         if row.size >= self.threshold or row.size > MAX_SINGLE_COPY:

@@ -98,6 +98,7 @@ class Settings:
     claim_batch: int
     log_format: str
     log_level: str
+    copy_engine: str = "crt"
 
     def secrets(self) -> list[str]:
         """Every secret value, so that log and error output can be scrubbed of them."""
@@ -119,6 +120,9 @@ DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_MULTIPART_THRESHOLD = 64 * MIB
 DEFAULT_MULTIPART_CHUNKSIZE = 64 * MIB
 DEFAULT_CLAIM_BATCH = 64
+# The client that sends single-part CopyObject requests (engine.py); chosen by `make bench`.
+COPY_ENGINES = ("boto3", "crt")
+DEFAULT_COPY_ENGINE = "crt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +160,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("MULTIPART_THRESHOLD", "64MiB", "objects this size or larger use multipart copy"),
     Option("MULTIPART_CHUNKSIZE", "64MiB", "part size for multipart copy (5MiB-5GiB)"),
     Option("CLAIM_BATCH", str(DEFAULT_CLAIM_BATCH), "rows claimed per transaction (1-1000)"),
+    Option("COPY_ENGINE", DEFAULT_COPY_ENGINE, "client for single-part copies: boto3 or crt (awscrt)"),
     Option("LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, else json)"),
     Option("LOG_LEVEL", "info", "debug, info, warning or error"),
 )
@@ -214,6 +219,7 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
         claim_batch=_int("CLAIM_BATCH", text("CLAIM_BATCH"), 1, 1000),
         log_format=_choice("LOG_FORMAT", text("LOG_FORMAT").lower(), ("auto", "json", "console")),
         log_level=_choice("LOG_LEVEL", text("LOG_LEVEL").lower(), ("debug", "info", "warning", "error")),
+        copy_engine=_copy_engine(text("COPY_ENGINE").lower()),
     )
 
 
@@ -287,6 +293,16 @@ def _size(name: str, value: str, low: int, high: int) -> int:
     if not low <= number <= high:
         raise ConfigError(f"{name}: must be from {low // MIB}MiB to {high // GIB}GiB (got {value})")
     return number
+
+
+def _copy_engine(value: str) -> str:
+    engine = _choice("COPY_ENGINE", value, COPY_ENGINES)
+    if engine == "crt":
+        try:
+            import awscrt.s3  # noqa: F401
+        except ImportError:
+            raise ConfigError("COPY_ENGINE: crt needs the awscrt package (pip install awscrt)") from None
+    return engine
 
 
 def _bool(name: str, value: str) -> bool:

@@ -86,10 +86,11 @@ _CANCEL_GRACE_SECONDS = 5.0
 _SAFE = "-._~"  # RFC 3986 unreserved, as botocore's percent_encode keeps them
 
 
-def _header_map() -> dict[str, tuple[str, str, str | None]]:
-    """CopyObject's header parameters from botocore's own service model, so that `extra` maps to the
-    same x-amz-* headers boto3 would send: name -> (header, type, timestamp format)."""
-    model = botocore.session.get_session().get_service_model("s3")
+def _header_map(model: Any = None) -> dict[str, tuple[str, str, str | None]]:
+    """CopyObject's header parameters from botocore's own service model (the boto3 client's, when
+    there is one: loading it again costs a tenth of a second), so that `extra` maps to the same
+    x-amz-* headers boto3 would send: name -> (header, type, timestamp format)."""
+    model = model or botocore.session.get_session().get_service_model("s3")
     shape = model.operation_model("CopyObject").input_shape
     found = {}
     for name, member in shape.members.items():
@@ -127,7 +128,7 @@ class CrtEngine:
     name = "crt"
 
     def __init__(self, endpoint: Endpoint, credentials: botocore.credentials.Credentials | None,
-                 fallback: CopyEngine) -> None:
+                 fallback: CopyEngine, service_model: Any = None) -> None:
         from awscrt import auth, io, s3 as crt_s3  # optional dependency: imported only when chosen
 
         self._crt_s3 = crt_s3
@@ -143,7 +144,7 @@ class CrtEngine:
         self.style = endpoint.addressing_style
         self.host_is_ip = _is_ip(parts.hostname or "")
         self.timeout = endpoint.timeout_seconds
-        self.headers = _header_map()
+        self.headers = _header_map(service_model)
         if isinstance(credentials, botocore.credentials.RefreshableCredentials):
             # Temporary credentials (roles, SSO) are refreshed by botocore, as for every other request.
             def current() -> auth.AwsCredentials:
@@ -329,5 +330,6 @@ def from_settings(settings: Settings, dest: BaseClient) -> CopyEngine:
     credentials and region (the same ones its boto3 client uses)."""
     boto = Boto3Engine(dest)
     if settings.copy_engine == "crt":
-        return CrtEngine(settings.dest, s3.credentials(settings.dest), fallback=boto)
+        return CrtEngine(settings.dest, s3.credentials(settings.dest), fallback=boto,
+                         service_model=dest.meta.service_model)
     return boto

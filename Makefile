@@ -3,12 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: help venv system-deps demo test test-unit bench clean
 
 help:
 	@echo "make demo   - local MariaDB + local S3 (SeaweedFS) on loopback, sample objects, a real migration, status"
 	@echo "make test   - the test suite against a private MariaDB and SeaweedFS that it starts and stops"
+	@echo "make bench  - movers3 vs s5cmd, rclone and aws s3 cp on a private MariaDB and SeaweedFS (README, Benchmarks)"
 	@echo "make clean  - remove the venv and the demo's data"
 
 $(STAMP): setup.cfg
@@ -18,6 +20,10 @@ $(STAMP): setup.cfg
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(BENCH_STAMP): $(STAMP) setup.cfg
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 # MariaDB's server comes from Debian's packages; the tests and the demo start private instances of it.
 system-deps:
@@ -31,6 +37,10 @@ demo: venv system-deps
 
 test: venv system-deps
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+# BENCH_ARGS=--quick for a tiny run; see `python -m tests.bench --help`.
+bench: $(BENCH_STAMP) system-deps
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 test-unit: venv
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit

@@ -35,6 +35,7 @@ import botocore.exceptions
 import structlog
 from botocore.client import BaseClient
 
+from movers3 import engine as engines
 from movers3 import retry, s3
 from movers3.attributes import Destination, Gaps, SourceAttributes
 from movers3.engine import Boto3Engine, CopyEngine, CopyRequest
@@ -96,7 +97,7 @@ class ObjectCopier:
         pool = settings.worker_threads * (1 + settings.part_concurrency) + 4
         source = s3.client(settings.source, pool_size=pool)
         dest = source if settings.dest == settings.source else s3.client(settings.dest, pool_size=pool)
-        return cls(settings, source, dest, journal, stop)
+        return cls(settings, source, dest, journal, stop, engine=engines.from_settings(settings, dest))
 
     def describe(self) -> dict[str, Any]:
         """What the worker logs at start: the path and its settings, once."""

@@ -10,6 +10,7 @@ import threading
 
 import boto3
 import botocore.config
+import botocore.credentials
 import botocore.exceptions
 from botocore.client import BaseClient
 
@@ -55,11 +56,20 @@ def client(endpoint: Endpoint, *, pool_size: int = 10) -> BaseClient:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session(
+    return _session(endpoint).client("s3", endpoint_url=endpoint.url, config=config)
+
+
+def credentials(endpoint: Endpoint) -> botocore.credentials.Credentials | None:
+    """The credentials a client of this side signs with (the keys given, else boto3's default chain),
+    for an engine that signs its own requests."""
+    return _session(endpoint).get_credentials()
+
+
+def _session(endpoint: Endpoint) -> boto3.session.Session:
+    return boto3.session.Session(
         aws_access_key_id=endpoint.access_key,
         aws_secret_access_key=endpoint.secret_key.reveal() if endpoint.secret_key else None,
     )
-    return session.client("s3", endpoint_url=endpoint.url, config=config)
 
 
 def bare_etag(etag: str | None) -> str:

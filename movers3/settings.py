@@ -131,6 +131,7 @@ class Settings:
         if self.copy_mode == "auto":
             return self.dest.can_copy_from(self.source)
         return self.copy_mode == "server"
+    copy_engine: str = "crt"
 
     def secrets(self) -> list[str]:
         """Every secret value, so that log and error output can be scrubbed of them."""
@@ -156,6 +157,9 @@ DEFAULT_PART_CONCURRENCY = 4
 CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
                "bucket-owner-read", "bucket-owner-full-control")
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
+# The client that sends single-part CopyObject requests (engine.py); chosen by `make bench`.
+COPY_ENGINES = ("boto3", "crt")
+DEFAULT_COPY_ENGINE = "crt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +221,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("WEBSITE_REDIRECTS", "auto", "carry x-amz-website-redirect-location: always (one HEAD per object), "
            "never, or auto (multipart, streamed and zero-byte objects)", commands=COPYING),
     Option("COPY_TAGS", "true", "carry object tags (needs s3:GetObjectTagging/PutObjectTagging on AWS)", commands=COPYING),
+    Option("COPY_ENGINE", DEFAULT_COPY_ENGINE, "client for single-part copies: boto3 or crt (awscrt)",
+           commands=COPYING),
     Option("LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, else json)"),
     Option("LOG_LEVEL", "info", "debug, info, warning or error"),
     Option("METRICS_PORT", "0", "serve Prometheus metrics and /healthz on this port (0: off; needs movers3[metrics])",
@@ -320,6 +326,7 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
         metrics_host=text("METRICS_HOST") or DEFAULT_METRICS_HOST,
         health_file=text("HEALTH_FILE") or None,
         health_max_age=parse_health_max_age(text("HEALTH_MAX_AGE")),
+        copy_engine=_copy_engine(text("COPY_ENGINE").lower()),
     )
 
 
@@ -397,6 +404,16 @@ def _size(name: str, value: str, low: int, high: int) -> int:
     if not low <= number <= high:
         raise ConfigError(f"{name}: must be from {low // MIB}MiB to {high // GIB}GiB (got {value})")
     return number
+
+
+def _copy_engine(value: str) -> str:
+    engine = _choice("COPY_ENGINE", value, COPY_ENGINES)
+    if engine == "crt":
+        try:
+            import awscrt.s3  # noqa: F401
+        except ImportError:
+            raise ConfigError("COPY_ENGINE: crt needs the awscrt package (pip install awscrt)") from None
+    return engine
 
 
 def _bool(name: str, value: str) -> bool:

@@ -1,6 +1,7 @@
 """A fault-injecting HTTP proxy between the workers and a real S3 server, on loopback.
 
-For a share of requests it answers 503 SlowDown or 500 InternalError itself, resets the connection,
+For a share of requests it answers 503 SlowDown or 500 InternalError itself, or a 200 whose body is an
+<Error> (as S3 does when a copy fails after it began to answer), resets the connection,
 delays the response, holds it past the client's read timeout, or forwards it and damages what comes
 back (one byte of a body flipped, or one character of an ETag in an XML answer); the rest go through
 untouched (the Host header is kept, so SigV4 signatures still verify upstream). It counts what it
@@ -21,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from tests.support.services import free_port
 
-KINDS = ("slowdown", "internal", "reset", "slow", "timeout", "corrupt")
+KINDS = ("slowdown", "internal", "reset", "slow", "timeout", "corrupt", "error200")
 _ERROR_XML = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
               "<RequestId>faultproxy</RequestId></Error>")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
@@ -99,6 +100,8 @@ class FaultProxy:
                     return self._error(503, "SlowDown", "Please reduce your request rate.")
                 if kind == "internal":
                     return self._error(500, "InternalError", "We encountered an internal error.")
+                if kind == "error200":
+                    return self._error(200, "InternalError", "We encountered an internal error.")
                 if kind == "reset":
                     # RST instead of FIN: the client sees a connection reset.
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -73,7 +73,7 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     ledger = open_ledger(settings)
-    seeder = Seeder(ledger, s3.client(settings.source), settings)
+    seeder = Seeder(ledger, s3.client(settings.source, parse_timestamps=False), settings)
     with signals.on_stop(seeder.stopped.set):
         stats = seeder.run()
     print(f"seeded {settings.old_bucket}/{settings.old_prefix}/: {stats.listed:,} listed, "
@@ -83,12 +83,11 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     ledger = open_ledger(settings)
-    s3.check_listable(s3.client(settings.source), settings.old_bucket, settings.old_prefix + "/",
-                      tries=settings.max_attempts)
     stop = threading.Event()
     worker_id = args.worker_id or new_worker_id()
     journal = ledger.journal(worker_id)
     copier = ObjectCopier.from_settings(settings, journal, stop)
+    s3.check_listable(copier.source, settings.old_bucket, settings.old_prefix + "/", tries=settings.max_attempts)
     heartbeat = health.Heartbeat(settings.health_file)
     observers = [heartbeat]
     server = None
@@ -124,7 +123,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     ledger = Ledger(Database(settings.mysql))
     ledger.create_schema()
-    client = s3.client(settings.source)
+    client = s3.client(settings.source, parse_timestamps=False)
     if settings.load_files:
         load_samples(client, s3.client(settings.dest), settings, args.count)
     child_env = child_environment(os.environ, args.overrides)

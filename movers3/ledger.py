@@ -164,13 +164,23 @@ class Ledger:
     # -- workers -----------------------------------------------------------------------------
 
     def claim(self, owner: str, limit: int, lease_seconds: int) -> list[Row]:
-        def work(tx: Tx) -> list[Row]:
+        return self.claim_and_finish(owner, limit, lease_seconds)[0]
+
+    def claim_and_finish(self, owner: str, limit: int, lease_seconds: int,
+                         finished: Sequence[Outcome] = ()) -> tuple[list[Row], int]:
+        """Lease up to `limit` pending rows to `owner`, and write the outcomes of `finished` rows in
+        the same commit: two round trips for a claimed batch, results included. Returns the rows and
+        how many outcomes were written (see `finish`)."""
+        finish = self._finish_params(owner, finished)
+
+        def work(tx: Tx) -> tuple[list[Row], int]:
             records = tx.all("rows_claimable_lock", {"limit": limit})
-            if not records:
-                return []
-            ids = tuple(r[0] for r in records)
-            tx.execute("rows_claim", {"owner": owner, "lease_seconds": lease_seconds, "ids": ids})
-            return [Row.from_claim(r) for r in records]
+            statements = [("rows_finish_if_owned", finish)] if finish else []
+            if records:
+                ids = tuple(r[0] for r in records)
+                statements.append(("rows_claim", {"owner": owner, "lease_seconds": lease_seconds, "ids": ids}))
+            counts = tx.execute_and_commit(*statements)
+            return [Row.from_claim(r) for r in records], counts[0] if finish else 0
 
         return self.db.transaction(work)
 
@@ -178,7 +188,7 @@ class Ledger:
         if not ids:
             return 0
         params = {"owner": owner, "lease_seconds": lease_seconds, "ids": tuple(ids)}
-        return self.db.transaction(lambda tx: tx.execute("rows_renew_if_owned", params))
+        return self.db.transaction(lambda tx: tx.execute_and_commit(("rows_renew_if_owned", params))[0])
 
     def journal(self, owner: str) -> UploadJournal:
         """A journal of multipart uploads for this worker's copy threads, on a connection of its own."""
@@ -187,17 +197,24 @@ class Ledger:
     def finish(self, owner: str, outcomes: Sequence[Outcome]) -> int:
         """Write outcomes of rows this worker still owns; returns how many were written. Fewer than
         given means some leases were lost (rescued by another worker): those results are dropped."""
-        if not outcomes:
+        params = self._finish_params(owner, outcomes)
+        if not params:
             return 0
-        params = {"owner": owner, "outcomes": json.dumps([o.as_json() for o in outcomes])}
-        return self.db.transaction(lambda tx: tx.execute("rows_finish_if_owned", params))
+        return self.db.transaction(lambda tx: tx.execute_and_commit(("rows_finish_if_owned", params))[0])
+
+    @staticmethod
+    def _finish_params(owner: str, outcomes: Sequence[Outcome]) -> dict | None:
+        if not outcomes:
+            return None
+        return {"owner": owner, "outcomes": json.dumps([o.as_json() for o in outcomes])}
 
     def rescue_expired(self, max_attempts: int) -> tuple[int, int]:
         """Expired leases back to pending (or failed once attempts are spent); one page of each."""
         params = {"max_attempts": max_attempts, "limit": RESCUE_PAGE}
 
         def work(tx: Tx) -> tuple[int, int]:
-            return tx.execute("rows_expired_requeue", params), tx.execute("rows_expired_fail", params)
+            requeued, failed = tx.execute_and_commit(("rows_expired_requeue", params), ("rows_expired_fail", params))
+            return requeued, failed
 
         return self.db.transaction(work)
 

@@ -132,9 +132,16 @@ class Worker:
         limit = min(self.claim_batch, 2 * self.threads - len(self._inflight))
         if limit <= 0:
             return
+        # Outcomes waiting to be written ride along: one commit for both, two round trips a batch.
+        outcomes, self._outcomes = self._outcomes, []
         started = time.monotonic()
-        rows = self.ledger.claim(self.id, limit, self.lease_seconds)
+        try:
+            rows, written = self.ledger.claim_and_finish(self.id, limit, self.lease_seconds, outcomes)
+        except BaseException:
+            self._outcomes = outcomes + self._outcomes
+            raise
         self.observer.rows_claimed(len(rows), time.monotonic() - started)
+        self._written(outcomes, written)
         if not rows:
             return
         self.stats.claimed += len(rows)
@@ -185,7 +192,16 @@ class Worker:
         if not self._outcomes:
             return
         outcomes, self._outcomes = self._outcomes, []
-        written = self.ledger.finish(self.id, outcomes)
+        try:
+            written = self.ledger.finish(self.id, outcomes)
+        except BaseException:
+            self._outcomes = outcomes + self._outcomes
+            raise
+        self._written(outcomes, written)
+
+    def _written(self, outcomes: list[Outcome], written: int) -> None:
+        if not outcomes:
+            return
         self.observer.rows_finished(outcomes, written)
         for o in outcomes:
             if self.journal is not None:

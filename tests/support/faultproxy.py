@@ -5,7 +5,8 @@ delays the response, holds it past the client's read timeout, or forwards it and
 back (one byte of a body flipped, or one character of an ETag in an XML answer); the rest go through
 untouched (the Host header is kept, so SigV4 signatures still verify upstream). It counts what it
 injected, per kind, so that a test can report and assert on it. `rules` can also target requests by a
-substring of their path and, optionally, their method (e.g. every GET of one key)."""
+substring of their path and, optionally, their method (e.g. every GET of one key), and only rules can
+`hang` a request: hold it, unanswered, until `release()` or `stop()` (a request stuck past any drain)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 from tests.support.services import free_port
 
 KINDS = ("slowdown", "internal", "reset", "slow", "timeout", "corrupt")
+HANG_LIMIT_SECONDS = 600
 _ERROR_XML = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
               "<RequestId>faultproxy</RequestId></Error>")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
@@ -46,6 +48,7 @@ class FaultProxy:
         self.injected: collections.Counter[str] = collections.Counter()
         self.forwarded = 0
         self._random = random.Random(seed)
+        self._released = threading.Event()
         self._lock = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -57,7 +60,12 @@ class FaultProxy:
         self._thread.start()
         return self
 
+    def release(self) -> None:
+        """Let every hanging request go (their connections are closed unanswered)."""
+        self._released.set()
+
     def stop(self) -> None:
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -104,6 +112,10 @@ class FaultProxy:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.close_connection = True
                     self.connection.close()
+                    return
+                if kind == "hang":
+                    proxy._released.wait(HANG_LIMIT_SECONDS)
+                    self.close_connection = True
                     return
                 if kind == "timeout":
                     time.sleep(proxy.timeout_seconds)

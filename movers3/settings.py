@@ -327,6 +327,10 @@ def parse_mysql_url(value: str) -> MysqlUrl:
 
 
 def _endpoint_url(name: str, value: str) -> str:
+    # Checked first and never echoed: a password in the URL may hold '#', '/' or '@' and break its parsing.
+    if "@" in value:
+        raise ConfigError(f"{name}: must not carry credentials; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                          "(value not shown)")
     parts = urlsplit(value)
     try:
         parts.port
@@ -334,8 +338,6 @@ def _endpoint_url(name: str, value: str) -> str:
         raise ConfigError(f"{name}: has an invalid port ({value!r})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{name}: must be an http:// or https:// URL (got {value!r})")
-    if parts.username or parts.password:
-        raise ConfigError(f"{name}: must not carry credentials; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
     return value.rstrip("/")
 
 

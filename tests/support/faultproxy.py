@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import http.client
 import random
+import re
 import socket
 import struct
 import threading
@@ -40,8 +41,8 @@ class FaultProxy:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port)
         self.rates = dict(rates or {})
-        # (substring of the unquoted path, kind[, method]): always injected
-        self.rules: list[tuple[str, ...]] = []
+        # (substring of the unquoted path, or a compiled regex searched in it; kind[, method]): always injected
+        self.rules: list[tuple] = []
         self.only_methods = only_methods
         self.slow_seconds = slow_seconds
         self.timeout_seconds = timeout_seconds
@@ -60,6 +61,10 @@ class FaultProxy:
         self._thread.start()
         return self
 
+    def hold(self) -> None:
+        """Hang requests again (after a `release`)."""
+        self._released.clear()
+
     def release(self) -> None:
         """Let every hanging request go (their connections are closed unanswered)."""
         self._released.set()
@@ -70,8 +75,10 @@ class FaultProxy:
         self._server.server_close()
 
     def _choose(self, method: str, path: str) -> str | None:
+        target = unquote(path)
         for needle, kind, *only in self.rules:
-            if needle in unquote(path) and (not only or only[0] == method):
+            found = needle.search(target) if isinstance(needle, re.Pattern) else needle in target
+            if found and (not only or only[0] == method):
                 return kind
         if self.only_methods and method not in self.only_methods:
             return None

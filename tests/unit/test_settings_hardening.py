@@ -22,3 +22,22 @@ def test_an_endpoint_with_credentials_is_refused_without_echoing_them(name, valu
     message = str(raised.value)
     assert message.startswith(f"{name}: must not carry credentials")
     assert "Hunter2" not in message and "secret" not in message.split("AWS_SECRET_ACCESS_KEY")[0]
+
+
+@pytest.mark.parametrize("name,value", [("URL_ENDPOINT", "http://[::1"), ("NEW_URL_ENDPOINT", "http://[zz]:80"),
+                                        ("OLD_URL_ENDPOINT", "https://h]:9000")])
+def test_a_malformed_endpoint_url_is_a_settings_error_not_an_internal_one(name, value):
+    with pytest.raises(ConfigError, match=f"^{name}: is not a valid URL"):
+        load({name: value})
+
+
+@pytest.mark.parametrize("name", ["AWS_REGION", "OLD_REGION", "NEW_REGION"])
+@pytest.mark.parametrize("value", ["us east 1", "x/y", "eu_west_1", "-a"])
+def test_a_region_botocore_would_refuse_is_refused_with_its_name(name, value):
+    with pytest.raises(ConfigError, match=f"^{name}: "):
+        load({name: value})
+
+
+def test_regions_that_exist_pass():
+    settings = load({"AWS_REGION": "eu-west-3", "OLD_REGION": "us-gov-west-1", "NEW_REGION": "cn-north-1"})
+    assert (settings.source.region, settings.dest.region) == ("us-gov-west-1", "cn-north-1")

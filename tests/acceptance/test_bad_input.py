@@ -74,6 +74,9 @@ CONFIG_CASES = [
     ({"URL_ENDPOINT": "ftp://127.0.0.1"}, "URL_ENDPOINT: must be an http:// or https:// URL"),
     ({"URL_ENDPOINT": "http://127.0.0.1:99999"}, "URL_ENDPOINT: has an invalid port"),
     ({"NEW_URL_ENDPOINT": "http://user:{pw}@127.0.0.1:9000"}, "NEW_URL_ENDPOINT: must not carry credentials"),
+    ({"URL_ENDPOINT": "http://[::1"}, "URL_ENDPOINT: is not a valid URL"),
+    ({"AWS_REGION": "us east 1"}, "AWS_REGION: 'us east 1' is not a valid region name"),
+    ({"NEW_REGION": "eu/west"}, "NEW_REGION"),
     ({"OLD_URL_ENDPOINT": "http://user:{raw}@127.0.0.1:9000"}, "OLD_URL_ENDPOINT: must not carry credentials"),
 ]
 

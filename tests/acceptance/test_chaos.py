@@ -16,6 +16,7 @@ run, not from the clock, so that a slow machine gets the same chaos, later.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ import pymysql
 import pytest
 
 from movers3.settings import MIB
-from tests.support.chaos import Fleet, figures_line, overlapping
+from tests.support.chaos import Fleet, claims_from_log, figures_line, overlapping, timestamp
 from tests.support.faultproxy import FaultProxy
 from tests.support.helpers import json_events, run_cli, start_cli, wait_for
 from tests.support.services import DATABASE, DB_ROLES, S3_IDENTITIES
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.acceptance
 PART = 5 * MIB
 SECRETS = [spec["secret"] for spec in S3_IDENTITIES.values()] + [password for password, _ in DB_ROLES.values()]
 # A share of all requests between the workers (and the seeder) and SeaweedFS.
-RATES = {"slowdown": 0.04, "internal": 0.03, "reset": 0.03, "slow": 0.04, "timeout": 0.004}
+RATES = {"slowdown": 0.04, "internal": 0.03, "reset": 0.03, "slow": 0.04, "timeout": 0.01}
 LEASE_SECONDS = 6
 # How long a row may stay in progress past its lease while workers live (a rescue pass runs every
 # LEASE_SECONDS / 4 in each worker; a MariaDB restart adds its own length). A liveness bound, generous.
@@ -118,6 +119,7 @@ class LeaseWatch:
 def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tmp_path, report):
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1_000_000))
     rng = random.Random(seed)
+    print(f"CHAOS_SEED={seed} replays this run's choices")
     small = {f"{i // 100}/{i}.bin": os.urandom(rng.randint(0, 6000)) for i in range(1200)}
     large = {f"large/{j}.bin": os.urandom(2 * PART + rng.randint(1, PART)) for j in range(4)}
     bodies = {**small, **large}
@@ -151,10 +153,9 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
             proxy.rules.clear()
             reseeder = start_cli("seed", env=seeder_env, log=tmp_path / "seed2.log")
 
-            sigkills, sigterms, held_at_kill = run_the_chaos(route, fleet, rng, total)
+            chaos = run_the_chaos(route, fleet, proxy, rng, total)
             assert reseeder.wait(300) == 0, (tmp_path / "seed2.log").read_text()[-3000:]
             codes = fleet.wait_all(timeout=420)
-        figures.update(sigkills | sigterms)
     finally:
         fleet.stop_all()
         proxy.stop()
@@ -203,9 +204,21 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
     claimed_rows = {c.row for c in claims}
     assert len(claimed_rows) == total, "a row was copied without a logged claim"
 
-    # Workers reconnected to the restarted ledger and carried on.
+    # Workers reconnected to the restarted ledger and carried on, keeping the copies they finished
+    # while it was down: each was written by its worker once the ledger was back, unless the worker was
+    # killed first or its lease ran out during the outage (the row then went to another worker).
     logs = {w: fleet.log(w) for w in fleet.procs}
     assert any("ledger_reconnected" in text for text in logs.values())
+    assert chaos.outage is not None, "the run ended before the MariaDB restart"
+    during = collections.Counter()
+    for worker in fleet.procs:
+        events = fleet.events(worker)
+        held = claims_from_log(worker, events, fleet.killed_at.get(worker))
+        for event in events:
+            if event.get("event") == "object_copied" and chaos.outage[0] <= timestamp(event) <= chaos.outage[1]:
+                (claim,) = [c for c in held if c.row == event["row_id"] and c.start <= timestamp(event) <= c.end][-1:]
+                during[claim.ended_by] += 1
+    assert during["finished"] >= 1 and set(during) <= {"finished", "killed", "lease"}, during
     copies = collections.Counter(e["row_id"] for text in logs.values() for e in json_events(text)
                                  if e.get("event") == "object_copied")
     # Large copies went through multipart, and no incomplete upload is left that nothing records: an
@@ -214,7 +227,7 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
     assert {r["copy_method"] for r in rows if r["old_key"].decode().startswith(route.old("large/"))} == \
            {"multipart-copy"}
     orphans = uploads_left(route)
-    assert len(orphans) <= figures["sigkill"], orphans
+    assert len(orphans) <= chaos.sigkills, orphans
     for text in list(logs.values()) + [(tmp_path / "seed1.log").read_text(), reseed]:
         assert not any(secret in text for secret in SECRETS)
 
@@ -223,9 +236,12 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
     figures.update({
         "objects migrated under faults": total,
         "bytes": sum(map(len, bodies.values())),
-        "kills survived": figures["sigkill"] + 1,
-        "worker SIGKILLs with rows in flight": f"{held_at_kill}/{figures['sigkill']}",
-        "seeder SIGKILLs": 1, "MariaDB restarts": 1,
+        "kills survived": chaos.sigkills + 1,
+        "worker SIGKILLs (with rows in flight)": f"{chaos.sigkills} ({chaos.kills_with_rows_in_flight})",
+        "seeder SIGKILLs": 1, "worker SIGTERMs": chaos.sigterms, "MariaDB restarts": 1,
+        "MariaDB down (s)": round(chaos.outage[1] - chaos.outage[0], 1),
+        "copies finished while it was down (written by their worker / lease ran out / killed)":
+            f"{during['finished']} / {during['lease']} / {during['killed']}",
         "faults injected": ", ".join(f"{k} {v}" for k, v in injected.items()),
         "requests forwarded": proxy.forwarded,
         "claims": len(claims),
@@ -238,13 +254,21 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
     report("main run", figures)
 
 
-def run_the_chaos(route, fleet: Fleet, rng: random.Random, total: int) -> tuple[dict, dict, int]:
+@dataclasses.dataclass
+class Chaos:
+    sigkills: int = 0
+    sigterms: int = 0
+    kills_with_rows_in_flight: int = 0
+    outage: tuple[float, float] | None = None  # wall-clock times around the MariaDB restart
+
+
+def run_the_chaos(route, fleet: Fleet, proxy: FaultProxy, rng: random.Random, total: int) -> Chaos:
     """SIGKILLs at random points of the progress (replacements started a moment later), one SIGTERM,
     one MariaDB restart, while the workers copy through the faulty proxy."""
     points = [(rng.uniform(0.02, 0.85), "kill") for _ in range(8)]
     points += [(rng.uniform(0.3, 0.6), "restart-db"), (rng.uniform(0.1, 0.7), "term")]
     points.sort()
-    sigkills = sigterms = held_at_kill = 0
+    chaos = Chaos()
     restarts: list[float] = []  # when replacements are due
     deadline = time.monotonic() + 480
 
@@ -253,6 +277,11 @@ def run_the_chaos(route, fleet: Fleet, rng: random.Random, total: int) -> tuple[
             return query(route, "SELECT COUNT(*) FROM movers3_objects WHERE state = 'done'")[0][0]
         except pymysql.MySQLError:
             return 0
+
+    def holders() -> list[str]:
+        live = fleet.live()
+        return sorted(w for (w,) in query(route, "SELECT DISTINCT lease_owner FROM movers3_objects "
+                                                 "WHERE state = 'in_progress'") if w in live)
 
     def start_due() -> None:
         while restarts and restarts[0] <= time.monotonic():
@@ -264,33 +293,59 @@ def run_the_chaos(route, fleet: Fleet, rng: random.Random, total: int) -> tuple[
             assert time.monotonic() < deadline, f"no progress to {fraction:.0%} of the run"
             start_due()
             time.sleep(0.05)
-        live = fleet.live()
-        if not live:
+        if done() >= total:
+            break  # the run finished before this point
+        if not fleet.live():
+            if restarts:
+                restarts.pop(0)
             fleet.start()
-            continue
+        # A worker holding rows: killing one that is still starting proves little.
+        wait_for(lambda: holders() or done() >= total, timeout=120, what="a worker holding rows")
+        live = fleet.live()
         if what == "kill":
-            # Preferably a worker holding rows: killing one that is still starting proves little.
-            holders = [w for (w,) in query(route, "SELECT DISTINCT lease_owner FROM movers3_objects "
-                                                  "WHERE state = 'in_progress'") if w in live]
-            victim = rng.choice(sorted(holders) or live)
+            held = holders()
+            victim = rng.choice(held or live)
             fleet.kill(victim)
-            sigkills += 1
-            held_at_kill += victim in holders
+            chaos.sigkills += 1
+            chaos.kills_with_rows_in_flight += victim in held
             restarts.append(time.monotonic() + rng.uniform(0, 3))
         elif what == "term":
             # A worker at work: one still importing or checking its settings holds nothing and simply
             # dies of the signal.
-            working = [w for w in live if '"rows_claimed"' in fleet.log(w)]
+            working = holders() or [w for w in live if '"rows_claimed"' in fleet.log(w)]
             if working:
                 fleet.terminate(rng.choice(working), grace=40)
-                sigterms += 1
+                chaos.sigterms += 1
                 fleet.start()
-        else:
-            route.stack.db.restart()
+        elif done() < total:
+            # Copies in flight are held at the proxy while MariaDB stops, let go once it is down, and
+            # MariaDB starts again only after some of them finished: the workers must keep those copies
+            # and write them once the ledger is back.
+            wait_for(holders, timeout=120, what="a worker with rows in flight")
+            # Workers still starting would find no ledger and exit with code 3 at once (README): the
+            # outage is for workers at work.
+            wait_for(lambda: all('"worker_started"' in fleet.log(w) for w in fleet.live()), timeout=120,
+                     what="every live worker connected")
+            # CopyObject of a small object (a multipart copy would wait on the ledger for its journal).
+            rule = (re.compile(r"/\d+/\d+\.bin$"), "hang", "PUT")
+            held = proxy.injected["hang"]
+            proxy.hold()
+            proxy.rules.append(rule)
+            wait_for(lambda: proxy.injected["hang"] > held, timeout=120, what="a copy held at the proxy")
+            began = time.time()
+            route.stack.db.stop()
+            proxy.rules.remove(rule)
+            proxy.release()
+            wait_for(lambda: any(e.get("event") == "object_copied" and timestamp(e) > began
+                                 for w in fleet.live() for e in fleet.events(w)),
+                     timeout=120, interval=0.2, what="a copy finished while MariaDB is down")
+            route.stack.db.start()
+            chaos.outage = (began, time.time())
     while restarts:
         start_due()
         time.sleep(0.05)
-    return {"sigkill": sigkills}, {"sigterm": sigterms}, held_at_kill
+    return chaos
+
 
 
 def test_sigterm_during_large_multipart_copies_leaves_every_upload_recorded(route, tmp_path, report):
@@ -302,7 +357,7 @@ def test_sigterm_during_large_multipart_copies_leaves_every_upload_recorded(rout
     bodies["stuck.bin"] = os.urandom(2 * PART + 5)
     route.put_many(bodies.items(), threads=4)
     run_cli("seed", env=route.env("seeder", "m3_seeder"))
-    proxy = FaultProxy(route.stack.s3.url, slow_seconds=1.0).start()
+    proxy = FaultProxy(route.stack.s3.url, slow_seconds=2.0).start()
     # UploadPartCopy is a PUT to `key?uploadId=...&partNumber=N`: slow for all, never answered for one.
     proxy.rules += [("stuck.bin?uploadId=", "hang", "PUT"), ("&partNumber=", "slow", "PUT")]
     settings = {"URL_ENDPOINT": proxy.url, "MULTIPART_THRESHOLD": "8MiB", "MULTIPART_CHUNKSIZE": "5MiB",
@@ -329,10 +384,13 @@ def test_sigterm_during_large_multipart_copies_leaves_every_upload_recorded(rout
     assert code == 0 and stopped_in < 25, (code, stopped_in, log[-3000:])
     events = [e["event"] for e in json_events(log)]
     assert "copy_abandoned" in events and "worker_stopped" in events
+    # Released with their uploads recorded, or finished if their last parts were already under way.
     rows = route.rows()
-    assert {r["state"] for r in rows} == {"pending"}, [(r["state"], r["last_error"]) for r in rows]
-    recorded = {r["upload_id"] for r in rows}
-    assert None not in recorded and len(recorded) == 4
+    released = [r for r in rows if r["state"] == "pending"]
+    assert {r["state"] for r in rows} <= {"pending", "done"}, [(r["state"], r["last_error"]) for r in rows]
+    assert all(r["upload_id"] for r in released) and all(r["upload_id"] is None for r in rows if r["state"] == "done")
+    assert any(r["old_key"].endswith(b"stuck.bin") for r in released) and len(released) >= 2
+    recorded = {r["upload_id"] for r in released}
     left = uploads_left(route)
     assert {u["UploadId"] for u in left} <= recorded, "an incomplete upload that no row records"
 
@@ -346,7 +404,7 @@ def test_sigterm_during_large_multipart_copies_leaves_every_upload_recorded(rout
     assert uploads_left(route) == []
     report("SIGTERM mid-multipart", {
         "large copies in flight": 4, "stuck in a request": 1, "stopped in (s)": round(stopped_in, 1),
-        "uploads recorded at exit": len(recorded), "uploads resumed": len(resumed),
+        "uploads recorded at exit": len(recorded), "resumed with parts already copied": len(resumed),
         "incomplete uploads left at the end": 0})
 
 

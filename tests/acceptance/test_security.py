@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import uuid
 from pathlib import Path
 

@@ -32,7 +32,7 @@ class Claim:
     worker: str
     start: float
     end: float
-    ended_by: str  # finished | killed | lease | exited
+    ended_by: str  # finished | killed | lease
 
 
 def timestamp(event: dict) -> float:
@@ -75,7 +75,7 @@ def claims_from_log(worker: str, events: Iterable[dict], killed_at: float | None
                 if row in held:
                     close(row, float(event["asked"]), "finished")
     for row in list(held):
-        close(row, math.inf, "exited")
+        close(row, math.inf, "lease")
     return found
 
 

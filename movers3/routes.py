@@ -38,7 +38,7 @@ def from_db(raw: bytes) -> str:
 def check_prefix(name: str, value: str) -> str:
     """Validate a folder prefix and return it without trailing slashes."""
     prefix = value.rstrip("/")
-    if not prefix:
+    if not prefix.strip():  # blanks alone are an unset variable (`OLD_PREFIX= ` in a compose file), not a folder
         raise ConfigError(f"{name}: must name a folder, e.g. 'images' (empty prefixes are refused)")
     if prefix.startswith("/"):
         raise ConfigError(f"{name}: must not start with '/'")

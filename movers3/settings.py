@@ -237,6 +237,7 @@ OPTIONS: tuple[Option, ...] = (
 OPTION_BY_ENV = {o.env: o for o in OPTIONS}
 
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
+_REGION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 _SIZE = re.compile(r"^\s*(\d+)\s*(|b|kib|mib|gib|tib|kb|mb|gb|tb)\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "kib": KIB, "mib": MIB, "gib": GIB, "tib": 1024 * GIB,
                "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
@@ -266,7 +267,7 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
             url=_endpoint_url(url_name, url),
             access_key=pick("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")[1] or None,
             secret_key=Secret(secret) if secret else None,
-            region=pick("REGION", "AWS_REGION")[1] or "us-east-1",
+            region=_region(*pick("REGION", "AWS_REGION")),
             addressing_style=style,
             timeout_seconds=timeout,
         )
@@ -368,16 +369,29 @@ def parse_mysql_url(value: str) -> MysqlUrl:
 
 
 def _endpoint_url(name: str, value: str) -> str:
-    parts = urlsplit(value)
+    # Checked first and never echoed: a password in the URL may hold '#', '/' or '@' and break its parsing.
+    if "@" in value:
+        raise ConfigError(f"{name}: must not carry credentials; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                          "(value not shown)")
+    try:
+        parts = urlsplit(value)
+        parts.hostname  # noqa: B018 (parses the host: a malformed [IPv6] literal raises here)
+    except ValueError:
+        raise ConfigError(f"{name}: is not a valid URL ({value!r})") from None
     try:
         parts.port
     except ValueError:
         raise ConfigError(f"{name}: has an invalid port ({value!r})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{name}: must be an http:// or https:// URL (got {value!r})")
-    if parts.username or parts.password:
-        raise ConfigError(f"{name}: must not carry credentials; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
     return value.rstrip("/")
+
+
+def _region(name: str, value: str) -> str:
+    # botocore refuses other names when the client is built, far from the setting that caused it.
+    if value and not _REGION.match(value):
+        raise ConfigError(f"{name}: {value!r} is not a valid region name (e.g. us-east-1)")
+    return value or "us-east-1"
 
 
 def _bucket(name: str, value: str) -> str:

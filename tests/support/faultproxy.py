@@ -6,13 +6,15 @@ delays the response, holds it past the client's read timeout, or forwards it and
 back (one byte of a body flipped, or one character of an ETag in an XML answer); the rest go through
 untouched (the Host header is kept, so SigV4 signatures still verify upstream). It counts what it
 injected, per kind, so that a test can report and assert on it. `rules` can also target requests by a
-substring of their path and, optionally, their method (e.g. every GET of one key)."""
+substring of their path and, optionally, their method (e.g. every GET of one key), and only rules can
+`hang` a request: hold it, unanswered, until `release()` or `stop()` (a request stuck past any drain)."""
 
 from __future__ import annotations
 
 import collections
 import http.client
 import random
+import re
 import socket
 import struct
 import threading
@@ -23,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 from tests.support.services import free_port
 
 KINDS = ("slowdown", "internal", "reset", "slow", "timeout", "corrupt", "error200")
+HANG_LIMIT_SECONDS = 600
 _ERROR_XML = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
               "<RequestId>faultproxy</RequestId></Error>")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
@@ -39,14 +42,15 @@ class FaultProxy:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port)
         self.rates = dict(rates or {})
-        # (substring of the unquoted path, kind[, method]): always injected
-        self.rules: list[tuple[str, ...]] = []
+        # (substring of the unquoted path, or a compiled regex searched in it; kind[, method]): always injected
+        self.rules: list[tuple] = []
         self.only_methods = only_methods
         self.slow_seconds = slow_seconds
         self.timeout_seconds = timeout_seconds
         self.injected: collections.Counter[str] = collections.Counter()
         self.forwarded = 0
         self._random = random.Random(seed)
+        self._released = threading.Event()
         self._lock = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -58,13 +62,24 @@ class FaultProxy:
         self._thread.start()
         return self
 
+    def hold(self) -> None:
+        """Hang requests again (after a `release`)."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let every hanging request go (their connections are closed unanswered)."""
+        self._released.set()
+
     def stop(self) -> None:
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
 
     def _choose(self, method: str, path: str) -> str | None:
+        target = unquote(path)
         for needle, kind, *only in self.rules:
-            if needle in unquote(path) and (not only or only[0] == method):
+            found = needle.search(target) if isinstance(needle, re.Pattern) else needle in target
+            if found and (not only or only[0] == method):
                 return kind
         if self.only_methods and method not in self.only_methods:
             return None
@@ -107,6 +122,10 @@ class FaultProxy:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.close_connection = True
                     self.connection.close()
+                    return
+                if kind == "hang":
+                    proxy._released.wait(HANG_LIMIT_SECONDS)
+                    self.close_connection = True
                     return
                 if kind == "timeout":
                     time.sleep(proxy.timeout_seconds)

@@ -36,6 +36,16 @@ S3_IDENTITIES = {
         f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}", f"Write:{NEW_BUCKET}", f"WriteAcp:{NEW_BUCKET}/*"]},
     # The seeder only lists the source.
     "seeder": {"secret": "seeder-secret-0123456789", "actions": [f"List:{OLD_BUCKET}"]},
+    # The worker role exactly as README's IAM policy states it: no DeleteObject, no read or list of the new
+    # bucket. SeaweedFS grants PutObjectAcl only through the WriteAcp action, not through a policy.
+    "worker-iam": {"secret": "worker-iam-secret-0123456789", "actions": [f"WriteAcp:{NEW_BUCKET}/*"], "policy": {
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{OLD_BUCKET}"},
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{OLD_BUCKET}/*"},
+            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectAcl"],
+             "Resource": f"arn:aws:s3:::{NEW_BUCKET}/*"}]}},
+    # May read the source but not write the destination: a worker misconfigured this way must stop.
+    "reader": {"secret": "reader-secret-0123456789", "actions": [f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}"]},
 }
 
 DB_ROLES = {
@@ -247,7 +257,10 @@ class SeaweedFS:
         (self.base / "data").mkdir(exist_ok=True)
         config = {"identities": [
             {"name": name, "credentials": [{"accessKey": name, "secretKey": spec["secret"]}],
-             "actions": spec["actions"]} for name, spec in S3_IDENTITIES.items()]}
+             "actions": spec["actions"], **({"policyNames": [f"{name}-policy"]} if "policy" in spec else {})}
+            for name, spec in S3_IDENTITIES.items()],
+            "policies": [{"name": f"{name}-policy", "content": json.dumps(spec["policy"])}
+                         for name, spec in S3_IDENTITIES.items() if "policy" in spec]}
         (self.base / "s3.json").write_text(json.dumps(config))
         weed = _binary("weed", str(Path(sys.executable).parent / "weed"))
         p = self.ports

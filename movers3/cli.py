@@ -48,11 +48,13 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     ledger = open_ledger(settings)
-    seeder = Seeder(ledger, s3.client(settings.source), settings)
+    client = s3.client(settings.source, pool_size=settings.seed_threads + 16)
+    seeder = Seeder(ledger, client, settings, manifest_uri=args.manifest, restart=args.restart)
     with signals.on_stop(seeder.stopped.set):
         stats = seeder.run()
-    print(f"seeded {settings.old_bucket}/{settings.old_prefix}/: {stats.listed:,} listed, "
-          f"{stats.added:,} added, {stats.skipped:,} skipped")
+    print(f"seeded {settings.old_bucket}/{settings.old_prefix}/ (round {stats.round}"
+          f"{', from ' + args.manifest if args.manifest else ''}): {stats.listed:,} listed, {stats.added:,} added, "
+          f"{stats.changed:,} changed, {stats.skipped:,} skipped by this process")
     return EXIT_FAILED_ROWS if stats.skipped else EXIT_OK
 
 
@@ -100,7 +102,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    status = status_dict(open_ledger(settings).counts())
+    status = status_dict(open_ledger(settings).counts(exact=args.exact))
     print(json.dumps(status) if args.json else render_status(status))
     return EXIT_OK
 
@@ -174,7 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 help=f"worker processes (default {DEFAULT_RUN_WORKERS})")
     parsers["run"].add_argument("--count", type=_positive, default=DEFAULT_SAMPLE_COUNT,
                                 help=f"samples to load when LOAD_FILES=true (default {DEFAULT_SAMPLE_COUNT})")
+    parsers["seed"].add_argument("--manifest", metavar="FILE_OR_S3_URI",
+                                 help="read an S3 Inventory manifest.json (CSV) or a CSV of bucket,key[,size,etag] "
+                                      "instead of listing the bucket")
+    parsers["seed"].add_argument("--restart", action="store_true",
+                                 help="abandon an unfinished seed round and start a new one")
     parsers["status"].add_argument("--json", action="store_true", help="one JSON object")
+    parsers["status"].add_argument("--exact", action="store_true",
+                                   help="count every row instead of reading the counters (slow on big ledgers)")
     parsers["report"].add_argument("--output", "-o", help="file to write (default: stdout)")
     parsers["load-samples"].add_argument("--count", type=_positive, default=DEFAULT_SAMPLE_COUNT,
                                          help=f"number of objects (default {DEFAULT_SAMPLE_COUNT})")

@@ -111,6 +111,8 @@ class Settings:
     stream_memory: int = 256 * 1024 * 1024
     website_redirects: str = "auto"
     copy_tags: bool = True
+    seed_threads: int = 4
+    repoint_sql_file: str | None = None
 
     @property
     def server_side(self) -> bool:
@@ -199,6 +201,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("WEBSITE_REDIRECTS", "auto", "carry x-amz-website-redirect-location: always (one HEAD per object), "
            "never, or auto (multipart, streamed and zero-byte objects)"),
     Option("COPY_TAGS", "true", "carry object tags (needs s3:GetObjectTagging/PutObjectTagging on AWS)"),
+    Option("SEED_THREADS", "4", "parts of the source a seed process lists at once (1-64); run more seed "
+           "processes anywhere to list more"),
+    Option("REPOINT_SQL_FILE", None, "a file holding one UPDATE of the application's table, run for each row "
+           "finished as done in the same transaction (README, \"Re-pointing\")"),
     Option("LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, else json)"),
     Option("LOG_LEVEL", "info", "debug, info, warning or error"),
 )
@@ -290,6 +296,8 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
         website_redirects=_choice("WEBSITE_REDIRECTS", text("WEBSITE_REDIRECTS").lower(),
                                   ("auto", "always", "never")),
         copy_tags=_bool("COPY_TAGS", text("COPY_TAGS")),
+        seed_threads=_int("SEED_THREADS", text("SEED_THREADS"), 1, 64),
+        repoint_sql_file=text("REPOINT_SQL_FILE") or None,
     )
 
 

@@ -40,15 +40,25 @@ S3_IDENTITIES = {
 
 DB_ROLES = {
     # name: (password, [grant statements with {db}])
-    "m3_init": ("init-pass-0123456789", ["GRANT CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE ON `{db}`.* TO {user}"]),
+    # init also creates the counting triggers (TRIGGER), which then run with its rights.
+    "m3_init": ("init-pass-0123456789", [
+        "GRANT CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE, TRIGGER ON `{db}`.* TO {user}"]),
     "m3_seeder": ("seeder-pass-0123456789", [
         "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
         "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_seeds` TO {user}",
+        "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_seed_parts` TO {user}",
+        "GRANT SELECT ON `{db}`.`movers3_counts` TO {user}",
         "GRANT SELECT ON `{db}`.`movers3_schema` TO {user}"]),
     "m3_worker": ("worker-pass-0123456789", [
         "GRANT SELECT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
         "GRANT SELECT, UPDATE ON `{db}`.`movers3_seeds` TO {user}",
+        "GRANT SELECT ON `{db}`.`movers3_seed_parts` TO {user}",
+        "GRANT SELECT ON `{db}`.`movers3_counts` TO {user}",
         "GRANT SELECT, UPDATE ON `{db}`.`movers3_schema` TO {user}"]),
+    # delete-source: reads verified rows and records each deletion on its row.
+    "m3_deleter": ("deleter-pass-0123456789", [
+        "GRANT SELECT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
+        "GRANT SELECT ON `{db}`.`movers3_schema` TO {user}"]),
 }
 
 

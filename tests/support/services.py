@@ -123,8 +123,9 @@ def _binary(name: str, *candidates: str) -> str:
 class MariaDB:
     """A private mariadbd under `base`, on its own port and socket."""
 
-    def __init__(self, base: Path, port: int | None = None) -> None:
+    def __init__(self, base: Path, port: int | None = None, options: list[str] | None = None) -> None:
         self.base = Path(base)
+        self.options = list(options or [])  # later ones win: the benchmark's bigger buffer pool
         self.datadir = self.base / "data"
         self.socket = self.base / "mysqld.sock"
         self.log = self.base / "mariadbd.log"
@@ -151,7 +152,8 @@ class MariaDB:
             self.proc = subprocess.Popen(
                 [server, "--no-defaults", *user, f"--datadir={self.datadir}", f"--socket={self.socket}",
                  f"--port={self.port}", "--bind-address=127.0.0.1", "--skip-log-bin", "--skip-name-resolve",
-                 "--innodb-buffer-pool-size=256M", "--max-connections=500", f"--pid-file={self.base}/mysqld.pid"],
+                 "--innodb-buffer-pool-size=256M", "--max-connections=500", f"--pid-file={self.base}/mysqld.pid",
+                 *self.options],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         _wait("mariadbd", self._ping, 60, self.proc, self.log)
         return self

@@ -13,12 +13,15 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from movers3 import __version__, logs, s3, signals
+from movers3 import __version__, logs, repoint, s3, signals
 from movers3.copier import ObjectCopier
+from movers3.cutover import SourceDeleter
 from movers3.db import Database
 from movers3.exceptions import (EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Interrupted,
-                                Movers3Error, StorageError)
+                                Movers3Error, SchemaError, StorageError)
 from movers3.ledger import Ledger
+from movers3.plan import Planner
+from movers3.plan import render as render_plan
 from movers3.report import render_status, status_dict, write_csv
 from movers3.runner import Runner, child_environment
 from movers3.samples import load_samples
@@ -60,6 +63,9 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     ledger = open_ledger(settings)
+    if settings.repoint_sql_file:
+        ledger.repoint = repoint.load(settings.repoint_sql_file)
+        repoint.check(ledger.db, ledger.repoint)
     s3.check_listable(s3.client(settings.source), settings.old_bucket, settings.old_prefix + "/",
                       tries=settings.max_attempts)
     stop = threading.Event()
@@ -118,6 +124,36 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
+    ledger: Ledger | None = Ledger(Database(settings.mysql))
+    try:
+        ledger.check_schema()
+    except SchemaError:
+        ledger = None  # nothing seeded yet: the plan still lists and counts
+    client = s3.client(settings.source, pool_size=settings.seed_threads + 16)
+    planner = Planner(ledger, client, settings)
+    with signals.on_stop(planner.stopped.set):
+        result = planner.run()
+    print(json.dumps(result.as_dict()) if args.json else render_plan(result))
+    return EXIT_FAILED_ROWS if result.blocking else EXIT_OK
+
+
+def cmd_delete_source(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = open_ledger(settings)
+    source = s3.client(settings.source, pool_size=SourceDeleter.threads + 4)
+    dest = source if settings.dest == settings.source else s3.client(settings.dest, pool_size=SourceDeleter.threads + 4)
+    deleter = SourceDeleter(ledger.db, source, dest, settings, max_deletes=args.max_deletes, dry_run=args.dry_run)
+    with signals.on_stop(deleter.stopped.set):
+        stats = deleter.run()
+    verb = "would delete" if args.dry_run else "deleted"
+    count = stats.would_delete if args.dry_run else stats.deleted
+    skipped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(stats.skipped.items())) or "none"
+    print(f"{verb} {count:,} source objects under {settings.old_bucket}/{settings.old_prefix}/; "
+          f"{stats.already_gone:,} already gone; skipped: {skipped}"
+          + (f"; stopped at --max-deletes {args.max_deletes:,}" if stats.guard_reached else ""))
+    return EXIT_FAILED_ROWS if stats.skipped else EXIT_OK
+
+
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     count = open_ledger(settings).retry_failed()
     print(f"{count:,} failed rows are pending again")
@@ -148,6 +184,9 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "status": (cmd_status, "counts and bytes per state, rate, ETA"),
     "report": (cmd_report, "the ledger as CSV: the old -> new route of every object"),
     "retry": (cmd_retry, "failed rows back to pending"),
+    "delete-source": (cmd_delete_source, "after verified copies: delete their source objects (its own role; "
+                                         "--max-deletes N)"),
+    "plan": (cmd_plan, "dry run: what a seed would add, bytes per storage class, restores and key problems"),
     "load-samples": (cmd_load_samples, "create the buckets if missing and put N sample objects"),
 }
 
@@ -181,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
                                       "instead of listing the bucket")
     parsers["seed"].add_argument("--restart", action="store_true",
                                  help="abandon an unfinished seed round and start a new one")
+    parsers["delete-source"].add_argument("--max-deletes", type=_count, required=True, metavar="N",
+                                          help="delete at most N source objects in this run (the guard)")
+    parsers["delete-source"].add_argument("--dry-run", action="store_true",
+                                          help="check every row and delete nothing")
+    parsers["plan"].add_argument("--json", action="store_true", help="one JSON object")
     parsers["status"].add_argument("--json", action="store_true", help="one JSON object")
     parsers["status"].add_argument("--exact", action="store_true",
                                    help="count every row instead of reading the counters (slow on big ledgers)")
@@ -197,6 +241,16 @@ def _positive(value: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number (got {value!r})") from None
     if not 1 <= number <= 100_000:
         raise argparse.ArgumentTypeError(f"must be from 1 to 100000 (got {number})")
+    return number
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {value!r})") from None
+    if not 1 <= number <= 10**10:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 10000000000 (got {number})")
     return number
 
 

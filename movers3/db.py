@@ -106,6 +106,10 @@ class Tx:
         """For schema.sql statements only: they take no parameters."""
         self._cursor.execute(sql)
 
+    def operator(self, sql: str, params: dict) -> int:
+        """The operator's own validated statement (REPOINT_SQL_FILE), its parameters bound."""
+        return self._cursor.execute(sql, params)
+
 
 class Database:
     def __init__(self, url: MysqlUrl, *, reconnect_seconds: float = RECONNECT_SECONDS) -> None:

@@ -18,6 +18,7 @@ import structlog
 from movers3 import routes
 from movers3.db import Database, Tx, schema_statements
 from movers3.exceptions import ConfigError, LeaseLost, PartLost, SchemaError
+from movers3.repoint import Repoint
 
 log = structlog.get_logger("movers3.ledger")
 
@@ -185,8 +186,9 @@ class Known:
 
 
 class Ledger:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, repoint: Repoint | None = None) -> None:
         self.db = db
+        self.repoint = repoint  # the application's UPDATE, run with each row finished as done
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -251,7 +253,22 @@ class Ledger:
         if not outcomes:
             return 0
         params = {"owner": owner, "outcomes": json.dumps([o.as_json() for o in outcomes])}
-        return self.db.transaction(lambda tx: tx.execute("rows_finish_if_owned", params))
+        done = tuple(o.id for o in outcomes if o.state == "done")
+        if self.repoint is None or not done:
+            return self.db.transaction(lambda tx: tx.execute("rows_finish_if_owned", params))
+        repoint = self.repoint
+
+        def work(tx: Tx) -> int:
+            # Lock the done rows this worker still owns: the finish below writes exactly those, and
+            # the application's records follow exactly those, in this one transaction.
+            owned = tx.all("rows_done_owned_lock", {"ids": done, "owner": owner})
+            written = tx.execute("rows_finish_if_owned", params)
+            for _, old_bucket, old_key, new_bucket, new_key in owned:
+                tx.operator(repoint.statement, repoint.params(old_bucket, routes.from_db(old_key), new_bucket,
+                                                              routes.from_db(new_key)))
+            return written
+
+        return self.db.transaction(work)
 
     def rescue_expired(self, max_attempts: int) -> tuple[int, int]:
         """Expired leases back to pending (or failed once attempts are spent); one page of each."""

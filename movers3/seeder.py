@@ -79,6 +79,7 @@ class Judgement:
     skipped: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)  # (object, reason)
     collisions: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)  # also skipped
     retargeted: int = 0  # in the ledger with another destination (NEW_PREFIX changed): left as it is
+    unchanged_states: dict[str, int] = dataclasses.field(default_factory=dict)  # ledger state -> count
 
 
 def judge(entries: Iterable[Listed], settings: Settings, lookup: Callable[[list[bytes], list[bytes]], Known]
@@ -113,6 +114,7 @@ def judge(entries: Iterable[Listed], settings: Settings, lookup: Callable[[list[
             result.changed.append((entry, new))
         else:
             result.unchanged.append((entry, new))
+            result.unchanged_states[row[3]] = result.unchanged_states.get(row[3], 0) + 1
     return result
 
 

@@ -324,3 +324,37 @@ WHERE id = %(id)s AND state = 'listing' AND owner = %(owner)s;
 SELECT COUNT(*), COALESCE(SUM(state = 'listing' AND lease_expires_at >= NOW(6)), 0)
 FROM movers3_seed_parts
 WHERE seed_id = %(seed_id)s AND round = %(round)s AND state <> 'finished';
+
+-- rows_deletable_page --
+-- `delete-source`: done rows of one source whose copy was verified and whose source is still there,
+-- in id order from a cursor (the `deletable` index reads no row whose source is already deleted).
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag
+FROM movers3_objects
+WHERE state = 'done' AND source_deleted_at IS NULL AND id > %(after)s
+  AND verified_by IS NOT NULL
+  AND old_bucket = %(bucket)s AND old_key >= %(folder)s AND old_key < %(folder_end)s
+ORDER BY id
+LIMIT %(limit)s;
+
+-- rows_source_deleted_if_unchanged --
+-- Record a source deletion (or a source found gone) on a row that is still the version copied.
+UPDATE movers3_objects
+SET source_deleted_at = NOW(6), source_version_id = %(version_id)s
+WHERE id = %(id)s AND state = 'done' AND source_etag = %(etag)s AND source_deleted_at IS NULL;
+
+-- repoint_prepare --
+-- Check the operator's re-pointing statement on the server at start-up (syntax, tables, columns and
+-- privileges), with ? for its parameters; nothing is executed.
+PREPARE movers3_repoint FROM %(statement)s;
+
+-- repoint_deallocate --
+-- Drop the statement prepared by repoint_prepare.
+DEALLOCATE PREPARE movers3_repoint;
+
+-- rows_done_owned_lock --
+-- Re-pointing: which of the rows about to be marked done this worker still owns (locked, so that
+-- the finish that follows writes exactly these).
+SELECT id, old_bucket, old_key, new_bucket, new_key
+FROM movers3_objects
+WHERE id IN %(ids)s AND state = 'in_progress' AND lease_owner = %(owner)s
+FOR UPDATE;

@@ -7,7 +7,7 @@ import pytest
 from movers3 import routes
 from movers3.db import Database
 from movers3.exceptions import LedgerError, SchemaError
-from movers3.ledger import SCHEMA_VERSION, Ledger, Outcome
+from movers3.ledger import SCHEMA_VERSION, Ledger, Outcome, PageWrite, PartSpec
 from movers3.settings import load, parse_mysql_url
 from tests.support.services import DATABASE
 
@@ -15,12 +15,15 @@ pytestmark = pytest.mark.integration
 
 
 def make_rows(seeder_ledger, route, count, start=0):
-    """The factory: `count` pending rows inserted the way the seeder inserts them."""
-    seed = seeder_ledger.seed_start(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix)
+    """The factory: `count` pending rows inserted the way the seeder inserts them (one page of one part)."""
+    seed = seeder_ledger.seed_round(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix, input=None)
+    seeder_ledger.seed_plan(seed, [PartSpec(prefix=route.old_prefix + "/")])
+    part = seeder_ledger.part_claim(seed, "factory", 60)
     rows = [(route.old_bucket, routes.to_db(route.old(f"{i:05d}")), route.new_bucket,
              routes.to_db(route.new(f"{i:05d}")), i, f"{i:032x}", "STANDARD") for i in range(start, start + count)]
-    seeder_ledger.seed_page(seed.id, rows, route.old(f"{start + count - 1:05d}"))
-    seeder_ledger.seed_finish(seed.id)
+    seeder_ledger.seed_page(part, "factory", 60, PageWrite(route.old_bucket, rows, [], [], route.old(f"{start + count - 1:05d}"),
+                                                           0, count, 0), seed)
+    seeder_ledger.part_finish(seed, part, "factory", route.old_bucket, route.old_prefix + "/")
 
 
 def admin_exec(route, sql, params=None):

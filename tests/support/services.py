@@ -36,6 +36,10 @@ S3_IDENTITIES = {
         f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}", f"Write:{NEW_BUCKET}", f"WriteAcp:{NEW_BUCKET}/*"]},
     # The seeder only lists the source.
     "seeder": {"secret": "seeder-secret-0123456789", "actions": [f"List:{OLD_BUCKET}"]},
+    # delete-source: HEAD both sides, delete on the old bucket (SeaweedFS's Write also allows PutObject;
+    # on AWS the role is s3:GetObject on both buckets and s3:DeleteObject(+Version) on the old one).
+    "deleter": {"secret": "deleter-secret-0123456789", "actions": [
+        f"Read:{OLD_BUCKET}", f"Write:{OLD_BUCKET}", f"Read:{NEW_BUCKET}"]},
 }
 
 DB_ROLES = {

@@ -25,6 +25,8 @@ import pymysql
 
 OLD_BUCKET = "legacy-s3"
 NEW_BUCKET = "production-s3"
+# Where S3 Inventory reports land; `seed --manifest s3://...` reads them (s3:GetObject).
+INVENTORY_BUCKET = "inventory-s3"
 DATABASE = "sketch"
 
 # The roles of README's permissions table, as the tests and the demo create them.
@@ -35,7 +37,7 @@ S3_IDENTITIES = {
     "worker": {"secret": "worker-secret-0123456789", "actions": [
         f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}", f"Write:{NEW_BUCKET}", f"WriteAcp:{NEW_BUCKET}/*"]},
     # The seeder only lists the source.
-    "seeder": {"secret": "seeder-secret-0123456789", "actions": [f"List:{OLD_BUCKET}"]},
+    "seeder": {"secret": "seeder-secret-0123456789", "actions": [f"List:{OLD_BUCKET}", f"Read:{INVENTORY_BUCKET}"]},
     # delete-source: HEAD both sides, delete on the old bucket (SeaweedFS's Write also allows PutObject;
     # on AWS the role is s3:GetObject on both buckets and s3:DeleteObject(+Version) on the old one).
     "deleter": {"secret": "deleter-secret-0123456789", "actions": [
@@ -235,7 +237,7 @@ class SeaweedFS:
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         _wait("SeaweedFS", self._healthy, 90, self.proc, self.log)
         admin = self.client("admin")
-        for bucket in (OLD_BUCKET, NEW_BUCKET):
+        for bucket in (OLD_BUCKET, NEW_BUCKET, INVENTORY_BUCKET):
             self._create_bucket(admin, bucket)
         return self
 

@@ -153,12 +153,19 @@ class MariaDB:
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if done.returncode != 0:
                 raise RuntimeError(f"mariadb-install-db failed ({done.returncode}):\n{done.stdout[-3000:]}")
+        # Its own temp folder: the finish's multi-table UPDATE writes temp tables there, and a shared
+        # /tmp may be swept by other processes while a statement still needs them.
+        tmp = self.base / "tmp"
+        tmp.mkdir(exist_ok=True)
+        if as_root:
+            shutil.chown(tmp, "mysql", "mysql")
         server = _binary("mariadbd", "/usr/sbin/mariadbd", "/usr/sbin/mysqld")
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [server, "--no-defaults", *user, f"--datadir={self.datadir}", f"--socket={self.socket}",
                  f"--port={self.port}", "--bind-address=127.0.0.1", "--skip-log-bin", "--skip-name-resolve",
                  "--innodb-buffer-pool-size=256M", "--max-connections=500", f"--pid-file={self.base}/mysqld.pid",
+                 f"--tmpdir={tmp}",
                  *self.options],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         _wait("mariadbd", self._ping, 60, self.proc, self.log)

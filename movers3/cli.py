@@ -91,7 +91,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     ledger = Ledger(Database(settings.mysql))
     ledger.create_schema()
-    client = s3.client(settings.source)
+    client = s3.client(settings.source, pool_size=settings.seed_threads + 16)
     if settings.load_files:
         load_samples(client, s3.client(settings.dest), settings, args.count)
     runner = Runner(ledger, Seeder(ledger, client, settings), workers=args.workers,

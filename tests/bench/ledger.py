@@ -38,6 +38,7 @@ CLAIMERS = int(os.environ.get("BENCH_CLAIMERS", "8"))
 THROUGHPUT_SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 INSERT_PAGES = int(os.environ.get("BENCH_INSERT_PAGES", "40"))
 BUFFER_POOL = os.environ.get("BENCH_BUFFER_POOL", "4G")
+LOG_FILE_SIZE = os.environ.get("BENCH_LOG_FILE_SIZE", "1G")
 FLUSH = os.environ.get("BENCH_FLUSH_AT_COMMIT", "1")  # 2: fsync once a second (what a commit costs without it)
 FILL_CHUNK = 500_000
 # The first rows are all pending (so that a small ledger has enough to claim); then one in ten.
@@ -52,7 +53,7 @@ def main() -> None:
     tmp.mkdir()
     if os.geteuid() == 0:
         shutil.chown(tmp, "mysql", "mysql")
-    db = MariaDB(base / "db", options=[f"--innodb-buffer-pool-size={BUFFER_POOL}", "--innodb-log-file-size=1G",
+    db = MariaDB(base / "db", options=[f"--innodb-buffer-pool-size={BUFFER_POOL}", f"--innodb-log-file-size={LOG_FILE_SIZE}",
                                        f"--innodb-flush-log-at-trx-commit={FLUSH}", f"--tmpdir={tmp}"])
     try:
         db.start()

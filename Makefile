@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: help venv system-deps demo test test-unit bench clean
+.PHONY: help venv system-deps demo test test-unit bench bench-ledger clean
 
 help:
 	@echo "make demo   - local MariaDB + local S3 (SeaweedFS) on loopback, sample objects, a real migration, status"
 	@echo "make test   - the test suite against a private MariaDB and SeaweedFS that it starts and stops"
 	@echo "make bench  - movers3 vs s5cmd, rclone and aws s3 cp on a private MariaDB and SeaweedFS (README, Benchmarks)"
+	@echo "make bench-ledger - the ledger benchmark at 10k, 1M and 10M rows (README, \"The ledger at scale\")"
 	@echo "make clean  - remove the venv and the demo's data"
 
 $(STAMP): setup.cfg
@@ -44,6 +45,11 @@ bench: $(BENCH_STAMP) system-deps
 
 test-unit: venv
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
+
+# The ledger at 10k, 1M and 10M rows (no S3): claim latency and throughput, insert rate, status.
+# BENCH_SIZES=10000,100000 for a quick run. Takes about half an hour and ~6 GB of /tmp at 10M rows.
+bench-ledger: venv system-deps
+	$(BIN)/python -m tests.bench.ledger
 
 clean:
 	rm -rf $(VENV) .demo *.egg-info

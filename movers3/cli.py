@@ -14,13 +14,16 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from movers3 import __version__, health, logs, s3, signals
+from movers3 import __version__, health, logs, repoint, s3, signals
 from movers3.copier import ObjectCopier
+from movers3.cutover import SourceDeleter
 from movers3.db import Database
 from movers3.exceptions import (EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Interrupted,
-                                Movers3Error, StorageError)
+                                Movers3Error, SchemaError, StorageError)
 from movers3.ledger import STATES, Ledger
 from movers3.observer import Observers
+from movers3.plan import Planner
+from movers3.plan import render as render_plan
 from movers3.report import REPORT_FORMATS, render_status, status_dict, write_report
 from movers3.runner import Runner, child_environment
 from movers3.samples import load_samples
@@ -53,6 +56,9 @@ EXAMPLES = {
     "report": ["movers3 report -o ledger.csv", "movers3 report --state failed --format jsonl | jq .error"],
     "retry": ["movers3 report --state failed && movers3 retry"],
     "verify": ["movers3 verify", "movers3 verify --sample 0 --full --mark-failed && movers3 retry"],
+    "plan": ["movers3 plan", "movers3 plan --json | jq .storage_classes"],
+    "delete-source": ["movers3 delete-source --max-deletes 1000 --dry-run",
+                      "movers3 delete-source --max-deletes 100000"],
     "load-samples": ["movers3 load-samples --count 500"],
     "healthcheck": ["movers3 healthcheck --health-file /tmp/movers3/health",
                     "HEALTH_FILE=/tmp/movers3/health HEALTH_MAX_AGE=30 movers3 healthcheck"],
@@ -73,16 +79,21 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     ledger = open_ledger(settings)
-    seeder = Seeder(ledger, s3.client(settings.source, parse_timestamps=False), settings)
+    client = s3.client(settings.source, pool_size=settings.seed_threads + 16, parse_timestamps=False)
+    seeder = Seeder(ledger, client, settings, manifest_uri=args.manifest, restart=args.restart)
     with signals.on_stop(seeder.stopped.set):
         stats = seeder.run()
-    print(f"seeded {settings.old_bucket}/{settings.old_prefix}/: {stats.listed:,} listed, "
-          f"{stats.added:,} added, {stats.skipped:,} skipped")
+    print(f"seeded {settings.old_bucket}/{settings.old_prefix}/ (round {stats.round}"
+          f"{', from ' + args.manifest if args.manifest else ''}): {stats.listed:,} listed, {stats.added:,} added, "
+          f"{stats.changed:,} changed, {stats.skipped:,} skipped by this process")
     return EXIT_FAILED_ROWS if stats.skipped else EXIT_OK
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     ledger = open_ledger(settings)
+    if settings.repoint_sql_file:
+        ledger.repoint = repoint.load(settings.repoint_sql_file)
+        repoint.check(ledger.db, ledger.repoint)
     stop = threading.Event()
     worker_id = args.worker_id or new_worker_id()
     journal = ledger.journal(worker_id)
@@ -123,7 +134,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     ledger = Ledger(Database(settings.mysql))
     ledger.create_schema()
-    client = s3.client(settings.source, parse_timestamps=False)
+    client = s3.client(settings.source, pool_size=settings.seed_threads + 16, parse_timestamps=False)
     if settings.load_files:
         load_samples(client, s3.client(settings.dest), settings, args.count)
     child_env = child_environment(os.environ, args.overrides)
@@ -155,7 +166,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     ledger = open_ledger(settings)
     if args.watch:
         return watch_status(ledger, settings, args)
-    status = status_dict(ledger.counts())
+    status = status_dict(ledger.counts(exact=args.exact))
     print(json.dumps(status) if args.json else render_status(status))
     return EXIT_OK
 
@@ -186,6 +197,36 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
             count = write_report(rows, out, args.format)
         print(f"wrote {count:,} rows to {args.output}", file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
+    ledger: Ledger | None = Ledger(Database(settings.mysql))
+    try:
+        ledger.check_schema()
+    except SchemaError:
+        ledger = None  # nothing seeded yet: the plan still lists and counts
+    client = s3.client(settings.source, pool_size=settings.seed_threads + 16)
+    planner = Planner(ledger, client, settings)
+    with signals.on_stop(planner.stopped.set):
+        result = planner.run()
+    print(json.dumps(result.as_dict()) if args.json else render_plan(result))
+    return EXIT_FAILED_ROWS if result.blocking else EXIT_OK
+
+
+def cmd_delete_source(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = open_ledger(settings)
+    source = s3.client(settings.source, pool_size=SourceDeleter.threads + 4)
+    dest = source if settings.dest == settings.source else s3.client(settings.dest, pool_size=SourceDeleter.threads + 4)
+    deleter = SourceDeleter(ledger.db, source, dest, settings, max_deletes=args.max_deletes, dry_run=args.dry_run)
+    with signals.on_stop(deleter.stopped.set):
+        stats = deleter.run()
+    verb = "would delete" if args.dry_run else "deleted"
+    count = stats.would_delete if args.dry_run else stats.deleted
+    skipped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(stats.skipped.items())) or "none"
+    print(f"{verb} {count:,} source objects under {settings.old_bucket}/{settings.old_prefix}/; "
+          f"{stats.already_gone:,} already gone; skipped: {skipped}"
+          + (f"; stopped at --max-deletes {args.max_deletes:,}" if stats.guard_reached else ""))
+    return EXIT_FAILED_ROWS if stats.skipped else EXIT_OK
 
 
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
@@ -252,6 +293,9 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
     "report": (cmd_report, "the ledger as CSV or JSON lines: the old -> new route of every object"),
     "retry": (cmd_retry, "failed rows back to pending"),
     "verify": (cmd_verify, "re-check done rows against both sides (needs read access to the destination)"),
+    "delete-source": (cmd_delete_source, "after verified copies: delete their source objects (its own role; "
+                                         "--max-deletes N)"),
+    "plan": (cmd_plan, "dry run: what a seed would add, bytes per storage class, restores and key problems"),
     "load-samples": (cmd_load_samples, "create the buckets if missing and put N sample objects"),
     "healthcheck": (cmd_healthcheck, "exit 0 if the local worker's loop is alive, 1 if it is stuck or gone"),
     "completion": (cmd_completion, "print a shell completion script (bash, zsh, tcsh)"),
@@ -285,9 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["worker"].add_argument("--exit-when-done", action="store_true",
                                    help="exit 0 once seeding has finished and nothing is left to claim")
     parsers["worker"].add_argument("--worker-id", help="lease owner name (default: host-pid-random)")
-    parsers["run"].add_argument("--workers", type=_positive, default=DEFAULT_RUN_WORKERS,
+    parsers["run"].add_argument("--workers", type=_whole(1, 100_000), default=DEFAULT_RUN_WORKERS,
                                 help=f"worker processes (default {DEFAULT_RUN_WORKERS})")
-    parsers["run"].add_argument("--count", type=_positive, default=DEFAULT_SAMPLE_COUNT,
+    parsers["run"].add_argument("--count", type=_whole(1, 100_000), default=DEFAULT_SAMPLE_COUNT,
                                 help=f"samples to load when LOAD_FILES=true (default {DEFAULT_SAMPLE_COUNT})")
     parsers["status"].add_argument("--json", action="store_true",
                                    help="one JSON object (with --watch: one per interval)")
@@ -295,8 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    help="redraw until the migration ends (the seed finished, nothing pending)")
     parsers["status"].add_argument("--interval", type=_interval, default=2.0, metavar="SECONDS",
                                    help="seconds between redraws with --watch (default 2)")
+    parsers["seed"].add_argument("--manifest", metavar="FILE_OR_S3_URI",
+                                 help="read an S3 Inventory manifest.json (CSV) or a CSV of bucket,key[,size,etag] "
+                                      "instead of listing the bucket")
+    parsers["seed"].add_argument("--restart", action="store_true",
+                                 help="abandon an unfinished seed round and start a new one")
+    parsers["delete-source"].add_argument("--max-deletes", type=_whole(1, 10**10), required=True,
+                                          metavar="N",
+                                          help="delete at most N source objects in this run (the guard)")
+    parsers["delete-source"].add_argument("--dry-run", action="store_true",
+                                          help="check every row and delete nothing")
+    parsers["plan"].add_argument("--json", action="store_true", help="one JSON object")
+    parsers["status"].add_argument("--exact", action="store_true",
+                                   help="count every row instead of reading the counters (slow on big ledgers)")
     parsers["report"].add_argument("--output", "-o", help="file to write (default: stdout)")
-    parsers["verify"].add_argument("--sample", type=_count, default=DEFAULT_VERIFY_SAMPLE,
+    parsers["verify"].add_argument("--sample", type=_whole(0, 10_000_000), default=DEFAULT_VERIFY_SAMPLE,
                                    help=f"done rows to check at random, 0 for all (default {DEFAULT_VERIFY_SAMPLE})")
     parsers["verify"].add_argument("--full", action="store_true", help="also compare the bytes (MD5 of both sides)")
     parsers["verify"].add_argument("--mark-failed", action="store_true",
@@ -305,19 +362,24 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["report"].add_argument("--format", choices=REPORT_FORMATS, default="csv",
                                    help="csv (spreadsheet-safe) or jsonl (one JSON object a line, exact values)")
     parsers["completion"].add_argument("shell", choices=("bash", "zsh", "tcsh"), help="the shell to complete for")
-    parsers["load-samples"].add_argument("--count", type=_positive, default=DEFAULT_SAMPLE_COUNT,
+    parsers["load-samples"].add_argument("--count", type=_whole(1, 100_000), default=DEFAULT_SAMPLE_COUNT,
                                          help=f"number of objects (default {DEFAULT_SAMPLE_COUNT})")
     return parser
 
 
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number (got {value!r})") from None
-    if not 0 <= number <= 10_000_000:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 10000000 (got {number})")
-    return number
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number (got {value!r})") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high} (got {number})")
+        return number
+
+    return parse
 
 
 def _add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, option) -> None:
@@ -332,16 +394,6 @@ def _interval(value: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number of seconds (got {value!r})") from None
     if not 0.1 <= number <= 86400:
         raise argparse.ArgumentTypeError(f"must be from 0.1 to 86400 seconds (got {value})")
-    return number
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number (got {value!r})") from None
-    if not 1 <= number <= 100_000:
-        raise argparse.ArgumentTypeError(f"must be from 1 to 100000 (got {number})")
     return number
 
 

@@ -59,8 +59,25 @@ def load_queries() -> dict[str, str]:
 
 
 def schema_statements() -> list[str]:
-    lines = [line for line in _load("schema.sql").splitlines() if not line.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """Statements of schema.sql. A statement ends with the delimiter at the end of a line; as in the
+    mysql client, `DELIMITER $$` switches it, so that trigger bodies may hold `;`."""
+    statements, current, delimiter = [], [], ";"
+    for line in _load("schema.sql").splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("--"):
+            continue
+        if stripped.upper().startswith("DELIMITER "):
+            delimiter = stripped.split(None, 1)[1]
+            continue
+        if stripped.endswith(delimiter):
+            current.append(line.rstrip()[: -len(delimiter)])
+            statements.append("\n".join(current).strip())
+            current = []
+        else:
+            current.append(line)
+    if "\n".join(current).strip():
+        statements.append("\n".join(current).strip())
+    return [s for s in statements if s]
 
 
 QUERIES = load_queries()
@@ -105,6 +122,10 @@ class Tx:
     def raw(self, sql: str) -> None:
         """For schema.sql statements only: they take no parameters."""
         self._cursor.execute(sql)
+
+    def operator(self, sql: str, params: dict) -> int:
+        """The operator's own validated statement (REPOINT_SQL_FILE), its parameters bound."""
+        return self._cursor.execute(sql, params)
 
 
 class Database:

@@ -81,6 +81,10 @@ class LeaseLost(CopyError):
         super().__init__(message, code="LeaseLost", retryable=False)
 
 
+class PartLost(LedgerError):
+    """Another seeder took over a seed part after this one stopped renewing its lease."""
+
+
 class Interrupted(Movers3Error):
     """Stopped on request before the work was finished."""
 

@@ -49,9 +49,19 @@ def render_status(status: dict) -> str:
     lines.append(f"rate (last minute): {status['objects_per_second_last_minute']} objects/s; "
                  f"ETA: {duration(eta) if eta is not None else '-'}")
     for seed in status["seeds"]:
-        lines.append(f"seed {seed['old_bucket']}/{seed['old_prefix']}/: {seed['state']}, "
-                     f"{seed['listed']:,} listed, {seed['added']:,} added")
+        lines.append(f"seed {seed['old_bucket']}/{seed['old_prefix']}/: {seed['state']}"
+                     f"{_seed_detail(seed)}, {seed['listed']:,} listed, {seed['added']:,} added"
+                     f"{_nonzero(seed, 'changed')}{_nonzero(seed, 'skipped')}{_nonzero(seed, 'vanished')}")
     return "\n".join(lines)
+
+
+def _seed_detail(seed: dict) -> str:
+    parts = f", {seed.get('parts_finished', 0)}/{seed['parts']} parts" if seed.get("parts") else ""
+    return f" (round {seed.get('round', 1)}{parts})"
+
+
+def _nonzero(seed: dict, name: str) -> str:
+    return f", {seed[name]:,} {name}" if seed.get(name) else ""
 
 
 def write_csv(rows: Iterable[dict], out: IO[str]) -> int:

@@ -1,75 +1,297 @@
-"""The seeder: list OLD_BUCKET/OLD_PREFIX/ page by page into the ledger.
+"""The seeder: enumerate OLD_BUCKET/OLD_PREFIX/ into the ledger, from a listing or a manifest.
 
-Each page's rows and the listing cursor (the last key) are committed in one transaction, so a seeder
-killed at any moment resumes after the last committed page and never adds a row twice (the ledger is
-unique on the old route). Workers may claim rows while it lists.
+A seed runs in rounds. A round is cut into parts (listing.py: folder levels, flat levels split into
+key ranges; manifest.py: one part per data file) that any number of seeder threads and processes
+claim with SKIP LOCKED. Each page's rows, the parts it discovered and the part's cursor commit in one
+transaction, so a seeder killed at any moment resumes its part after the last committed page (once
+its lease expires; a seeder stopped by a signal or an error hands its part back at once).
+
+A second round is a catch-up: keys not yet in the ledger are added, keys whose ETag or size changed
+go back to pending as their new version (whatever their state: a worker copying the old version
+loses its lease), and keys the round did not list are counted as vanished and left alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import secrets
+import socket
 import threading
+from collections.abc import Callable, Iterable
 
 import structlog
 from botocore.client import BaseClient
 
-from movers3 import retry, routes, s3
-from movers3.exceptions import CopyError, Interrupted, StorageError
-from movers3.ledger import Ledger
+from movers3 import listing, manifest, retry, routes, s3
+from movers3.db import Database
+from movers3.exceptions import CopyError, Interrupted
+from movers3.ledger import Known, Ledger, PageWrite, Part, PartSpec, SeedRound
 from movers3.settings import Settings
 
 log = structlog.get_logger("movers3.seeder")
 
-PAGE_SIZE = 1000
+PAGE_SIZE = listing.PAGE_SIZE
+IDLE_MIN_SECONDS = 0.2
+IDLE_MAX_SECONDS = 2.0
+# A page is flat enough to split its level when at least this share of it are files.
+FLAT_SHARE = 0.5
 
 
 @dataclasses.dataclass
 class SeedStats:
+    """What this process did (other seed processes may have done the rest of the round)."""
+
     pages: int = 0
     listed: int = 0
     added: int = 0
+    changed: int = 0
     skipped: int = 0
+    parts: int = 0
     resumed_after: str | None = None
+    round: int = 0
+    round_finished: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """One object as a listing or a manifest gives it."""
+
+    key: str
+    size: int
+    etag: str
+    storage_class: str | None = None
+    restore: dict | None = None
+
+    @classmethod
+    def from_listing(cls, obj: dict) -> Listed:
+        return cls(obj["Key"], int(obj.get("Size", 0)), s3.bare_etag(obj.get("ETag")), obj.get("StorageClass"),
+                   obj.get("RestoreStatus"))
+
+
+@dataclasses.dataclass
+class Judgement:
+    """A page compared with the ledger."""
+
+    new: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)
+    changed: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)
+    unchanged: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)
+    skipped: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)  # (object, reason)
+    collisions: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)  # also skipped
+    retargeted: int = 0  # in the ledger with another destination (NEW_PREFIX changed): left as it is
+    unchanged_states: dict[str, int] = dataclasses.field(default_factory=dict)  # ledger state -> count
+
+
+def judge(entries: Iterable[Listed], settings: Settings, lookup: Callable[[list[bytes], list[bytes]], Known]
+          ) -> Judgement:
+    """Sort a page into new, changed, unchanged and skipped keys. A key is skipped when it can't be
+    mapped (its new key would exceed 1024 bytes) or when its new key already belongs to another
+    source's row: two objects must never be copied onto one destination key."""
+    st = settings
+    result = Judgement()
+    mapped: list[tuple[Listed, str]] = []
+    for entry in entries:
+        try:
+            mapped.append((entry, routes.new_key(entry.key, st.old_prefix, st.new_prefix)))
+        except ValueError as exc:
+            result.skipped.append((entry, str(exc)))
+    known = lookup([routes.to_db(e.key) for e, _ in mapped], [routes.to_db(n) for _, n in mapped])
+    for entry, new in mapped:
+        old_db, new_db = routes.to_db(entry.key), routes.to_db(new)
+        owner = known.by_new_key.get(new_db)
+        if owner is not None and owner != (st.old_bucket, old_db):
+            reason = f"its new key already belongs to {owner[0]}/{routes.from_db(owner[1])}"
+            result.skipped.append((entry, reason))
+            result.collisions.append((entry, reason))
+            continue
+        row = known.by_old_key.get(old_db)
+        if row is None:
+            result.new.append((entry, new))
+            continue
+        if row[0] != new_db:
+            result.retargeted += 1
+        if row[1] != entry.size or row[2] != entry.etag:
+            result.changed.append((entry, new))
+        else:
+            result.unchanged.append((entry, new))
+            result.unchanged_states[row[3]] = result.unchanged_states.get(row[3], 0) + 1
+    return result
 
 
 class Seeder:
     def __init__(self, ledger: Ledger, client: BaseClient, settings: Settings,
-                 stop_event: threading.Event | None = None) -> None:
+                 stop_event: threading.Event | None = None, *, manifest_uri: str | None = None,
+                 restart: bool = False, threads: int | None = None) -> None:
         self.ledger = ledger
         self.client = client
         self.settings = settings
         self.stopped = stop_event or threading.Event()
+        self.manifest_uri = manifest_uri
+        self.restart = restart
+        self.threads = threads or settings.seed_threads
+        self.folder = routes.folder(settings.old_prefix)
+        self._stats = SeedStats()
+        self._lock = threading.Lock()
+        self._owner = _owner_id()
 
     def run(self) -> SeedStats:
         st = self.settings
-        cursor = self.ledger.seed_start(st.old_bucket, st.old_prefix, st.new_bucket, st.new_prefix)
-        stats = SeedStats(resumed_after=cursor.start_after)
-        log.info("seed_started", bucket=st.old_bucket, prefix=routes.folder(st.old_prefix),
-                 resumed_after=cursor.start_after)
-        params = {"Bucket": st.old_bucket, "Prefix": routes.folder(st.old_prefix), "MaxKeys": PAGE_SIZE}
-        if cursor.start_after is not None:
-            params["StartAfter"] = cursor.start_after
+        seed = self.ledger.seed_round(st.old_bucket, st.old_prefix, st.new_bucket, st.new_prefix,
+                                      input=self.manifest_uri, restart=self.restart)
+        self._stats.round = seed.round
+        log.info("seed_started", bucket=st.old_bucket, prefix=self.folder, round=seed.round,
+                 manifest=self.manifest_uri, threads=self.threads, joined=seed.planned)
+        if not seed.planned:
+            self.ledger.seed_plan(seed, self._plan())
+        errors: list[BaseException] = []
+        workers = [threading.Thread(target=self._thread, args=(seed, i, errors), name=f"seed-{i}", daemon=True)
+                   for i in range(self.threads)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        if errors:
+            raise errors[0]
+        if self.stopped.is_set():
+            raise Interrupted("seeding stopped; `movers3 seed` resumes where it stopped")
+        log.info("seed_finished", **dataclasses.asdict(self._stats))
+        return self._stats
+
+    def round_totals(self) -> dict:
+        st = self.settings
+        seed = self.ledger.seed_round(st.old_bucket, st.old_prefix, st.new_bucket, st.new_prefix,
+                                      input=self.manifest_uri)
+        return self.ledger.seed_progress(seed)
+
+    def _plan(self) -> list[PartSpec]:
+        if self.manifest_uri is not None:
+            return manifest.plan(self.manifest_uri, self.client, self.settings.old_bucket)
+        return [PartSpec(prefix=self.folder)]
+
+    # -- one thread ----------------------------------------------------------------------------
+
+    def _thread(self, seed: SeedRound, index: int, errors: list[BaseException]) -> None:
+        ledger = self.ledger if index == 0 else Ledger(Database(self.ledger.db.url,
+                                                                reconnect_seconds=self.ledger.db.reconnect_seconds))
+        owner = f"{self._owner}-{index}"
+        try:
+            self._work(ledger, seed, owner)
+        except BaseException as exc:  # handed to run(), which raises the first
+            self.stopped.set()
+            errors.append(exc)
+        finally:
+            if ledger is not self.ledger:
+                ledger.db.close()
+
+    def _work(self, ledger: Ledger, seed: SeedRound, owner: str) -> None:
+        idle = IDLE_MIN_SECONDS
+        while not self.stopped.is_set():
+            part = ledger.part_claim(seed, owner, self.settings.lease_seconds)
+            if part is None:
+                unfinished, _ = ledger.parts_unfinished(seed)
+                if not unfinished:
+                    return
+                # Other seeders hold the rest (or a dead one's lease has yet to expire).
+                self.stopped.wait(idle)
+                idle = min(idle * 2, IDLE_MAX_SECONDS)
+                continue
+            idle = IDLE_MIN_SECONDS
+            with self._lock:
+                self._stats.parts += 1
+                if part.cursor is not None and self._stats.resumed_after is None:
+                    self._stats.resumed_after = part.cursor
+            try:
+                if part.file is not None:
+                    self._read_file(ledger, seed, part, owner)
+                else:
+                    self._list_level(ledger, seed, part, owner)
+            except BaseException:
+                try:
+                    ledger.part_release(part, owner)
+                except Exception:  # the lease expires on its own
+                    log.warning("seed_part_not_released", part=part.id)
+                raise
+            if ledger.part_finish(seed, part, owner, self.settings.old_bucket, self.folder):
+                with self._lock:
+                    self._stats.round_finished = True
+                log.info("seed_round_finished", round=seed.round)
+
+    def _list_level(self, ledger: Ledger, seed: SeedRound, part: Part, owner: str) -> None:
+        level = listing.Level(part.prefix or self.folder, part.after, part.upto)
+        cursor = part.cursor
+        may_split = part.upto is None
         while True:
-            if self.stopped.is_set():
-                raise Interrupted("seeding stopped; `movers3 seed` resumes where it stopped")
-            page = self._list(params)
-            contents = page.get("Contents") or []
-            if contents:
-                rows = self._rows(contents, stats)
-                stats.added += self.ledger.seed_page(cursor.id, rows, contents[-1]["Key"])
-                stats.pages += 1
-                stats.listed += len(contents)
-                log.info("seed_page", page=stats.pages, listed=stats.listed, added=stats.added)
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not contents:
-                break
-            if not token or token == params.get("ContinuationToken"):
-                raise StorageError("ListObjectsV2: the server reported more keys but gave no new continuation token")
-            params = {**params, "ContinuationToken": token}
-            params.pop("StartAfter", None)
-        self.ledger.seed_finish(cursor.id)
-        log.info("seed_finished", **dataclasses.asdict(stats))
-        return stats
+            restart = False
+            for page in listing.pages(self._list, self.settings.old_bucket, level, cursor):
+                self._check_stop()
+                write = self._page(ledger, [Listed.from_listing(o) for o in page.files], cursor=page.cursor,
+                                   consumed=0, parts=[PartSpec(prefix=f) for f in page.folders])
+                if may_split and not page.end and page.cursor is not None and \
+                        len(page.files) >= FLAT_SHARE * (len(page.files) + len(page.folders)):
+                    may_split = False
+                    points = listing.split_points(self._list, self.settings.old_bucket, level, page.cursor)
+                    if points:
+                        bounds = points + [level.upto]
+                        write.narrow_to = points[0]
+                        write.parts += [PartSpec(prefix=level.prefix, after=a, upto=b)
+                                        for a, b in zip(points, bounds[1:])]
+                        level = dataclasses.replace(level, upto=points[0])
+                        restart = True
+                self._write(ledger, seed, part, owner, write)
+                cursor = page.cursor
+                if restart:
+                    log.info("seed_level_split", prefix=level.prefix, parts=len(points) + 1)
+                    break
+            if not restart:
+                return
+
+    def _read_file(self, ledger: Ledger, seed: SeedRound, part: Part, owner: str) -> None:
+        st = self.settings
+        def mine(entry: manifest.Entry) -> bool:
+            return entry.bucket == st.old_bucket and entry.key.startswith(self.folder)
+
+        for chunk in manifest.chunks(part.file, part.file_md5, self.client, skip=part.cursor_rows,
+                                     size=PAGE_SIZE, stop=self.stopped, keep=mine):
+            self._check_stop()
+            entries = [Listed(e.key, e.size, e.etag, e.storage_class) for e in chunk.entries]
+            write = self._page(ledger, _latest(entries), cursor=None, consumed=chunk.consumed, parts=[])
+            self._write(ledger, seed, part, owner, write)
+
+    # -- one page ------------------------------------------------------------------------------
+
+    def _page(self, ledger: Ledger, entries: list[Listed], *, cursor: str | None, consumed: int,
+              parts: list[PartSpec]) -> PageWrite:
+        st = self.settings
+        judgement = judge(entries, st, lambda old, new: ledger.known(st.old_bucket, old, st.new_bucket, new))
+        for entry, reason in judgement.skipped:
+            log.error("key_skipped", key=entry.key, reason=reason)
+        if judgement.retargeted:
+            log.warning("rows_keep_their_destination", count=judgement.retargeted,
+                        reason="these keys are in the ledger with another new key (NEW_PREFIX changed?)")
+        return PageWrite(
+            old_bucket=st.old_bucket,
+            new_rows=[(st.old_bucket, routes.to_db(e.key), st.new_bucket, routes.to_db(n), e.size, e.etag,
+                       e.storage_class) for e, n in judgement.new],
+            changes=[{"key": routes.to_db(e.key).hex(), "size": e.size, "etag": e.etag,
+                      "storage_class": e.storage_class} for e, _ in judgement.changed],
+            parts=parts, cursor=cursor, consumed=consumed, listed=len(entries), skipped=len(judgement.skipped))
+
+    def _write(self, ledger: Ledger, seed: SeedRound, part: Part, owner: str, write: PageWrite) -> None:
+        added = ledger.seed_page(part, owner, self.settings.lease_seconds, write, seed)
+        with self._lock:
+            stats = self._stats
+            stats.pages += 1
+            stats.listed += write.listed
+            stats.added += added
+            stats.changed += len(write.changes)
+            stats.skipped += write.skipped
+            pages, listed = stats.pages, stats.listed
+        log.info("seed_page", part=part.id, page=pages, listed=listed, added=added, changed=len(write.changes),
+                 parts_found=len(write.parts))
+
+    def _check_stop(self) -> None:
+        if self.stopped.is_set():
+            raise Interrupted("seeding stopped; `movers3 seed` resumes where it stopped")
 
     def _list(self, params: dict) -> dict:
         def attempt() -> dict:
@@ -84,17 +306,11 @@ class Seeder:
         except CopyError as exc:
             raise s3.storage_error(exc.__cause__ or exc, f"ListObjectsV2 on bucket {params['Bucket']!r}") from exc
 
-    def _rows(self, contents: list[dict], stats: SeedStats) -> list[tuple]:
-        st = self.settings
-        rows = []
-        for obj in contents:
-            key = obj["Key"]
-            try:
-                target = routes.new_key(key, st.old_prefix, st.new_prefix)
-            except ValueError as exc:
-                stats.skipped += 1
-                log.error("key_skipped", key=key, reason=str(exc))
-                continue
-            rows.append((st.old_bucket, routes.to_db(key), st.new_bucket, routes.to_db(target),
-                         int(obj.get("Size", 0)), s3.bare_etag(obj.get("ETag")), obj.get("StorageClass")))
-        return rows
+
+def _latest(entries: list[Listed]) -> list[Listed]:
+    """One entry per key (the last one given): a page must not insert a key twice."""
+    return list({e.key: e for e in entries}.values())
+
+
+def _owner_id() -> str:
+    return f"seed-{socket.gethostname()[:80]}-{os.getpid()}-{secrets.token_hex(3)}"

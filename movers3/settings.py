@@ -118,6 +118,8 @@ class Settings:
     stream_memory: int = 256 * 1024 * 1024
     website_redirects: str = "auto"
     copy_tags: bool = True
+    seed_threads: int = 4
+    repoint_sql_file: str | None = None
 
     # Operating a long-running worker (README, "On ECS" and "Watching a migration"); off unless set.
     metrics_port: int = 0
@@ -223,6 +225,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("COPY_TAGS", "true", "carry object tags (needs s3:GetObjectTagging/PutObjectTagging on AWS)", commands=COPYING),
     Option("COPY_ENGINE", DEFAULT_COPY_ENGINE, "client for single-part copies: boto3 or crt (awscrt)",
            commands=COPYING),
+    Option("SEED_THREADS", "4", "parts of the source a seed process lists at once (1-64); run more seed "
+           "processes anywhere to list more"),
+    Option("REPOINT_SQL_FILE", None, "a file holding one UPDATE of the application's table, run for each row "
+           "finished as done in the same transaction (README, \"Re-pointing\")"),
     Option("LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, else json)"),
     Option("LOG_LEVEL", "info", "debug, info, warning or error"),
     Option("METRICS_PORT", "0", "serve Prometheus metrics and /healthz on this port (0: off; needs movers3[metrics])",
@@ -328,6 +334,8 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
         health_file=text("HEALTH_FILE") or None,
         health_max_age=parse_health_max_age(text("HEALTH_MAX_AGE")),
         copy_engine=_copy_engine(text("COPY_ENGINE").lower()),
+        seed_threads=_int("SEED_THREADS", text("SEED_THREADS"), 1, 64),
+        repoint_sql_file=text("REPOINT_SQL_FILE") or None,
     )
 
 

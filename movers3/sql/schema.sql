@@ -1,4 +1,5 @@
--- The movers3 ledger, version 1. Every statement is idempotent: `movers3 init` runs them all.
+-- The movers3 ledger (version 3 at the end of this file). Every statement is idempotent: `movers3 init`
+-- runs them all, in order, on a new ledger or on one of an older version alike.
 -- Keys are VARBINARY so that they compare as the exact bytes S3 uses (case, trailing spaces and
 -- Unicode normalisation all count); buckets are ASCII with a binary collation for the same reason.
 
@@ -75,3 +76,94 @@ ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
 -- The value that proved the copy (e.g. md5:<hex>), beside how it was proved (verified_by).
 ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
     checksum VARCHAR(160) CHARACTER SET ascii COLLATE ascii_bin NULL AFTER verified_by;
+
+-- Version 3: a billion rows. Every statement below is idempotent like the ones above.
+-- The source version a copy came from, when known (delete-source deletes exactly that version).
+ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
+    source_version_id VARCHAR(1024) CHARACTER SET ascii COLLATE ascii_bin NULL AFTER storage_class;
+-- When `delete-source` removed (or found already gone) the source of a verified copy.
+ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
+    source_deleted_at DATETIME(6) NULL AFTER done_at;
+-- Serves the seeder's and `plan`'s check that no two sources map to one destination key.
+CREATE INDEX IF NOT EXISTS new_route ON movers3_objects (new_bucket, new_key);
+-- Serves `delete-source` (done rows whose source is still there) without reading deleted ones.
+CREATE INDEX IF NOT EXISTS deletable ON movers3_objects (state, source_deleted_at, id);
+
+-- A seed is done in rounds (a second seed is a catch-up round); each round lists its parts.
+ALTER TABLE movers3_seeds ADD COLUMN IF NOT EXISTS
+    round INT UNSIGNED NOT NULL DEFAULT 1 AFTER state;
+-- NULL: the round lists the bucket; else the manifest (S3 Inventory or CSV) it reads instead.
+ALTER TABLE movers3_seeds ADD COLUMN IF NOT EXISTS
+    input VARCHAR(2048) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL AFTER round;
+
+ALTER TABLE movers3_seeds ADD COLUMN IF NOT EXISTS
+    changed BIGINT UNSIGNED NOT NULL DEFAULT 0 AFTER added;
+-- Rows of this source the finished round did not list (their source vanished): left as they are.
+ALTER TABLE movers3_seeds ADD COLUMN IF NOT EXISTS
+    vanished BIGINT UNSIGNED NOT NULL DEFAULT 0 AFTER changed;
+
+-- Parts of a round, claimed with SKIP LOCKED by any number of seeder threads and processes. A level
+-- part lists one folder level (Delimiter '/'): its files whose keys are in (after_key, upto_key]
+-- ('' and NULL: unbounded) become rows, its sub-folders become parts of their own. A file part reads
+-- one manifest data file. Each page's rows commit with the part's cursor and lease.
+CREATE TABLE IF NOT EXISTS movers3_seed_parts (
+    id               INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    seed_id          INT UNSIGNED NOT NULL,
+    round            INT UNSIGNED NOT NULL,
+    -- what the part covers, unique in its round: a folder met twice is listed once
+    part_key         VARBINARY(2100) NOT NULL,
+    prefix           VARBINARY(1024) NULL,
+    after_key        VARBINARY(1024) NULL,
+    upto_key         VARBINARY(1024) NULL,
+    file             VARCHAR(2048) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+    file_md5         VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NULL,
+    state            ENUM('pending', 'listing', 'finished') NOT NULL DEFAULT 'pending',
+    owner            VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NULL,
+    lease_expires_at DATETIME(6) NULL,
+    -- where a part resumes: the last listing entry committed (level) or data rows consumed (file)
+    cursor_key       VARBINARY(1024) NULL,
+    cursor_rows      BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    pages            BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    listed           BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    added            BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    changed          BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    skipped          BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    updated_at       DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+    finished_at      DATETIME(6) NULL,
+    UNIQUE KEY part (seed_id, round, part_key),
+    KEY claimable (seed_id, round, state)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Rows and bytes per state, kept by the triggers below so that `status` never counts a billion
+-- rows. Each connection adds to its own slot (CONNECTION_ID() % 16), so concurrent claimers and
+-- seeders never wait on one counter row; `status` sums the slots. A slot may go negative.
+CREATE TABLE IF NOT EXISTS movers3_counts (
+    state    VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    slot     TINYINT UNSIGNED NOT NULL,
+    objects  BIGINT NOT NULL DEFAULT 0,
+    bytes    BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (state, slot)
+) ENGINE=InnoDB;
+
+-- Triggers run with their definer's rights (the account that ran `movers3 init`, which needs the
+-- TRIGGER privilege): seeders and workers write the counters without any grant on movers3_counts.
+DELIMITER $$
+CREATE OR REPLACE TRIGGER movers3_objects_count_insert AFTER INSERT ON movers3_objects FOR EACH ROW
+    INSERT INTO movers3_counts (state, slot, objects, bytes)
+    VALUES (NEW.state, CONNECTION_ID() % 16, 1, CAST(NEW.size AS SIGNED))
+    ON DUPLICATE KEY UPDATE objects = objects + 1, bytes = bytes + VALUES(bytes)
+$$
+CREATE OR REPLACE TRIGGER movers3_objects_count_update AFTER UPDATE ON movers3_objects FOR EACH ROW
+    IF NEW.state <> OLD.state OR NEW.size <> OLD.size THEN
+        INSERT INTO movers3_counts (state, slot, objects, bytes)
+        VALUES (OLD.state, CONNECTION_ID() % 16, -1, -CAST(OLD.size AS SIGNED)),
+               (NEW.state, CONNECTION_ID() % 16, 1, CAST(NEW.size AS SIGNED))
+        ON DUPLICATE KEY UPDATE objects = objects + VALUES(objects), bytes = bytes + VALUES(bytes);
+    END IF
+$$
+CREATE OR REPLACE TRIGGER movers3_objects_count_delete AFTER DELETE ON movers3_objects FOR EACH ROW
+    INSERT INTO movers3_counts (state, slot, objects, bytes)
+    VALUES (OLD.state, CONNECTION_ID() % 16, -1, -CAST(OLD.size AS SIGNED))
+    ON DUPLICATE KEY UPDATE objects = objects + VALUES(objects), bytes = bytes + VALUES(bytes)
+$$
+DELIMITER ;

@@ -132,7 +132,7 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
     worker_env = route.env("worker-iam", "m3_worker", **common, WORKER_THREADS="4", CLAIM_BATCH="8",
                            LEASE_SECONDS=str(LEASE_SECONDS), MULTIPART_THRESHOLD="8MiB", MULTIPART_CHUNKSIZE="5MiB",
                            PART_CONCURRENCY="2")
-    seeder_env = route.env("seeder", "m3_seeder", **common)
+    seeder_env = route.env("seeder", "m3_seeder", **common, LEASE_SECONDS=str(LEASE_SECONDS), SEED_THREADS="2")
     fleet = Fleet(tmp_path, worker_env, "--exit-when-done")
     figures: dict[str, object] = {"seed": seed}
     try:
@@ -140,11 +140,12 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
             for _ in range(3):
                 fleet.start()
 
-            # The seeder, killed while it waits for its second page: the first is committed, the rest not.
-            proxy.rules.append(("continuation-token", "hang", "GET"))
+            # The seeder, killed mid-listing: the listing of one folder never answers while the others
+            # are committed, part by part; a new seeder takes that part over once its lease expires.
+            proxy.rules.append((f"prefix={route.old_prefix}/7/", "hang", "GET"))
             seeder = start_cli("seed", env=seeder_env, log=tmp_path / "seed1.log")
-            wait_for(lambda: query(route, "SELECT pages FROM movers3_seeds") == [(1,)], timeout=120,
-                     what="the first page of the listing committed")
+            wait_for(lambda: query(route, "SELECT COUNT(*) FROM movers3_seed_parts WHERE state = 'finished'")[0][0]
+                     >= 3, timeout=120, what="parts of the listing committed")
             seeder.send_signal(signal.SIGKILL)
             seeder.wait(30)
             first_rows = query(route, "SELECT COUNT(*) FROM movers3_objects")[0][0]
@@ -160,7 +161,7 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
         fleet.stop_all()
         proxy.stop()
 
-    # The seeder resumed after its last committed page and made exactly one row per object.
+    # The seeder resumed the parts not committed and made exactly one row per object.
     reseed = (tmp_path / "seed2.log").read_text()
     listed, added = map(lambda s: int(s.replace(",", "")),
                         re.search(r"([\d,]+) listed, ([\d,]+) added", reseed).groups())

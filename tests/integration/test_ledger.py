@@ -7,7 +7,7 @@ import pytest
 from movers3 import routes
 from movers3.db import Database
 from movers3.exceptions import LedgerError, SchemaError
-from movers3.ledger import SCHEMA_VERSION, Ledger, Outcome
+from movers3.ledger import SCHEMA_VERSION, Ledger, Outcome, PageWrite, PartSpec
 from movers3.settings import load, parse_mysql_url
 from tests.support.services import DATABASE
 
@@ -15,12 +15,15 @@ pytestmark = pytest.mark.integration
 
 
 def make_rows(seeder_ledger, route, count, start=0):
-    """The factory: `count` pending rows inserted the way the seeder inserts them."""
-    seed = seeder_ledger.seed_start(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix)
+    """The factory: `count` pending rows inserted the way the seeder inserts them (one page of one part)."""
+    seed = seeder_ledger.seed_round(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix, input=None)
+    seeder_ledger.seed_plan(seed, [PartSpec(prefix=route.old_prefix + "/")])
+    part = seeder_ledger.part_claim(seed, "factory", 60)
     rows = [(route.old_bucket, routes.to_db(route.old(f"{i:05d}")), route.new_bucket,
              routes.to_db(route.new(f"{i:05d}")), i, f"{i:032x}", "STANDARD") for i in range(start, start + count)]
-    seeder_ledger.seed_page(seed.id, rows, route.old(f"{start + count - 1:05d}"))
-    seeder_ledger.seed_finish(seed.id)
+    seeder_ledger.seed_page(part, "factory", 60, PageWrite(route.old_bucket, rows, [], [], route.old(f"{start + count - 1:05d}"),
+                                                           0, count, 0), seed)
+    seeder_ledger.part_finish(seed, part, "factory", route.old_bucket, route.old_prefix + "/")
 
 
 def admin_exec(route, sql, params=None):
@@ -159,3 +162,73 @@ def test_init_is_idempotent(route):
     init = Ledger(Database(parse_mysql_url(route.stack.db.role_url("m3_init"))))
     assert init.create_schema() == init.create_schema() == SCHEMA_VERSION
     init.check_schema()
+
+
+def test_init_upgrades_a_version_2_ledger_in_place_with_its_rows_and_counts(route):
+    from pathlib import Path
+    database = "upgrade_" + route.old_prefix.split("/")[0]
+    with route.stack.db.admin() as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{database}`")
+        cur.execute(f"GRANT CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE, TRIGGER ON `{database}`.* TO 'm3_init'@'%'")
+    try:
+        v2 = Path(__file__).parents[1] / "support" / "schema_v2.sql"
+        statements = [s for s in "\n".join(l for l in v2.read_text().splitlines() if not l.startswith("--"))
+                      .split(";") if s.strip()]
+        with route.stack.db.admin(database) as conn, conn.cursor() as cur:
+            for s in statements:
+                cur.execute(s)
+            cur.execute("INSERT INTO movers3_schema (singleton, version) VALUES (1, 2)")
+            cur.executemany("INSERT INTO movers3_objects (old_bucket, old_key, new_bucket, new_key, size, source_etag, "
+                            "state) VALUES ('b', %s, 'n', %s, %s, 'e', %s)",
+                            [(f"k{i}".encode(), f"n{i}".encode(), i, ("done", "pending", "failed")[i % 3])
+                             for i in range(30)])
+            cur.execute("INSERT INTO movers3_seeds (old_bucket, old_prefix, new_bucket, new_prefix, state, listed) "
+                        "VALUES ('b', 'k', 'n', 'n', 'finished', 30)")
+        url = route.stack.db.url("m3_init", "init-pass-0123456789", database)
+        old = Ledger(Database(parse_mysql_url(url)))
+        with pytest.raises(SchemaError):
+            old.check_schema()
+        assert old.create_schema() == SCHEMA_VERSION == 3
+        old.check_schema()
+        counts = old.counts()
+        assert counts.rows == {"pending": 10, "in_progress": 0, "done": 10, "failed": 10}
+        assert counts.bytes == old.counts(exact=True).bytes
+        assert counts.seeds[0]["listed"] == 30 and counts.seeds[0]["round"] == 1
+        assert old.create_schema() == 3 and old.counts().rows == counts.rows  # idempotent, recount included
+    finally:
+        with route.stack.db.admin() as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE `{database}`")
+
+
+def test_status_counters_match_the_rows_through_claims_finishes_rescues_and_deletes(route, seeder_ledger):
+    make_rows(seeder_ledger, route, 500)
+    errors = []
+
+    def claimer(name):
+        try:
+            ledger = Ledger(Database(load(route.env("worker", "m3_worker")).mysql))
+            while batch := ledger.claim(name, 16, 60):
+                # Released once (back to pending, claimed again), else done or failed, sizes changing;
+                # one in five stays in progress.
+                states = ("done", "failed", "pending" if batch[0].attempts == 1 else "done", "done")
+                ledger.finish(name, [Outcome(r.id, states[r.id % 4], r.attempts, size=r.size + 1) for r in batch
+                                     if r.id % 5])
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    admin_exec(route, "UPDATE movers3_objects SET lease_expires_at = NOW() - INTERVAL 1 SECOND "
+                      "WHERE state = 'in_progress' AND id % 2 = 0")
+    ledger = Ledger(Database(load(route.env("worker", "m3_worker")).mysql))
+    ledger.rescue_expired(max_attempts=5)  # back to pending
+    admin_exec(route, "DELETE FROM movers3_objects WHERE id % 7 = 0")
+    truth = {s: (int(n), int(b)) for s, n, b in admin_exec(
+        route, "SELECT state, COUNT(*), SUM(size) FROM movers3_objects GROUP BY state")}
+    counts = ledger.counts()
+    assert {s: (counts.rows[s], counts.bytes[s]) for s in counts.rows if counts.rows[s]} == truth
+    assert len(truth) == 4

@@ -61,14 +61,13 @@ class Crash(Exception):
 
 def test_a_crashed_seed_resumes_after_the_last_committed_page(route, seeder_ledger, monkeypatch):
     route.put_many((f"{i:05d}", b"x") for i in range(2500))
-    settings, make = seeder_for(route)
-    seeder = make(seeder_ledger)
+    settings, _ = seeder_for(route)
+    seeder = Seeder(seeder_ledger, s3.client(settings.source), settings, threads=1)
     real = seeder.client.list_objects_v2
-    calls = []
 
     def dying_list(**params):
-        calls.append(params)
-        if len(calls) == 3:
+        # The first page request once two pages are committed dies (split probes ask for one key).
+        if params["MaxKeys"] > 1 and len(route.rows()) >= 2000:
             raise Crash()
         return real(**params)
 
@@ -76,8 +75,8 @@ def test_a_crashed_seed_resumes_after_the_last_committed_page(route, seeder_ledg
     with pytest.raises(Crash):
         seeder.run()
     assert len(route.rows()) == 2000
-    resumed = make(seeder_ledger).run()
-    assert resumed.resumed_after == route.old("01999")
-    assert resumed.listed == 500
+    # The dying seeder handed its part back at once: a restart needs no lease to expire.
+    resumed = Seeder(seeder_ledger, s3.client(settings.source), settings, threads=2).run()
+    assert resumed.listed == 500 and resumed.added == 500 and resumed.round_finished
     keys = [r["old_key"] for r in route.rows()]
     assert len(keys) == len(set(keys)) == 2500

@@ -25,6 +25,8 @@ import pymysql
 
 OLD_BUCKET = "legacy-s3"
 NEW_BUCKET = "production-s3"
+# Where S3 Inventory reports land; `seed --manifest s3://...` reads them (s3:GetObject).
+INVENTORY_BUCKET = "inventory-s3"
 DATABASE = "sketch"
 
 # The roles of README's permissions table, as the tests and the demo create them.
@@ -35,7 +37,7 @@ S3_IDENTITIES = {
     "worker": {"secret": "worker-secret-0123456789", "actions": [
         f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}", f"Write:{NEW_BUCKET}", f"WriteAcp:{NEW_BUCKET}/*"]},
     # The seeder only lists the source.
-    "seeder": {"secret": "seeder-secret-0123456789", "actions": [f"List:{OLD_BUCKET}"]},
+    "seeder": {"secret": "seeder-secret-0123456789", "actions": [f"List:{OLD_BUCKET}", f"Read:{INVENTORY_BUCKET}"]},
     # The worker role exactly as README's IAM policy states it: no DeleteObject, no read or list of the new
     # bucket. SeaweedFS grants PutObjectAcl only through the WriteAcp action, not through a policy.
     "worker-iam": {"secret": "worker-iam-secret-0123456789", "actions": [f"WriteAcp:{NEW_BUCKET}/*"], "policy": {
@@ -46,19 +48,33 @@ S3_IDENTITIES = {
              "Resource": f"arn:aws:s3:::{NEW_BUCKET}/*"}]}},
     # May read the source but not write the destination: a worker misconfigured this way must stop.
     "reader": {"secret": "reader-secret-0123456789", "actions": [f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}"]},
+    # delete-source: HEAD both sides, delete on the old bucket (SeaweedFS's Write also allows PutObject;
+    # on AWS the role is s3:GetObject on both buckets and s3:DeleteObject(+Version) on the old one).
+    "deleter": {"secret": "deleter-secret-0123456789", "actions": [
+        f"Read:{OLD_BUCKET}", f"Write:{OLD_BUCKET}", f"Read:{NEW_BUCKET}"]},
 }
 
 DB_ROLES = {
     # name: (password, [grant statements with {db}])
-    "m3_init": ("init-pass-0123456789", ["GRANT CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE ON `{db}`.* TO {user}"]),
+    # init also creates the counting triggers (TRIGGER), which then run with its rights.
+    "m3_init": ("init-pass-0123456789", [
+        "GRANT CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE, TRIGGER ON `{db}`.* TO {user}"]),
     "m3_seeder": ("seeder-pass-0123456789", [
         "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
         "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_seeds` TO {user}",
+        "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_seed_parts` TO {user}",
+        "GRANT SELECT ON `{db}`.`movers3_counts` TO {user}",
         "GRANT SELECT ON `{db}`.`movers3_schema` TO {user}"]),
     "m3_worker": ("worker-pass-0123456789", [
         "GRANT SELECT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
         "GRANT SELECT, UPDATE ON `{db}`.`movers3_seeds` TO {user}",
+        "GRANT SELECT ON `{db}`.`movers3_seed_parts` TO {user}",
+        "GRANT SELECT ON `{db}`.`movers3_counts` TO {user}",
         "GRANT SELECT, UPDATE ON `{db}`.`movers3_schema` TO {user}"]),
+    # delete-source: reads verified rows and records each deletion on its row.
+    "m3_deleter": ("deleter-pass-0123456789", [
+        "GRANT SELECT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
+        "GRANT SELECT ON `{db}`.`movers3_schema` TO {user}"]),
 }
 
 
@@ -123,8 +139,9 @@ def _binary(name: str, *candidates: str) -> str:
 class MariaDB:
     """A private mariadbd under `base`, on its own port and socket."""
 
-    def __init__(self, base: Path, port: int | None = None) -> None:
+    def __init__(self, base: Path, port: int | None = None, options: list[str] | None = None) -> None:
         self.base = Path(base)
+        self.options = list(options or [])  # later ones win: the benchmark's bigger buffer pool
         self.datadir = self.base / "data"
         self.socket = self.base / "mysqld.sock"
         self.log = self.base / "mariadbd.log"
@@ -146,12 +163,20 @@ class MariaDB:
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if done.returncode != 0:
                 raise RuntimeError(f"mariadb-install-db failed ({done.returncode}):\n{done.stdout[-3000:]}")
+        # Its own temp folder: the finish's multi-table UPDATE writes temp tables there, and a shared
+        # /tmp may be swept by other processes while a statement still needs them.
+        tmp = self.base / "tmp"
+        tmp.mkdir(exist_ok=True)
+        if as_root:
+            shutil.chown(tmp, "mysql", "mysql")
         server = _binary("mariadbd", "/usr/sbin/mariadbd", "/usr/sbin/mysqld")
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [server, "--no-defaults", *user, f"--datadir={self.datadir}", f"--socket={self.socket}",
                  f"--port={self.port}", "--bind-address=127.0.0.1", "--skip-log-bin", "--skip-name-resolve",
-                 "--innodb-buffer-pool-size=256M", "--max-connections=500", f"--pid-file={self.base}/mysqld.pid"],
+                 "--innodb-buffer-pool-size=256M", "--max-connections=500", f"--pid-file={self.base}/mysqld.pid",
+                 f"--tmpdir={tmp}",
+                 *self.options],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         _wait("mariadbd", self._ping, 60, self.proc, self.log)
         return self
@@ -274,7 +299,7 @@ class SeaweedFS:
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         _wait("SeaweedFS", self._healthy, 90, self.proc, self.log)
         admin = self.client("admin")
-        for bucket in (OLD_BUCKET, NEW_BUCKET):
+        for bucket in (OLD_BUCKET, NEW_BUCKET, INVENTORY_BUCKET):
             self._create_bucket(admin, bucket)
         return self
 

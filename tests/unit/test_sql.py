@@ -21,14 +21,19 @@ def test_queries_have_no_comments_or_semicolons_left():
     for name, sql in db.QUERIES.items():
         assert not sql.startswith("--"), name
         assert not sql.rstrip().endswith(";"), name
-        assert sql.split()[0] in {"SELECT", "UPDATE", "INSERT"}, name
+        assert sql.split()[0] in {"SELECT", "UPDATE", "INSERT", "PREPARE", "DEALLOCATE"}, name
 
 
 def test_schema_statements_are_idempotent():
     statements = db.schema_statements()
-    assert sum(s.startswith("CREATE TABLE IF NOT EXISTS") for s in statements) == 3
-    assert all(s.startswith(("CREATE TABLE IF NOT EXISTS", "ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS"))
-               for s in statements)
+    assert sum(s.startswith("CREATE TABLE IF NOT EXISTS") for s in statements) == 5
+    assert all(s.startswith(("CREATE TABLE IF NOT EXISTS", "ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS",
+                             "ALTER TABLE movers3_seeds ADD COLUMN IF NOT EXISTS", "CREATE INDEX IF NOT EXISTS",
+                             "CREATE OR REPLACE TRIGGER"))
+               for s in statements), [s[:60] for s in statements]
+    triggers = [s for s in statements if s.startswith("CREATE OR REPLACE TRIGGER")]
+    assert len(triggers) == 3 and all("DELIMITER" not in s and not s.endswith("$$") for s in triggers)
+    assert "END IF" in triggers[1] and triggers[1].count(";") == 1  # its body kept whole
 
 
 def test_no_sql_strings_in_python():

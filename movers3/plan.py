@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 import structlog
 from botocore.client import BaseClient
 
-from movers3 import listing, retry, routes, s3
+from movers3 import listing, routes, s3
 from movers3.db import Database
 from movers3.exceptions import CopyError, Interrupted
 from movers3.ledger import Known, Ledger
@@ -258,15 +258,8 @@ class Planner:
         with self._lock:
             self.result.requests += 1
 
-        def attempt() -> dict:
-            try:
-                return self.client.list_objects_v2(**params)
-            except Exception as exc:  # sorted by s3.classify; anything not botocore's is re-raised
-                raise s3.classify(exc, f"ListObjectsV2 on bucket {params['Bucket']!r}") from exc
-
         try:
-            return retry.call(attempt, tries=self.settings.max_attempts, stop=self.stopped,
-                              attempts=retry.Attempts())
+            return s3.list_page(self.client, params, tries=self.settings.max_attempts, stop=self.stopped)
         except CopyError as exc:
             if "OptionalObjectAttributes" in params and exc.code in UNSUPPORTED:
                 # An endpoint (or a role) without restore status: list without it and say so.

@@ -146,18 +146,22 @@ def storage_error(exc: BaseException, what: str) -> StorageError:
     return StorageError(str(error) + hints.get(error.code, ""))
 
 
+def list_page(client: BaseClient, params: dict, *, tries: int, stop: threading.Event) -> dict:
+    """One ListObjectsV2 request, retried like any copy; a CopyError once the attempts are spent (its
+    cause the last botocore error), for the caller to turn into a storage error or to work around."""
+    def attempt() -> dict:
+        try:
+            return client.list_objects_v2(**params)
+        except Exception as exc:  # sorted by classify; anything not botocore's is re-raised
+            raise classify(exc, f"ListObjectsV2 on bucket {params['Bucket']!r}") from exc
+
+    return retry.call(attempt, tries=tries, stop=stop, attempts=retry.Attempts())
+
+
 def check_listable(client: BaseClient, bucket: str, prefix: str, *, tries: int) -> None:
     """One cheap request every role may make (ListBucket on the source), retried like any other: it
     catches a wrong endpoint, wrong credentials and a missing bucket before any row is touched."""
-    what = f"cannot list the source bucket {bucket!r}"
-
-    def attempt() -> None:
-        try:
-            client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
-        except Exception as exc:  # sorted by classify; anything not botocore's is re-raised
-            raise classify(exc, what) from exc
-
     try:
-        retry.call(attempt, tries=tries, stop=threading.Event(), attempts=retry.Attempts())
+        list_page(client, {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1}, tries=tries, stop=threading.Event())
     except CopyError as exc:
-        raise storage_error(exc.__cause__ or exc, what) from exc
+        raise storage_error(exc.__cause__ or exc, f"cannot list the source bucket {bucket!r}") from exc

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 import structlog
 from botocore.client import BaseClient
 
-from movers3 import listing, manifest, retry, routes, s3
+from movers3 import listing, manifest, routes, s3
 from movers3.db import Database
 from movers3.exceptions import CopyError, Interrupted
 from movers3.ledger import Known, Ledger, PageWrite, Part, PartSpec, SeedRound
@@ -294,18 +294,10 @@ class Seeder:
             raise Interrupted("seeding stopped; `movers3 seed` resumes where it stopped")
 
     def _list(self, params: dict) -> dict:
-        def attempt() -> dict:
-            try:
-                return self.client.list_objects_v2(**params)
-            except Exception as exc:  # sorted by s3.classify; anything not botocore's is re-raised
-                raise s3.classify(exc, f"ListObjectsV2 on bucket {params['Bucket']!r}") from exc
-
         try:
-            return retry.call(attempt, tries=self.settings.max_attempts, stop=self.stopped,
-                              attempts=retry.Attempts())
+            return s3.list_page(self.client, params, tries=self.settings.max_attempts, stop=self.stopped)
         except CopyError as exc:
             raise s3.storage_error(exc.__cause__ or exc, f"ListObjectsV2 on bucket {params['Bucket']!r}") from exc
-
 
 def _latest(entries: list[Listed]) -> list[Listed]:
     """One entry per key (the last one given): a page must not insert a key twice."""

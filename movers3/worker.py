@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import secrets
 import socket
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import structlog
 
@@ -76,6 +77,8 @@ class Worker:
         self.fatal: CopyError | None = None
         self.log = log.bind(worker=worker_id)
         self._inflight: dict[int, tuple[Row, Future]] = {}
+        # Finished copies announce themselves here: the loop never scans the futures in flight.
+        self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._outcomes: list[Outcome] = []
         self._suspects: list[Outcome] = []  # AccessDenied failures held until a copy succeeds
         self._proven = False
@@ -150,15 +153,24 @@ class Worker:
         # the log (the chaos tests) bound when this worker held each row, at no extra query.
         self.log.debug("rows_claimed", ids=[r.id for r in rows], lease_until=round(asked + self.lease_seconds, 6))
         for row in rows:
-            self._inflight[row.id] = (row, pool.submit(self._copy_one, row))
+            future = pool.submit(self._copy_one, row)
+            self._inflight[row.id] = (row, future)
+            future.add_done_callback(lambda _, row_id=row.id: self._finished.put(row_id))
 
     def _collect(self, timeout: float) -> None:
-        finished, _ = wait([f for _, f in self._inflight.values()], timeout=timeout, return_when=FIRST_COMPLETED)
-        if not finished:
+        """Record the copies that finished: waits up to `timeout` for the first, takes the rest as they are."""
+        try:
+            row_id = self._finished.get(timeout=timeout)
+        except queue.Empty:
             return
-        for row_id in [i for i, (_, f) in self._inflight.items() if f in finished]:
-            _, future = self._inflight.pop(row_id)
-            self._record(future.result())
+        while True:
+            entry = self._inflight.pop(row_id, None)
+            if entry is not None:  # None: cancelled at shutdown, already recorded as released
+                self._record(entry[1].result())
+            try:
+                row_id = self._finished.get_nowait()
+            except queue.Empty:
+                return
 
     def _record(self, outcome: Outcome) -> None:
         if outcome.state == "done" and not self._proven:

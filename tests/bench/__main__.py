@@ -157,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         if small:
             trips = bench.ledger_round_trips(movers3("crt", args.workers, args.threads), small)
             out += ["", f"Ledger round trips ({small.label}, {args.workers} workers, general log on, untimed):",
-                    f"  claimed batches {trips['claims']}; statements {trips['worker_statements']} = "
-                    f"{trips['polls']} SELECT..SKIP LOCKED (claims tried) + {trips['claims']} claim UPDATE + "
-                    f"{trips['finishes']} finish UPDATE + {trips['commits']} COMMIT + {trips['other']} other "
-                    "(session setup, schema check, rescues, unfinished checks, seed)",
+                    f"  claimed batches {trips['claims']} ({trips['claims_with_finish']} carrying the previous "
+                    f"batch's outcomes); worker round trips {trips['worker_packets']} = {trips['polls']} "
+                    f"SELECT..SKIP LOCKED (claims tried) + {trips['claims']} claim UPDATE(+finish)+COMMIT + "
+                    f"{trips['finishes_alone']} finish UPDATE+COMMIT alone + {trips['commits_alone']} COMMIT alone "
+                    f"+ {trips['other']} other (session set-up, schema check, rescues, exit checks)",
                     f"  round trips per claimed batch: {trips['per_batch']:.2f} "
                     f"(rows per batch {trips['rows'] / max(1, trips['claims']):.1f}); "
                     f"Questions from all clients (init, seed, workers): {trips['questions_all_clients']}"]

@@ -1,2 +1,2 @@
 """`make bench`: movers3 against s5cmd, rclone and the AWS CLI on a private MariaDB and SeaweedFS on
-loopback (see README, "Benchmarks"). Run `python -m tests.bench --help`."""
+loopback (see docs/benchmarks.md). Run `python -m tests.bench --help`."""

@@ -1,7 +1,7 @@
 """`python -m tests.bench [--quick]`: start a private MariaDB and SeaweedFS on loopback, seed a fresh
 source per workload, run every contender `--runs` times per workload (the order rotated each round,
 the destination and the ledger cleared before every run), check every destination, and print the
-tables (README, "Benchmarks"). Everything it starts is stopped by PID at the end, also on Ctrl-C or
+tables (docs/benchmarks.md). Everything it starts is stopped by PID at the end, also on Ctrl-C or
 SIGTERM, and its temporary folder is removed."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tests.bench import harness, procs, profile, tools
 from tests.bench.harness import Result, median
 
 # What movers3 recommends for a 2-core machine where the S3 server and MariaDB share the cores
-# (README, "Benchmarks"): the 1/2/4/8 series peaked at one process; each more adds its start-up.
+# (docs/benchmarks.md): the 1/2/4/8 series peaked at one process; each more adds its start-up.
 RECOMMENDED_WORKERS = 1
 RECOMMENDED_THREADS = 32
 SCALING_WORKERS = (1, 2, 4, 8)

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"batch's outcomes); worker round trips {trips['worker_packets']} = {trips['polls']} "
                     f"SELECT..SKIP LOCKED (claims tried) + {trips['claims']} claim UPDATE(+finish)+COMMIT + "
                     f"{trips['finishes_alone']} finish UPDATE+COMMIT alone + {trips['commits_alone']} COMMIT alone "
-                    f"+ {trips['other']} other (session set-up, schema check, rescues, exit checks)",
+                    f"+ {trips['other']} other (session set-up, schema check, rescues, checks for work left)",
                     f"  round trips per claimed batch: {trips['per_batch']:.2f} "
                     f"(rows per batch {trips['rows'] / max(1, trips['claims']):.1f}); "
                     f"Questions from all clients (init, seed, workers): {trips['questions_all_clients']}"]

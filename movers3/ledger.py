@@ -28,6 +28,8 @@ COUNTER_SLOTS = 16  # movers3_counts rows per state; the triggers use CONNECTION
 STATES = ("pending", "in_progress", "done", "failed")
 RESCUE_PAGE = 1000
 MAX_ERROR_CHARS = 1000
+# `verify --sample N`: random points drawn per row wanted, at most, before it settles for fewer rows.
+SAMPLE_DRAWS_PER_ROW = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -377,9 +379,10 @@ class Ledger:
                 }
 
     def done_rows(self, sample: int, rng: random.Random) -> Iterator[DoneRow]:
-        """Done rows to re-check: `sample` drawn at random points of the id range (index seeks, not a
-        scan), or every one of them, streamed, when `sample` is 0."""
-        if sample == 0:
+        """Done rows to re-check: `sample` distinct rows found at random points of the id range (index
+        seeks, not a scan), or every one of them, streamed, when `sample` is 0 or at least the number
+        of done rows. Points that land on a row already drawn are drawn again, a bounded number of times."""
+        if sample == 0 or self.counts().rows["done"] <= sample:
             with self.db.stream("rows_done_all") as records:
                 yield from (DoneRow.from_record(r) for r in records)
             return
@@ -387,7 +390,9 @@ class Ledger:
         if low is None:
             return
         seen: set[int] = set()
-        for _ in range(sample):
+        for _ in range(SAMPLE_DRAWS_PER_ROW * sample):
+            if len(seen) == sample:
+                return
             found = self.db.transaction(lambda tx: tx.one("rows_done_from", {"id": rng.randint(low, high)}))
             if found is not None and found[0] not in seen:
                 seen.add(found[0])

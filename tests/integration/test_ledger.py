@@ -232,3 +232,15 @@ def test_status_counters_match_the_rows_through_claims_finishes_rescues_and_dele
     counts = ledger.counts()
     assert {s: (counts.rows[s], counts.bytes[s]) for s in counts.rows if counts.rows[s]} == truth
     assert len(truth) == 4
+
+
+def test_a_verify_sample_is_of_distinct_rows_and_every_row_when_there_are_no_more(route, seeder_ledger, ledger):
+    import random
+
+    make_rows(seeder_ledger, route, 40)
+    admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6)")
+    rng = random.Random(7)
+    some = [r.id for r in ledger.done_rows(10, rng)]
+    assert len(some) == len(set(some)) == 10
+    every = {r.id for r in ledger.done_rows(40, rng)}
+    assert every == {r.id for r in ledger.done_rows(0, rng)} and len(every) == 40

@@ -30,6 +30,8 @@ RESCUE_PAGE = 1000
 MAX_ERROR_CHARS = 1000
 # `verify --sample N`: random points drawn per row wanted, at most, before it settles for fewer rows.
 SAMPLE_DRAWS_PER_ROW = 4
+# `status` shows the throughput of the rows finished within this many seconds.
+RATE_WINDOW_SECONDS = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +130,21 @@ class Counts:
     done_last_minute: int
     bytes_last_minute: int
     seeds: list[dict]
+    # The seconds the last minute's rows span: up to now while rows remain, up to the last of them
+    # once none does; at least one second. A run younger than a minute is not averaged over 60 s.
+    window_seconds: float = float(RATE_WINDOW_SECONDS)
 
     @property
     def total(self) -> int:
         return sum(self.rows.values())
+
+    @property
+    def objects_per_second(self) -> float:
+        return self.done_last_minute / self.window_seconds
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.bytes_last_minute / self.window_seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,7 +361,7 @@ class Ledger:
             sizes = {state: 0 for state in STATES}
             for state, count, size in tx.all("rows_count_by_state") if exact else tx.all("counts_by_state"):
                 rows[state], sizes[state] = int(count), int(size)
-            done, done_bytes = tx.one("rows_done_since", {"seconds": 60})
+            done, done_bytes, to_now, to_last = tx.one("rows_done_since", {"seconds": RATE_WINDOW_SECONDS})
             seeds = [
                 {"old_bucket": b, "old_prefix": routes.from_db(p), "state": s, "round": int(rnd), "input": input_,
                  "pages": int(pages), "listed": int(listed), "added": int(added), "changed": int(changed),
@@ -357,7 +370,10 @@ class Ledger:
                 for (b, p, s, rnd, input_, pages, listed, added, changed, skipped, vanished, parts, finished_parts,
                      started, finished) in tx.all("seeds_all")
             ]
-            return Counts(rows, sizes, int(done), int(done_bytes), seeds)
+            remaining = rows["pending"] + rows["in_progress"]
+            span = (to_now if remaining else to_last) or 0
+            window = min(float(RATE_WINDOW_SECONDS), max(1.0, int(span) / 1e6))
+            return Counts(rows, sizes, int(done), int(done_bytes), seeds, window)
 
         return self.db.transaction(work)
 

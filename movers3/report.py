@@ -26,7 +26,7 @@ _ERROR_CODE = re.compile(r"^[^:]{1,80}: ([A-Za-z][\w .-]{0,40}): ")
 
 
 def status_dict(counts: Counts) -> dict:
-    rate = counts.done_last_minute / 60.0
+    rate = counts.objects_per_second
     remaining = counts.rows["pending"] + counts.rows["in_progress"]
     return {
         "total": counts.total,
@@ -34,7 +34,7 @@ def status_dict(counts: Counts) -> dict:
         "bytes": {state: counts.bytes[state] for state in STATES},
         "bytes_total": sum(counts.bytes.values()),
         "objects_per_second_last_minute": round(rate, 2),
-        "bytes_per_second_last_minute": round(counts.bytes_last_minute / 60.0, 1),
+        "bytes_per_second_last_minute": round(counts.bytes_per_second, 1),
         "eta_seconds": round(remaining / rate) if rate > 0 and remaining else None,
         "seeds": counts.seeds,
     }

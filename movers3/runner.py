@@ -106,7 +106,7 @@ class Runner:
                 else:
                     next_progress = time.monotonic() + PROGRESS_SECONDS
                     log.info("run_progress", total=counts.total, **counts.rows,
-                             objects_per_second=round(counts.done_last_minute / 60.0, 1))
+                             objects_per_second=round(counts.objects_per_second, 1))
             time.sleep(0.2)
 
 

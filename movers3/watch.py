@@ -136,7 +136,7 @@ class RunProgress:
 
     def update(self, counts: Counts) -> None:
         finished = counts.rows["done"] + counts.rows["failed"]
-        rate = f"{counts.done_last_minute / 60.0:,.1f} objects/s"
+        rate = f"{counts.objects_per_second:,.1f} objects/s"
         with self._lock:
             self.progress.update(self.task, total=max(counts.total, 1), completed=finished, rate=rate)
 

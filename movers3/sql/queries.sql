@@ -174,8 +174,10 @@ WHERE o.size <> j.size OR o.source_etag <> j.source_etag;
 SELECT state, COUNT(*), COALESCE(SUM(size), 0) FROM movers3_objects GROUP BY state;
 
 -- rows_done_since --
--- Rows and bytes finished in the last N seconds, for the rate and ETA in `status`.
-SELECT COUNT(*), COALESCE(SUM(size), 0)
+-- Rows and bytes finished in the last N seconds, for the rate and ETA in `status`, with the
+-- microseconds from the first of them to now and to the last of them (what the counts span).
+SELECT COUNT(*), COALESCE(SUM(size), 0),
+       TIMESTAMPDIFF(MICROSECOND, MIN(done_at), NOW(6)), TIMESTAMPDIFF(MICROSECOND, MIN(done_at), MAX(done_at))
 FROM movers3_objects
 WHERE done_at >= NOW(6) - INTERVAL %(seconds)s SECOND;
 

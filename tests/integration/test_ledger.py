@@ -244,3 +244,18 @@ def test_a_verify_sample_is_of_distinct_rows_and_every_row_when_there_are_no_mor
     assert len(some) == len(set(some)) == 10
     every = {r.id for r in ledger.done_rows(40, rng)}
     assert every == {r.id for r in ledger.done_rows(0, rng)} and len(every) == 40
+
+
+def test_the_rate_covers_the_time_its_rows_span_not_a_whole_minute(route, seeder_ledger, ledger):
+    make_rows(seeder_ledger, route, 30)
+    # 20 rows finished over the last 10 s, 10 still pending: 2 rows/s, not 20 / 60.
+    admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6) - INTERVAL MOD(id, 20) * 0.5 SECOND "
+                      "ORDER BY id LIMIT 20")
+    counts = ledger.counts(exact=True)
+    assert counts.done_last_minute == 20 and 9.0 <= counts.window_seconds <= 12.0
+    assert 1.6 <= counts.objects_per_second <= 2.3
+    # Once nothing remains, the rate is that of the work itself: from the first to the last row done.
+    admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6) - INTERVAL 30 SECOND "
+                      "WHERE state = 'pending'")
+    counts = ledger.counts(exact=True)
+    assert counts.done_last_minute == 30 and 29.0 <= counts.window_seconds <= 32.0

@@ -357,10 +357,7 @@ class Ledger:
         size), or with `exact` by counting every row (seconds on millions of rows)."""
 
         def work(tx: Tx) -> Counts:
-            rows = {state: 0 for state in STATES}
-            sizes = {state: 0 for state in STATES}
-            for state, count, size in tx.all("rows_count_by_state") if exact else tx.all("counts_by_state"):
-                rows[state], sizes[state] = int(count), int(size)
+            rows, sizes = _per_state(tx, exact=exact)
             done, done_bytes, to_now, to_last = tx.one("rows_done_since", {"seconds": RATE_WINDOW_SECONDS})
             seeds = [
                 {"old_bucket": b, "old_prefix": routes.from_db(p), "state": s, "round": int(rnd), "input": input_,
@@ -398,7 +395,7 @@ class Ledger:
         """Done rows to re-check: `sample` distinct rows found at random points of the id range (index
         seeks, not a scan), or every one of them, streamed, when `sample` is 0 or at least the number
         of done rows. Points that land on a row already drawn are drawn again, a bounded number of times."""
-        if sample == 0 or self.counts().rows["done"] <= sample:
+        if sample == 0 or self.db.transaction(lambda tx: _per_state(tx, exact=False))[0]["done"] <= sample:
             with self.db.stream("rows_done_all") as records:
                 yield from (DoneRow.from_record(r) for r in records)
             return
@@ -617,6 +614,14 @@ def _db_or_none(value: str | None) -> bytes | None:
 def _str_or_none(value: bytes | None) -> str | None:
     return routes.from_db(value) if value is not None else None
 
+
+def _per_state(tx: Tx, *, exact: bool) -> tuple[dict[str, int], dict[str, int]]:
+    """Rows and bytes per state: from the trigger-kept counters, or with `exact` by counting every row."""
+    rows = {state: 0 for state in STATES}
+    sizes = {state: 0 for state in STATES}
+    for state, count, size in tx.all("rows_count_by_state") if exact else tx.all("counts_by_state"):
+        rows[state], sizes[state] = int(count), int(size)
+    return rows, sizes
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(sep=" ") if value is not None else None

@@ -299,6 +299,7 @@ class Seeder:
         except CopyError as exc:
             raise s3.storage_error(exc.__cause__ or exc, f"ListObjectsV2 on bucket {params['Bucket']!r}") from exc
 
+
 def _latest(entries: list[Listed]) -> list[Listed]:
     """One entry per key (the last one given): a page must not insert a key twice."""
     return list({e.key: e for e in entries}.values())

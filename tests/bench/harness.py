@@ -337,17 +337,18 @@ class Bench:
             logged = [(thread, text) for thread, text in cur.fetchall()
                       if not text.lstrip().startswith("INSERT INTO movers3_counts")]  # trigger bodies
             cur.execute("TRUNCATE TABLE mysql.general_log")
-        workers = {thread for thread, text in logged if "attempts = attempts + 1" in text}
+        claim = "attempts = attempts + 1"  # only the claim's UPDATE says this
+        workers = {thread for thread, text in logged if claim in text}
         packets = [text for thread, text in logged if thread in workers]
         (self.base / "general-log.txt").write_text("\n----\n".join(packets), encoding="utf-8")
-        claims = sum(1 for s in packets if "attempts = attempts + 1" in s)
+        claims = sum(1 for s in packets if claim in s)
         counts = {
             "rows": workload.count,
             "polls": sum(1 for s in packets if "SKIP LOCKED" in s),
             "claims": claims,
-            "claims_with_finish": sum(1 for s in packets if "attempts = attempts + 1" in s and "JSON_TABLE" in s),
+            "claims_with_finish": sum(1 for s in packets if claim in s and "JSON_TABLE" in s),
             "worker_packets": len(packets),
-            "finishes_alone": sum(1 for s in packets if "JSON_TABLE" in s and "attempts = attempts + 1" not in s),
+            "finishes_alone": sum(1 for s in packets if "JSON_TABLE" in s and claim not in s),
             "commits_alone": sum(1 for s in packets if s.strip().upper() == "COMMIT"),
             "questions_all_clients": result.db_questions,
         }

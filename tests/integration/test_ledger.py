@@ -1,5 +1,6 @@
 """The ledger against a real MariaDB, with the production worker's account (SELECT and UPDATE only)."""
 
+import random
 import threading
 
 import pytest
@@ -235,8 +236,6 @@ def test_status_counters_match_the_rows_through_claims_finishes_rescues_and_dele
 
 
 def test_a_verify_sample_is_of_distinct_rows_and_every_row_when_there_are_no_more(route, seeder_ledger, ledger):
-    import random
-
     make_rows(seeder_ledger, route, 40)
     admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6)")
     rng = random.Random(7)

@@ -14,25 +14,33 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from movers3 import __version__, health, logs, repoint, s3, signals
-from movers3.copier import ObjectCopier
-from movers3.cutover import SourceDeleter
-from movers3.db import Database
+from movers3 import __version__, logs, signals
+from movers3.delete_source import SourceDeleter
 from movers3.exceptions import (EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Interrupted,
                                 Movers3Error, SchemaError, StorageError)
-from movers3.ledger import STATES, Ledger
-from movers3.observer import Observers
-from movers3.plan import Planner
-from movers3.plan import render as render_plan
-from movers3.report import REPORT_FORMATS, render_status, status_dict, write_report
+from movers3.ledger import repoint, schema
+from movers3.ledger.db import Database
+from movers3.ledger.reads import Reads
+from movers3.ledger.schema import STATES
+from movers3.ledger.seeds import Seeds
+from movers3.ledger.uploads import UploadJournal
+from movers3.ledger.work import WorkQueue
+from movers3.report import REPORT_FORMATS, write_report
 from movers3.runner import Runner, child_environment
 from movers3.samples import load_samples
-from movers3.seeder import Seeder
-from movers3.verify import Verifier
+from movers3.seed.planner import Planner
+from movers3.seed.planner import render as render_plan
+from movers3.seed.seeder import Seeder
 from movers3.settings import OPTIONS, Settings, load, parse_mysql_url
-from movers3.worker import Worker, new_worker_id
+from movers3.status import render_status, status_dict
+from movers3.transfer import s3
+from movers3.transfer.copier import ObjectCopier
+from movers3.verify import Verifier
+from movers3.worker import health
+from movers3.worker.loop import Worker, WorkerConfig, new_worker_id
+from movers3.worker.observer import Observers
 
-log = structlog.get_logger("movers3.cli")
+log = structlog.get_logger(__name__)
 
 DEFAULT_SAMPLE_COUNT = 100
 DEFAULT_RUN_WORKERS = 4
@@ -72,15 +80,15 @@ LOGS_ON_STDOUT = frozenset({"worker"})
 # -- commands -------------------------------------------------------------------------------
 
 def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
-    version = Ledger(Database(settings.mysql)).create_schema()
+    version = schema.create(Database(settings.mysql))
     print(f"ledger schema is at version {version} in database {settings.mysql.database!r}")
     return EXIT_OK
 
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = open_ledger(settings)
+    seeds = Seeds(open_ledger(settings))
     client = s3.client(settings.source, pool_size=settings.seed_threads + 16, parse_timestamps=False)
-    seeder = Seeder(ledger, client, settings, manifest_uri=args.manifest, restart=args.restart)
+    seeder = Seeder(seeds, client, settings, manifest_uri=args.manifest, restart=args.restart)
     with signals.on_stop(seeder.stopped.set):
         stats = seeder.run()
     print(f"seeded {settings.old_bucket}/{settings.old_prefix}/ (round {stats.round}"
@@ -90,30 +98,30 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = open_ledger(settings)
+    db = open_ledger(settings)
+    work = WorkQueue(db)
     if settings.repoint_sql_file:
-        ledger.repoint = repoint.load(settings.repoint_sql_file)
-        repoint.check(ledger.db, ledger.repoint)
+        work.repoint = repoint.load(settings.repoint_sql_file)
+        repoint.check(db, work.repoint)
     stop = threading.Event()
     worker_id = args.worker_id or new_worker_id()
-    journal = ledger.journal(worker_id)
+    journal = UploadJournal.open(db, worker_id)
     copier = ObjectCopier.from_settings(settings, journal, stop)
     s3.check_listable(copier.source, settings.old_bucket, settings.old_prefix + "/", tries=settings.max_attempts)
     heartbeat = health.Heartbeat(settings.health_file)
     observers = [heartbeat]
     server = None
     if settings.metrics_port:
-        from movers3.metrics import Metrics, MetricsServer  # prometheus-client is an optional extra
+        from movers3.worker.metrics import Metrics, MetricsServer  # prometheus-client is an optional extra
         metrics = Metrics()
         metrics.watch_heartbeat(heartbeat)
         server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port, heartbeat,
                                max_age=settings.health_max_age).start()
         observers.append(metrics)
         log.info("metrics_serving", address="%s:%d" % server.address)
-    worker = Worker(ledger, copier, worker_id=worker_id, threads=settings.worker_threads,
-                    lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
-                    claim_batch=settings.claim_batch, exit_when_done=args.exit_when_done, stop_event=stop,
-                    journal=journal, observer=Observers(*observers))
+    config = WorkerConfig.from_settings(settings, exit_when_done=args.exit_when_done)
+    worker = Worker(work, copier, config, worker_id=worker_id, stop_event=stop, journal=journal,
+                    observer=Observers(*observers))
     try:
         with signals.on_stop(worker.stop):
             stats = worker.run()
@@ -132,14 +140,15 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = Ledger(Database(settings.mysql))
-    ledger.create_schema()
+    db = Database(settings.mysql)
+    schema.create(db)
+    seeds, reads = Seeds(db), Reads(db)
     client = s3.client(settings.source, pool_size=settings.seed_threads + 16, parse_timestamps=False)
     if settings.load_files:
         load_samples(client, s3.client(settings.dest), settings, args.count)
     child_env = child_environment(os.environ, args.overrides)
     if not sys.stderr.isatty():
-        runner = Runner(ledger, Seeder(ledger, client, settings), workers=args.workers, child_env=child_env)
+        runner = Runner(reads, Seeder(seeds, client, settings), workers=args.workers, child_env=child_env)
         with signals.on_stop(runner.stop):
             codes = runner.run()
     else:
@@ -149,11 +158,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         if settings.log_format == "auto":
             child_env["LOG_FORMAT"] = "console"  # the workers write to a pipe read by this process
         with RunProgress(Console(stderr=True)) as progress:
-            runner = Runner(ledger, Seeder(ledger, client, settings), workers=args.workers, child_env=child_env,
+            runner = Runner(reads, Seeder(seeds, client, settings), workers=args.workers, child_env=child_env,
                             progress=progress)
             with signals.on_stop(runner.stop):
                 codes = runner.run()
-    status = status_dict(ledger.counts())
+    status = status_dict(reads.counts())
     print(render_status(status))
     if runner.stopped.is_set():
         return EXIT_INTERRUPTED
@@ -163,15 +172,15 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = open_ledger(settings)
+    db = open_ledger(settings)
     if args.watch:
-        return watch_status(ledger, settings, args)
-    status = status_dict(ledger.counts(exact=args.exact))
+        return watch_status(db, settings, args)
+    status = status_dict(Reads(db).counts(exact=args.exact))
     print(json.dumps(status) if args.json else render_status(status))
     return EXIT_OK
 
 
-def watch_status(ledger: Ledger, settings: Settings, args: argparse.Namespace) -> int:
+def watch_status(db: Database, settings: Settings, args: argparse.Namespace) -> int:
     from movers3.watch import Watcher  # rich is only needed here and in `run`
 
     stop = threading.Event()
@@ -179,7 +188,7 @@ def watch_status(ledger: Ledger, settings: Settings, args: argparse.Namespace) -
     def emit(status: dict) -> None:
         print(json.dumps(status), flush=True)
 
-    watcher = Watcher(ledger, source=f"{settings.old_bucket}/{settings.old_prefix}/",
+    watcher = Watcher(db, source=f"{settings.old_bucket}/{settings.old_prefix}/",
                       dest=f"{settings.new_bucket}/{settings.new_prefix}/", interval=args.interval, stop=stop,
                       on_status=emit if args.json else None)
     with signals.on_stop(stop.set):
@@ -188,8 +197,7 @@ def watch_status(ledger: Ledger, settings: Settings, args: argparse.Namespace) -
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = open_ledger(settings)
-    rows = ledger.report(state=args.state)
+    rows = Reads(open_ledger(settings)).report(state=args.state)
     if args.output in (None, "-"):
         count = write_report(rows, sys.stdout, args.format)
     else:
@@ -200,13 +208,14 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
-    ledger: Ledger | None = Ledger(Database(settings.mysql))
+    db = Database(settings.mysql)
+    seeds: Seeds | None = Seeds(db)
     try:
-        ledger.check_schema()
+        schema.check(db)
     except SchemaError:
-        ledger = None  # nothing seeded yet: the plan still lists and counts
+        seeds = None  # nothing seeded yet: the plan still lists and counts
     client = s3.client(settings.source, pool_size=settings.seed_threads + 16)
-    planner = Planner(ledger, client, settings)
+    planner = Planner(seeds, client, settings)
     with signals.on_stop(planner.stopped.set):
         result = planner.run()
     print(json.dumps(result.as_dict()) if args.json else render_plan(result))
@@ -214,10 +223,10 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_delete_source(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = open_ledger(settings)
+    db = open_ledger(settings)
     source = s3.client(settings.source, pool_size=SourceDeleter.threads + 4)
     dest = source if settings.dest == settings.source else s3.client(settings.dest, pool_size=SourceDeleter.threads + 4)
-    deleter = SourceDeleter(ledger.db, source, dest, settings, max_deletes=args.max_deletes, dry_run=args.dry_run)
+    deleter = SourceDeleter(db, source, dest, settings, max_deletes=args.max_deletes, dry_run=args.dry_run)
     with signals.on_stop(deleter.stopped.set):
         stats = deleter.run()
     verb = "would delete" if args.dry_run else "deleted"
@@ -230,15 +239,15 @@ def cmd_delete_source(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
-    count = open_ledger(settings).retry_failed()
+    count = WorkQueue(open_ledger(settings)).retry_failed()
     print(f"{count:,} failed rows are pending again")
     return EXIT_OK
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = open_ledger(settings)
+    db = open_ledger(settings)
     verifier = Verifier(s3.client(settings.source), s3.client(settings.dest), full=args.full)
-    rows = ledger.done_rows(args.sample, random.Random())
+    rows = Reads(db).done_rows(args.sample, random.Random())
     checked = bad = marked = 0
     for row, finding in verifier.run(rows):
         checked += 1
@@ -248,7 +257,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         problems = "; ".join(finding.problems)
         print(f"MISMATCH id={row.id} {row.old_bucket}/{logs.escape_controls(row.old_key)} -> "
               f"{row.new_bucket}/{logs.escape_controls(row.new_key)}: {problems}")
-        if args.mark_failed and ledger.fail_done(row.id, f"verify: {problems}"):
+        if args.mark_failed and WorkQueue(db).fail_done(row.id, f"verify: {problems}"):
             marked += 1
     tail = f"; {marked:,} marked failed (`movers3 retry` copies them again)" if args.mark_failed else ""
     print(f"verified {checked:,} done rows{' (full: bytes compared)' if args.full else ''}: "
@@ -276,10 +285,11 @@ def cmd_completion(settings: Settings | None, args: argparse.Namespace) -> int:
 
 # -- helpers --------------------------------------------------------------------------------
 
-def open_ledger(settings: Settings) -> Ledger:
-    ledger = Ledger(Database(settings.mysql))
-    ledger.check_schema()
-    return ledger
+def open_ledger(settings: Settings) -> Database:
+    """The ledger's connection, once its schema is known to be current."""
+    db = Database(settings.mysql)
+    schema.check(db)
+    return db
 
 
 # -- argument parsing -----------------------------------------------------------------------

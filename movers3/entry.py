@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from movers3 import health
+    from movers3.worker import health
 
     args = list(sys.argv[1:] if argv is None else argv)
     code = health.fast_path(args)

@@ -1,4 +1,4 @@
-"""What people read: `status` (counts, bytes, rate, ETA) and `report` (the ledger as CSV or JSON lines).
+"""`movers3 report`: the ledger as CSV or JSON lines, the old and new route of every object.
 
 CSV cells that a spreadsheet would take for a formula (starting with =, +, -, @, tab or CR) get a
 leading apostrophe, as OWASP recommends; README says so. JSON lines are for programs and keep every
@@ -9,59 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-import re
-from collections import Counter
 from collections.abc import Iterable
 from typing import IO
-
-from movers3.ledger import STATES, Counts
 
 REPORT_COLUMNS = ("old_bucket", "old_key", "new_bucket", "new_key", "state", "size", "attempts", "error",
                   "source_etag", "dest_etag", "copy_method", "verified_by", "checksum", "done_at", "id")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 REPORT_FORMATS = ("csv", "jsonl")
-# "CopyObject: NoSuchKey: The specified key...", "HeadObject on the source: SlowDown: ...",
-# "internal error: ValueError: ...": the error code is the second clause.
-_ERROR_CODE = re.compile(r"^[^:]{1,80}: ([A-Za-z][\w .-]{0,40}): ")
-
-
-def status_dict(counts: Counts) -> dict:
-    rate = counts.objects_per_second
-    remaining = counts.rows["pending"] + counts.rows["in_progress"]
-    return {
-        "total": counts.total,
-        **{state: counts.rows[state] for state in STATES},
-        "bytes": {state: counts.bytes[state] for state in STATES},
-        "bytes_total": sum(counts.bytes.values()),
-        "objects_per_second_last_minute": round(rate, 2),
-        "bytes_per_second_last_minute": round(counts.bytes_per_second, 1),
-        "eta_seconds": round(remaining / rate) if rate > 0 and remaining else None,
-        "seeds": counts.seeds,
-    }
-
-
-def render_status(status: dict) -> str:
-    lines = [f"{'state':<12} {'objects':>12} {'bytes':>16}"]
-    for state in STATES:
-        lines.append(f"{state:<12} {status[state]:>12,} {status['bytes'][state]:>16,}")
-    lines.append(f"{'total':<12} {status['total']:>12,} {status['bytes_total']:>16,}")
-    eta = status["eta_seconds"]
-    lines.append(f"rate (last minute): {status['objects_per_second_last_minute']} objects/s; "
-                 f"ETA: {duration(eta) if eta is not None else '-'}")
-    for seed in status["seeds"]:
-        lines.append(f"seed {seed['old_bucket']}/{seed['old_prefix']}/: {seed['state']}"
-                     f"{_seed_detail(seed)}, {seed['listed']:,} listed, {seed['added']:,} added"
-                     f"{_nonzero(seed, 'changed')}{_nonzero(seed, 'skipped')}{_nonzero(seed, 'vanished')}")
-    return "\n".join(lines)
-
-
-def _seed_detail(seed: dict) -> str:
-    parts = f", {seed.get('parts_finished', 0)}/{seed['parts']} parts" if seed.get("parts") else ""
-    return f" (round {seed.get('round', 1)}{parts})"
-
-
-def _nonzero(seed: dict, name: str) -> str:
-    return f", {seed[name]:,} {name}" if seed.get(name) else ""
 
 
 def write_csv(rows: Iterable[dict], out: IO[str]) -> int:
@@ -86,30 +40,7 @@ def write_report(rows: Iterable[dict], out: IO[str], format: str) -> int:
     return write_jsonl(rows, out) if format == "jsonl" else write_csv(rows, out)
 
 
-def error_code(message: str) -> str:
-    """The error code in a recorded `last_error`, or its first clause when it names none."""
-    match = _ERROR_CODE.match(message)
-    if match:
-        return match.group(1)
-    return message.split(": ", 1)[0][:60] or "(no message)"
-
-
-def top_error_codes(errors: Iterable[tuple[str, int]], limit: int) -> list[tuple[str, int]]:
-    """(last_error, count) pairs summed by error code, commonest first."""
-    totals: Counter[str] = Counter()
-    for message, count in errors:
-        totals[error_code(message)] += count
-    return totals.most_common(limit)
-
-
 def spreadsheet_safe(value: object) -> object:
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
         return "'" + value
     return value
-
-
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

@@ -59,3 +59,9 @@ def overlaps(old_bucket: str, old_prefix: str, new_bucket: str, new_prefix: str)
         return False
     a, b = folder(old_prefix), folder(new_prefix)
     return a.startswith(b) or b.startswith(a)
+
+
+def folder_range(folder: str) -> dict[str, bytes]:
+    """The keys under a folder as a byte range: `images/` <= key < `images0` ('/' + 1 is '0')."""
+    start = to_db(folder)
+    return {"folder": start, "folder_end": start[:-1] + bytes([start[-1] + 1])}

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from movers3.exceptions import Interrupted, Movers3Error
-from movers3.ledger import Ledger
-from movers3.seeder import Seeder
+from movers3.ledger.reads import Reads
+from movers3.seed.seeder import Seeder
 
 if TYPE_CHECKING:
     from movers3.watch import RunProgress
 
-log = structlog.get_logger("movers3.runner")
+log = structlog.get_logger(__name__)
 
 PROGRESS_SECONDS = 5.0
 BAR_SECONDS = 1.0
@@ -35,9 +35,9 @@ KILL_AFTER_SECONDS = 30.0
 
 
 class Runner:
-    def __init__(self, ledger: Ledger, seeder: Seeder, *, workers: int, child_env: Mapping[str, str],
+    def __init__(self, reads: Reads, seeder: Seeder, *, workers: int, child_env: Mapping[str, str],
                  progress: RunProgress | None = None) -> None:
-        self.ledger = ledger
+        self.reads = reads
         self.seeder = seeder
         self.workers = workers
         self.child_env = dict(child_env)
@@ -80,7 +80,7 @@ class Runner:
         for reader in self._readers:
             reader.join(5)
         if self.progress is not None:
-            self.progress.update(self.ledger.counts())
+            self.progress.update(self.reads.counts())
         return [c.returncode for c in self.children]
 
     def _forward(self, child: subprocess.Popen) -> None:
@@ -99,7 +99,7 @@ class Runner:
                             log.error("worker_killed", pid=child.pid)
                             child.kill()
             if time.monotonic() >= next_progress:
-                counts = self.ledger.counts()
+                counts = self.reads.counts()
                 if self.progress is not None:
                     next_progress = time.monotonic() + BAR_SECONDS
                     self.progress.update(counts)

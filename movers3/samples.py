@@ -11,10 +11,10 @@ import botocore.exceptions
 import structlog
 from botocore.client import BaseClient
 
-from movers3 import s3
 from movers3.settings import Settings
+from movers3.transfer import s3
 
-log = structlog.get_logger("movers3.samples")
+log = structlog.get_logger(__name__)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 THREADS = 16

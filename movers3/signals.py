@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import structlog
 
-log = structlog.get_logger("movers3.signals")
+log = structlog.get_logger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

@@ -17,11 +17,12 @@ import botocore.exceptions
 import structlog
 from botocore.client import BaseClient
 
-from movers3 import s3
-from movers3.attributes import CONTENT_FIELDS
-from movers3.ledger import DoneRow
+from movers3.exceptions import CopyError
+from movers3.ledger.reads import DoneRow
+from movers3.transfer import s3
+from movers3.transfer.attributes import CONTENT_FIELDS
 
-log = structlog.get_logger("movers3.verify")
+log = structlog.get_logger(__name__)
 
 READ_CHUNK = 1024 * 1024
 # Rows checked at once; results come back in order, a bounded window ahead of the printer.
@@ -35,14 +36,11 @@ class Finding:
 
 
 def _head(client: BaseClient, bucket: str, key: str) -> dict | None:
+    what = f"HeadObject {bucket}/{key!r}"
     try:
-        return client.head_object(Bucket=bucket, Key=key)
-    except botocore.exceptions.ClientError as exc:
-        if s3.status_code(exc) == 404:
-            return None
-        raise s3.storage_error(exc, f"HeadObject {bucket}/{key!r}") from exc
-    except botocore.exceptions.BotoCoreError as exc:
-        raise s3.storage_error(exc, f"HeadObject {bucket}/{key!r}") from exc
+        return s3.head_or_none(client, what, Bucket=bucket, Key=key)
+    except CopyError as exc:  # verify stops at the first failed request, with the storage error's hint
+        raise s3.storage_error(exc.__cause__ or exc, what) from exc
 
 
 def _md5(client: BaseClient, bucket: str, key: str) -> str:
@@ -81,9 +79,9 @@ class Verifier:
             for name in (*CONTENT_FIELDS, "Metadata"):
                 if (old.get(name) or None) != (new.get(name) or None):
                     problems.append(f"{name} differs")
-            if self.full and not problems:
-                if _md5(self.source, row.old_bucket, row.old_key) != _md5(self.dest, row.new_bucket, row.new_key):
-                    problems.append("bytes differ (MD5 of both sides)")
+            if self.full and not problems and \
+                    _md5(self.source, row.old_bucket, row.old_key) != _md5(self.dest, row.new_bucket, row.new_key):
+                problems.append("bytes differ (MD5 of both sides)")
         return Finding(row, tuple(problems)) if problems else None
 
     def run(self, rows: Iterable[DoneRow]) -> Iterator[tuple[DoneRow, Finding | None]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from rich import box
 from rich.console import Console, Group
@@ -22,8 +22,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from movers3.ledger import STATES, Counts, Ledger
-from movers3.report import duration, status_dict, top_error_codes
+from movers3.ledger.db import Database
+from movers3.ledger.reads import Counts, Reads
+from movers3.ledger.schema import STATES
+from movers3.ledger.work import WorkQueue
+from movers3.status import duration, status_dict, top_error_codes
 
 DEFAULT_INTERVAL_SECONDS = 2.0
 TOP_ERRORS = 5
@@ -34,15 +37,16 @@ _STATE_STYLES = {"pending": "yellow", "in_progress": "cyan", "done": "green", "f
 
 def render(status: dict, errors: list[tuple[str, int]], *, source: str, dest: str, now: datetime | None = None,
            finished: bool = False) -> Panel:
-    """One screen of `status --watch`, from `report.status_dict` and `report.top_error_codes`."""
-    now = now or datetime.now(timezone.utc)
+    """One screen of `status --watch`, from `status.status_dict` and `status.top_error_codes`."""
+    now = now or datetime.now(UTC)
     counts = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
     counts.add_column("state")
     counts.add_column("objects", justify="right")
     counts.add_column("bytes", justify="right")
     for state in STATES:
         counts.add_row(Text(state, style=_STATE_STYLES[state]), f"{status[state]:,}", decimal(status["bytes"][state]))
-    counts.add_row(Text("total", style="bold"), f"{status['total']:,}", decimal(status["bytes_total"]), end_section=True)
+    counts.add_row(Text("total", style="bold"), f"{status['total']:,}", decimal(status["bytes_total"]),
+                   end_section=True)
 
     finished_rows = status["done"] + status["failed"]
     total = status["total"]
@@ -75,10 +79,11 @@ class Watcher:
     """Redraws the status every `interval` seconds until the ledger has nothing left to do (the seed
     finished and no row pending or in progress) or `stop` is set."""
 
-    def __init__(self, ledger: Ledger, *, source: str, dest: str, interval: float = DEFAULT_INTERVAL_SECONDS,
+    def __init__(self, db: Database, *, source: str, dest: str, interval: float = DEFAULT_INTERVAL_SECONDS,
                  console: Console | None = None, stop: threading.Event | None = None,
                  on_status: Callable[[dict], None] | None = None) -> None:
-        self.ledger = ledger
+        self.reads = Reads(db)
+        self.work = WorkQueue(db)  # only to ask whether any work is left
         self.source, self.dest = source, dest
         self.interval = interval
         self.console = console or Console()
@@ -86,9 +91,9 @@ class Watcher:
         self.on_status = on_status
 
     def snapshot(self) -> tuple[dict, list[tuple[str, int]], bool]:
-        finished = not self.ledger.unfinished()
-        status = status_dict(self.ledger.counts())
-        errors = top_error_codes(self.ledger.failed_errors(ERROR_MESSAGES_READ), TOP_ERRORS) if status["failed"] else []
+        finished = not self.work.unfinished()
+        status = status_dict(self.reads.counts())
+        errors = top_error_codes(self.reads.failed_errors(ERROR_MESSAGES_READ), TOP_ERRORS) if status["failed"] else []
         return status, errors, finished
 
     def run(self) -> dict:

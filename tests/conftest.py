@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from movers3.db import Database
-from movers3.ledger import Ledger
+from movers3.ledger import schema
+from movers3.ledger.db import Database
+from movers3.ledger.seeds import Seeds
+from movers3.ledger.work import WorkQueue
 from movers3.settings import load, parse_mysql_url
 from tests.support.helpers import Route, Stack
 from tests.support.services import DATABASE, MariaDB, Moto, SeaweedFS
@@ -29,7 +31,7 @@ def stack():
         db.start()
         s3.start()
         db.create_database()
-        Ledger(Database(parse_mysql_url(db.role_url("m3_init")))).create_schema()
+        schema.create(Database(parse_mysql_url(db.role_url("m3_init"))))
         db.grant_roles()
         yield Stack(db, s3)
     finally:
@@ -68,10 +70,10 @@ def env(route: Route) -> dict[str, str]:
 
 
 @pytest.fixture
-def ledger(route: Route) -> Ledger:
-    return Ledger(Database(load(route.env("worker", "m3_worker")).mysql))
+def ledger(route: Route) -> WorkQueue:
+    return WorkQueue(Database(load(route.env("worker", "m3_worker")).mysql))
 
 
 @pytest.fixture
-def seeder_ledger(route: Route) -> Ledger:
-    return Ledger(Database(load(route.env("seeder", "m3_seeder")).mysql))
+def seeder_ledger(route: Route) -> Seeds:
+    return Seeds(Database(load(route.env("seeder", "m3_seeder")).mysql))

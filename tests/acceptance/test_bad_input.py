@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from movers3.db import schema_statements
+from movers3.ledger import schema
 from tests.support.helpers import run_cli
 from tests.support.services import DB_ROLES, S3_IDENTITIES
 
@@ -143,7 +143,7 @@ def test_a_ledger_from_an_older_version_says_run_init_and_init_upgrades_it_in_pl
     key = route.put("from-v1.bin", body)
     etag = route.stack.s3.client().head_object(Bucket=route.old_bucket, Key=key)["ETag"].strip('"')
     with route.stack.db.admin(name) as conn, conn.cursor() as cur:
-        for statement in schema_statements():
+        for statement in schema.statements():
             if statement.startswith("CREATE TABLE"):
                 cur.execute(statement)
         cur.execute("INSERT INTO movers3_schema (singleton, version) VALUES (1, 1)")

@@ -7,10 +7,11 @@ import uuid
 
 import pytest
 
+from movers3.ledger.work import WorkQueue
 from movers3 import routes
-from movers3.db import Database
-from movers3.ledger import Ledger, Outcome
-from movers3.repoint import parse
+from movers3.ledger.db import Database
+from movers3.ledger.work import Outcome
+from movers3.ledger.repoint import parse
 from movers3.settings import load
 from tests.support.helpers import Route, run_cli
 from tests.support.keys import HOSTILE, LONG
@@ -182,8 +183,8 @@ def test_finish_repoints_exactly_the_rows_the_worker_still_owned(route, seeder_l
     for i in range(3):
         admin(route, f"INSERT INTO {app_table} (avatar) VALUES (%s)", (route.old(f"{i:05d}"),))
     admin(route, f"INSERT INTO {app_table} (avatar) VALUES (%s)", (route.old("00000 "),))  # a PAD SPACE twin
-    ledger = Ledger(Database(load(route.env("worker", "m3_worker")).mysql), repoint=parse(exact_update(app_table)))
-    a, b, c = ledger.claim("w1", 3, 60)
+    ledger = WorkQueue(Database(load(route.env("worker", "m3_worker")).mysql), repoint=parse(exact_update(app_table)))
+    a, b, c = ledger.claim_and_finish("w1", 3, 60)[0]
     admin(route, "UPDATE movers3_objects SET lease_owner = 'w2' WHERE id = %s", (b.id,))
     assert ledger.finish("w1", [Outcome(r.id, "done", 1, dest_etag="e") for r in (a, b)] +
                          [Outcome(c.id, "failed", 1, error="x")]) == 2

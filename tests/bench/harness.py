@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psutil
 
-from movers3.db import Database
-from movers3.ledger import Ledger
+from movers3.ledger import schema
+from movers3.ledger.db import Database
 from movers3.settings import MIB, parse_mysql_url
 from tests.bench import procs, tools
 from tests.support.services import DATABASE, NEW_BUCKET, OLD_BUCKET, MariaDB, SeaweedFS
@@ -146,7 +146,7 @@ class Bench:
         self.db.start()
         self.s3.start()
         self.db.create_database()
-        Ledger(Database(parse_mysql_url(self.db.role_url("m3_init")))).create_schema()
+        schema.create(Database(parse_mysql_url(self.db.role_url("m3_init"))))
         self.db.grant_roles()
         self.admin = self.s3.client("admin")
 

@@ -3,7 +3,7 @@
 For each ledger size (default 10 thousand, 1 million, 10 million rows; BENCH_SIZES=10000,200000 for a
 quick run) it fills a private MariaDB with synthetic rows (the first 100k pending, then 90 % done and 10 % pending,
 interleaved), then
-measures, through movers3's own Ledger code:
+measures, through movers3's own ledger code:
 - claim latency p50/p99 (one claimer, CLAIM_BATCH rows, the finish of the batch measured apart),
 - claim throughput with 8 concurrent claimer processes (claim + finish as done, rows/s),
 - seed insert rate (1000-row pages through the seeder's path: look-ups, insert, cursor),
@@ -24,10 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from movers3.ledger import schema
+from movers3.ledger.reads import Reads
+from movers3.ledger.seeds import Seeds
+from movers3.ledger.work import WorkQueue
 from movers3 import routes
-from movers3.db import Database
-from movers3.ledger import Ledger, Outcome, PageWrite, PartSpec
-from movers3.seeder import Listed, judge
+from movers3.ledger.db import Database
+from movers3.ledger.seeds import PageWrite, PartSpec
+from movers3.ledger.work import Outcome
+from movers3.seed.judge import Listed, judge
 from movers3.settings import load, parse_mysql_url
 from tests.support.services import DATABASE, MariaDB
 
@@ -63,7 +68,7 @@ def main() -> None:
         print(f"MariaDB {server_version(db)}, innodb_buffer_pool_size={BUFFER_POOL}, "
               f"innodb_flush_log_at_trx_commit={FLUSH}" + (" (every commit an fsync)" if FLUSH == "1" else ""))
         print(f"claim batch {BATCH}; {CLAIMERS} concurrent claimer processes for {THROUGHPUT_SECONDS:.0f} s\n")
-        Ledger(Database(parse_mysql_url(url))).create_schema()
+        schema.create(Database(parse_mysql_url(url)))
         filled = 0
         results = []
         for size in SIZES:
@@ -120,23 +125,23 @@ def fill(db: MariaDB, have: int, want: int) -> int:
     filled = time.monotonic() - started
     url = f"mysql+pymysql://root@localhost/{DATABASE}?unix_socket={db.socket}"
     started = time.monotonic()
-    Ledger(Database(parse_mysql_url(url))).create_schema()
+    schema.create(Database(parse_mysql_url(url)))
     print(f"filled to {want:,} rows in {filled:.0f} s; `init` (triggers + recount) took {time.monotonic() - started:.1f} s",
           flush=True)
     return want
 
 
-def ledger_for(url: str) -> Ledger:
-    return Ledger(Database(parse_mysql_url(url)))
+def ledger_for(url: str) -> WorkQueue:
+    return WorkQueue(Database(parse_mysql_url(url)))
 
 
 def claim_latency(url: str) -> tuple[list[float], list[float], list[int]]:
     ledger = ledger_for(url)
-    ledger.check_schema()
+    schema.check(ledger.db)
     claims, finishes, ids = [], [], []
     for _ in range(CLAIMS):
         started = time.perf_counter()
-        rows = ledger.claim("bench", BATCH, 600)
+        rows = ledger.claim_and_finish("bench", BATCH, 600)[0]
         claims.append(time.perf_counter() - started)
         if not rows:
             break
@@ -153,11 +158,11 @@ def _claimer(url: str, name: str, seconds: float, ready, queue) -> None:
     done, ids, error = 0, [], None
     try:
         ledger = ledger_for(url)
-        ledger.check_schema()
+        schema.check(ledger.db)
         ready.wait()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            rows = ledger.claim(name, BATCH, 600)
+            rows = ledger.claim_and_finish(name, BATCH, 600)[0]
             if not rows:
                 break
             ledger.finish(name, [Outcome(r.id, "done", r.attempts, dest_etag="e", copy_method="copy",
@@ -200,7 +205,7 @@ def restore_pending(db: MariaDB, ids: list[int]) -> None:
 
 def insert_rate(url: str, size: int) -> float:
     """Seed pages of new keys through the seeder's own path: judge (two look-ups) and seed_page."""
-    ledger = ledger_for(url)
+    ledger = Seeds(ledger_for(url).db)
     env = {"MYSQL_URL": url, "OLD_BUCKET": "legacy-s3", "OLD_PREFIX": "images", "NEW_BUCKET": "production-s3",
            "NEW_PREFIX": "avatar"}
     settings = load(env)
@@ -227,17 +232,17 @@ def status_latency(url: str) -> tuple[float, float, bool]:
     times = []
     for _ in range(20):
         started = time.perf_counter()
-        fast = ledger.counts()
+        fast = Reads(ledger.db).counts()
         times.append(time.perf_counter() - started)
     started = time.perf_counter()
-    exact = ledger.counts(exact=True)
+    exact = Reads(ledger.db).counts(exact=True)
     exact_time = time.perf_counter() - started
     return statistics.median(times), exact_time, (fast.rows, fast.bytes) == (exact.rows, exact.bytes)
 
 
 def set_triggers(db: MariaDB, url: str, on: bool) -> None:
     if on:
-        ledger_for(url).create_schema()
+        schema.create(ledger_for(url).db)
         return
     with db.admin(DATABASE) as conn, conn.cursor() as cur:
         for name in TRIGGERS:

@@ -8,11 +8,11 @@ import unicodedata
 
 import pytest
 
-from movers3 import s3
-from movers3.copier import ObjectCopier
-from movers3.engine import CopyRequest
+from movers3.transfer import s3
+from movers3.transfer.copier import ObjectCopier
+from movers3.transfer.copy_object import CopyRequest
 from movers3.exceptions import CopyError, SourceChanged
-from movers3.ledger import UploadJournal
+from movers3.ledger.uploads import UploadJournal
 from movers3.settings import load
 from tests.support.faultproxy import FaultProxy
 from tests.support.keys import HOSTILE, LONG

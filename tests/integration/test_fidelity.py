@@ -9,9 +9,10 @@ import threading
 
 import pytest
 
-from movers3 import s3
-from movers3.copier import ObjectCopier
-from movers3.ledger import Row, UploadJournal
+from movers3.transfer import s3
+from movers3.transfer.copier import ObjectCopier
+from movers3.ledger.uploads import UploadJournal
+from movers3.ledger.work import Row
 from movers3.settings import MIB, load
 
 pytestmark = pytest.mark.integration

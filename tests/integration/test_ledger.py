@@ -5,10 +5,15 @@ import threading
 
 import pytest
 
+from movers3.ledger import schema
+from movers3.ledger.reads import Reads
+from movers3.ledger.work import WorkQueue
 from movers3 import routes
-from movers3.db import Database
+from movers3.ledger.db import Database
 from movers3.exceptions import LedgerError, SchemaError
-from movers3.ledger import SCHEMA_VERSION, Ledger, Outcome, PageWrite, PartSpec
+from movers3.ledger.schema import SCHEMA_VERSION
+from movers3.ledger.seeds import PageWrite, PartSpec
+from movers3.ledger.work import Outcome
 from movers3.settings import load, parse_mysql_url
 from tests.support.services import DATABASE
 
@@ -39,11 +44,11 @@ def test_concurrent_claimers_never_share_a_row(route, seeder_ledger):
     ready = threading.Barrier(4, timeout=30)
 
     def claimer(name):
-        ledger = Ledger(Database(load(route.env("worker", "m3_worker")).mysql))
-        ledger.check_schema()  # connected before the race starts
+        ledger = WorkQueue(Database(load(route.env("worker", "m3_worker")).mysql))
+        schema.check(ledger.db)  # connected before the race starts
         mine = claimed.setdefault(name, [])
         ready.wait()
-        while batch := ledger.claim(name, 7, 60):
+        while batch := ledger.claim_and_finish(name, 7, 60)[0]:
             mine.extend(r.id for r in batch)
 
     threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
@@ -62,16 +67,16 @@ def test_concurrent_claimers_never_share_a_row(route, seeder_ledger):
 
 def test_claim_returns_exact_keys_and_counts_the_attempt(route, seeder_ledger, ledger):
     make_rows(seeder_ledger, route, 3)
-    batch = ledger.claim("w", 10, 60)
+    batch = ledger.claim_and_finish("w", 10, 60)[0]
     assert [r.old_key for r in batch] == [route.old(f"{i:05d}") for i in range(3)]
     assert [r.new_key for r in batch] == [route.new(f"{i:05d}") for i in range(3)]
     assert all(r.attempts == 1 for r in batch)
-    assert ledger.claim("w", 10, 60) == []
+    assert ledger.claim_and_finish("w", 10, 60)[0] == []
 
 
 def test_finish_writes_only_rows_the_worker_still_owns(route, seeder_ledger, ledger):
     make_rows(seeder_ledger, route, 3)
-    a, b, c = ledger.claim("w1", 3, 60)
+    a, b, c = ledger.claim_and_finish("w1", 3, 60)[0]
     admin_exec(route, "UPDATE movers3_objects SET lease_owner = 'w2' WHERE id = %s", (b.id,))  # rescued and re-claimed
     written = ledger.finish("w1", [
         Outcome(a.id, "done", 1, size=None, dest_etag="e1", copy_method="copy", verified_by="etag"),
@@ -88,7 +93,7 @@ def test_finish_writes_only_rows_the_worker_still_owns(route, seeder_ledger, led
 
 def test_renew_extends_only_own_leases(route, seeder_ledger, ledger):
     make_rows(seeder_ledger, route, 2)
-    a, b = ledger.claim("w1", 2, 5)
+    a, b = ledger.claim_and_finish("w1", 2, 5)[0]
     admin_exec(route, "UPDATE movers3_objects SET lease_owner = 'w2' WHERE id = %s", (b.id,))
     assert ledger.renew("w1", [a.id, b.id], 600) == 1
     expiry = dict(admin_exec(route, "SELECT id, lease_expires_at > NOW() + INTERVAL 500 SECOND FROM movers3_objects"))
@@ -97,7 +102,7 @@ def test_renew_extends_only_own_leases(route, seeder_ledger, ledger):
 
 def test_expired_leases_are_rescued_or_failed_when_attempts_are_spent(route, seeder_ledger, ledger):
     make_rows(seeder_ledger, route, 3)
-    a, b, c = ledger.claim("dead", 3, 60)
+    a, b, c = ledger.claim_and_finish("dead", 3, 60)[0]
     admin_exec(route, "UPDATE movers3_objects SET lease_expires_at = NOW() - INTERVAL 1 SECOND WHERE id IN %s",
                ((a.id, b.id),))
     admin_exec(route, "UPDATE movers3_objects SET attempts = 5 WHERE id = %s", (b.id,))
@@ -106,13 +111,13 @@ def test_expired_leases_are_rescued_or_failed_when_attempts_are_spent(route, see
     assert rows[a.id]["state"] == "pending" and "lease expired" in rows[a.id]["last_error"]
     assert rows[b.id]["state"] == "failed" and "every attempt" in rows[b.id]["last_error"]
     assert rows[c.id]["state"] == "in_progress"  # its lease still runs
-    again = ledger.claim("alive", 10, 60)
+    again = ledger.claim_and_finish("alive", 10, 60)[0]
     assert [r.id for r in again] == [a.id] and again[0].attempts == 2
 
 
 def test_retry_puts_failed_rows_back(route, seeder_ledger, ledger):
     make_rows(seeder_ledger, route, 2)
-    a, b = ledger.claim("w", 2, 60)
+    a, b = ledger.claim_and_finish("w", 2, 60)[0]
     ledger.finish("w", [Outcome(a.id, "failed", 5, error="boom"), Outcome(b.id, "done", 1)])
     assert ledger.retry_failed() == 1
     assert {r["id"]: (r["state"], r["attempts"]) for r in route.rows()} == {a.id: ("pending", 0), b.id: ("done", 1)}
@@ -122,7 +127,7 @@ def test_unfinished_until_seeded_and_drained(route, seeder_ledger, ledger):
     assert ledger.unfinished()  # no seed has ever run
     make_rows(seeder_ledger, route, 1)
     assert ledger.unfinished()
-    (row,) = ledger.claim("w", 1, 60)
+    (row,) = ledger.claim_and_finish("w", 1, 60)[0]
     assert ledger.unfinished()
     ledger.finish("w", [Outcome(row.id, "done", 1)])
     assert not ledger.unfinished()
@@ -130,12 +135,12 @@ def test_unfinished_until_seeded_and_drained(route, seeder_ledger, ledger):
 
 def test_counts_and_report(route, seeder_ledger, ledger):
     make_rows(seeder_ledger, route, 3)
-    a, _b, _c = ledger.claim("w", 1, 60) + [None, None]
+    a, _b, _c = ledger.claim_and_finish("w", 1, 60)[0] + [None, None]
     ledger.finish("w", [Outcome(a.id, "done", 1, dest_etag="d")])
-    counts = ledger.counts()
+    counts = Reads(ledger.db).counts()
     assert counts.rows == {"pending": 2, "in_progress": 0, "done": 1, "failed": 0}
     assert counts.bytes["pending"] == 1 + 2 and counts.done_last_minute == 1
-    report = list(ledger.report())
+    report = list(Reads(ledger.db).report())
     assert [r["old_key"] for r in report] == [route.old(f"{i:05d}") for i in range(3)]
     assert report[0]["state"] == "done" and report[0]["dest_etag"] == "d"
 
@@ -148,21 +153,21 @@ def test_worker_account_can_not_insert_or_delete(route, ledger):
 def test_schema_missing_or_outdated_tells_to_run_init(route):
     route.stack.db.create_database("empty_ledger")
     admin_exec(route, "GRANT SELECT ON `empty_ledger`.* TO 'm3_worker'@'%'")
-    empty = Ledger(Database(parse_mysql_url(route.stack.db.role_url("m3_worker", "empty_ledger"))))
+    empty = WorkQueue(Database(parse_mysql_url(route.stack.db.role_url("m3_worker", "empty_ledger"))))
     with pytest.raises(SchemaError, match="movers3 init"):
-        empty.check_schema()
+        schema.check(empty.db)
     admin_exec(route, "UPDATE movers3_schema SET version = 0")
     try:
         with pytest.raises(SchemaError, match="version 0.*movers3 init"):
-            Ledger(Database(load(route.env("worker", "m3_worker")).mysql)).check_schema()
+            schema.check(Database(load(route.env("worker", "m3_worker")).mysql))
     finally:
         admin_exec(route, "UPDATE movers3_schema SET version = %s", (SCHEMA_VERSION,))
 
 
 def test_init_is_idempotent(route):
-    init = Ledger(Database(parse_mysql_url(route.stack.db.role_url("m3_init"))))
-    assert init.create_schema() == init.create_schema() == SCHEMA_VERSION
-    init.check_schema()
+    init = WorkQueue(Database(parse_mysql_url(route.stack.db.role_url("m3_init"))))
+    assert schema.create(init.db) == schema.create(init.db) == SCHEMA_VERSION
+    schema.check(init.db)
 
 
 def test_init_upgrades_a_version_2_ledger_in_place_with_its_rows_and_counts(route):
@@ -186,16 +191,16 @@ def test_init_upgrades_a_version_2_ledger_in_place_with_its_rows_and_counts(rout
             cur.execute("INSERT INTO movers3_seeds (old_bucket, old_prefix, new_bucket, new_prefix, state, listed) "
                         "VALUES ('b', 'k', 'n', 'n', 'finished', 30)")
         url = route.stack.db.url("m3_init", "init-pass-0123456789", database)
-        old = Ledger(Database(parse_mysql_url(url)))
+        old = WorkQueue(Database(parse_mysql_url(url)))
         with pytest.raises(SchemaError):
-            old.check_schema()
-        assert old.create_schema() == SCHEMA_VERSION == 3
-        old.check_schema()
-        counts = old.counts()
+            schema.check(old.db)
+        assert schema.create(old.db) == SCHEMA_VERSION == 3
+        schema.check(old.db)
+        counts = Reads(old.db).counts()
         assert counts.rows == {"pending": 10, "in_progress": 0, "done": 10, "failed": 10}
-        assert counts.bytes == old.counts(exact=True).bytes
+        assert counts.bytes == Reads(old.db).counts(exact=True).bytes
         assert counts.seeds[0]["listed"] == 30 and counts.seeds[0]["round"] == 1
-        assert old.create_schema() == 3 and old.counts().rows == counts.rows  # idempotent, recount included
+        assert schema.create(old.db) == 3 and Reads(old.db).counts().rows == counts.rows  # idempotent, recount included
     finally:
         with route.stack.db.admin() as conn, conn.cursor() as cur:
             cur.execute(f"DROP DATABASE `{database}`")
@@ -207,8 +212,8 @@ def test_status_counters_match_the_rows_through_claims_finishes_rescues_and_dele
 
     def claimer(name):
         try:
-            ledger = Ledger(Database(load(route.env("worker", "m3_worker")).mysql))
-            while batch := ledger.claim(name, 16, 60):
+            ledger = WorkQueue(Database(load(route.env("worker", "m3_worker")).mysql))
+            while batch := ledger.claim_and_finish(name, 16, 60)[0]:
                 # Released once (back to pending, claimed again), else done or failed, sizes changing;
                 # one in five stays in progress.
                 states = ("done", "failed", "pending" if batch[0].attempts == 1 else "done", "done")
@@ -225,12 +230,12 @@ def test_status_counters_match_the_rows_through_claims_finishes_rescues_and_dele
     assert not errors
     admin_exec(route, "UPDATE movers3_objects SET lease_expires_at = NOW() - INTERVAL 1 SECOND "
                       "WHERE state = 'in_progress' AND id % 2 = 0")
-    ledger = Ledger(Database(load(route.env("worker", "m3_worker")).mysql))
+    ledger = WorkQueue(Database(load(route.env("worker", "m3_worker")).mysql))
     ledger.rescue_expired(max_attempts=5)  # back to pending
     admin_exec(route, "DELETE FROM movers3_objects WHERE id % 7 = 0")
     truth = {s: (int(n), int(b)) for s, n, b in admin_exec(
         route, "SELECT state, COUNT(*), SUM(size) FROM movers3_objects GROUP BY state")}
-    counts = ledger.counts()
+    counts = Reads(ledger.db).counts()
     assert {s: (counts.rows[s], counts.bytes[s]) for s in counts.rows if counts.rows[s]} == truth
     assert len(truth) == 4
 
@@ -239,10 +244,10 @@ def test_a_verify_sample_is_of_distinct_rows_and_every_row_when_there_are_no_mor
     make_rows(seeder_ledger, route, 40)
     admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6)")
     rng = random.Random(7)
-    some = [r.id for r in ledger.done_rows(10, rng)]
+    some = [r.id for r in Reads(ledger.db).done_rows(10, rng)]
     assert len(some) == len(set(some)) == 10
-    every = {r.id for r in ledger.done_rows(40, rng)}
-    assert every == {r.id for r in ledger.done_rows(0, rng)} and len(every) == 40
+    every = {r.id for r in Reads(ledger.db).done_rows(40, rng)}
+    assert every == {r.id for r in Reads(ledger.db).done_rows(0, rng)} and len(every) == 40
 
 
 def test_the_rate_covers_the_time_its_rows_span_not_a_whole_minute(route, seeder_ledger, ledger):
@@ -250,11 +255,11 @@ def test_the_rate_covers_the_time_its_rows_span_not_a_whole_minute(route, seeder
     # 20 rows finished over the last 10 s, 10 still pending: 2 rows/s, not 20 / 60.
     admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6) - INTERVAL MOD(id, 20) * 0.5 SECOND "
                       "ORDER BY id LIMIT 20")
-    counts = ledger.counts(exact=True)
+    counts = Reads(ledger.db).counts(exact=True)
     assert counts.done_last_minute == 20 and 9.0 <= counts.window_seconds <= 12.0
     assert 1.6 <= counts.objects_per_second <= 2.3
     # Once nothing remains, the rate is that of the work itself: from the first to the last row done.
     admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6) - INTERVAL 30 SECOND "
                       "WHERE state = 'pending'")
-    counts = ledger.counts(exact=True)
+    counts = Reads(ledger.db).counts(exact=True)
     assert counts.done_last_minute == 30 and 29.0 <= counts.window_seconds <= 32.0

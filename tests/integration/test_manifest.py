@@ -11,10 +11,10 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from movers3 import s3
-from movers3.db import Database
-from movers3.ledger import Ledger
-from movers3.seeder import Seeder
+from movers3.ledger.seeds import Seeds
+from movers3.transfer import s3
+from movers3.ledger.db import Database
+from movers3.seed.seeder import Seeder
 from movers3.settings import load
 from tests.integration.test_parallel_seed import ledger_rows, plain_listing_rows
 from tests.support.helpers import run_cli
@@ -142,7 +142,7 @@ def test_a_plain_csv_with_and_without_sizes_gives_the_plain_listings_rows(route,
         writer.writerow(["another-bucket", "x/y", "1", "e"])  # not this source
     # HeadObject needs s3:GetObject on the source: the worker's S3 identity has it.
     settings = load(route.env("worker", "m3_seeder"))
-    stats = Seeder(Ledger(Database(settings.mysql)), s3.client(settings.source), settings,
+    stats = Seeder(Seeds(Database(settings.mysql)), s3.client(settings.source), settings,
                    manifest_uri=str(path), threads=1).run()
     assert stats.added == len(expected)
     assert ledger_rows(route) == expected

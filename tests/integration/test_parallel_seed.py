@@ -6,10 +6,12 @@ import threading
 
 import pytest
 
-from movers3 import s3
-from movers3.db import Database
-from movers3.ledger import Ledger
-from movers3.seeder import Seeder
+from movers3.ledger.reads import Reads
+from movers3.ledger.seeds import Seeds
+from movers3.ledger.work import WorkQueue
+from movers3.transfer import s3
+from movers3.ledger.db import Database
+from movers3.seed.seeder import Seeder
 from movers3.settings import load
 from tests.support.helpers import run_cli
 from tests.support.keys import HOSTILE, LONG
@@ -56,7 +58,7 @@ def nested_layout():
 
 def seeders(route, count, threads):
     settings = load(route.env("seeder", "m3_seeder"))
-    return [Seeder(Ledger(Database(settings.mysql)), s3.client(settings.source, pool_size=32), settings,
+    return [Seeder(Seeds(Database(settings.mysql)), s3.client(settings.source, pool_size=32), settings,
                    threads=threads) for _ in range(count)]
 
 
@@ -124,10 +126,10 @@ def test_a_catch_up_round_adds_new_requeues_changed_and_counts_vanished(route, s
     assert rows["d2/new.png"]["state"] == "pending"
     assert rows["d2/2.png"]["state"] in ("done", "in_progress")  # vanished: left as it was
     # The worker that was copying the old version finds its lease gone: its result is dropped.
-    ledger = Ledger(Database(load(route.env("worker", "m3_worker")).mysql))
-    from movers3.ledger import Outcome
+    ledger = WorkQueue(Database(load(route.env("worker", "m3_worker")).mysql))
+    from movers3.ledger.work import Outcome
     assert ledger.finish("w1", [Outcome(rows["d1/1.png"]["id"], "done", 1, dest_etag="old")]) == 0
-    status = ledger.counts()
+    status = Reads(ledger.db).counts()
     assert status.seeds[0]["vanished"] == 1 and status.seeds[0]["changed"] == 2
 
 
@@ -152,6 +154,6 @@ def test_a_killed_seeders_part_is_taken_over_after_its_lease(route, seeder_ledge
     seeder_ledger.seed_plan(seed, first._plan())
     # A seeder that claimed the only part and died without a word (SIGKILL): its lease runs out.
     assert seeder_ledger.part_claim(seed, "dead-seeder", 5) is not None
-    result = Seeder(Ledger(Database(settings.mysql)), s3.client(settings.source), settings, threads=1).run()
+    result = Seeder(Seeds(Database(settings.mysql)), s3.client(settings.source), settings, threads=1).run()
     assert result.round_finished and result.listed == 1200
     assert len(ledger_rows(route)) == 1200

@@ -2,8 +2,8 @@
 
 import pytest
 
-from movers3 import s3
-from movers3.seeder import Seeder
+from movers3.transfer import s3
+from movers3.seed.seeder import Seeder
 from movers3.settings import load
 from tests.support.keys import HOSTILE, LONG
 

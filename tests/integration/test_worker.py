@@ -5,13 +5,15 @@ import time
 
 import pytest
 
-from movers3 import s3
-from movers3.copier import ObjectCopier
-from movers3.db import Database
-from movers3.ledger import Ledger, UploadJournal
-from movers3.seeder import Seeder
+from movers3.ledger.seeds import Seeds
+from movers3.ledger.work import WorkQueue
+from movers3.transfer import s3
+from movers3.transfer.copier import ObjectCopier
+from movers3.ledger.db import Database
+from movers3.ledger.uploads import UploadJournal
+from movers3.seed.seeder import Seeder
 from movers3.settings import load
-from movers3.worker import Worker
+from movers3.worker.loop import Worker, WorkerConfig
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +37,7 @@ class SlowCopier:
 
 def seed(route, ledger):
     settings = load(route.env("seeder", "m3_seeder"))
-    Seeder(Ledger(Database(settings.mysql)), s3.client(settings.source), settings).run()
+    Seeder(Seeds(Database(settings.mysql)), s3.client(settings.source), settings).run()
 
 
 def test_leases_are_renewed_during_a_copy_longer_than_the_lease(route, ledger):
@@ -43,9 +45,9 @@ def test_leases_are_renewed_during_a_copy_longer_than_the_lease(route, ledger):
     seed(route, ledger)
     settings = load(route.env("worker", "m3_worker"))
     copier = SlowCopier(ObjectCopier.from_settings(settings, UploadJournal(None, "test"), threading.Event()), seconds=8)
-    worker = Worker(ledger, copier, worker_id="slowpoke", threads=1, lease_seconds=5, max_attempts=3,
-                    claim_batch=1, exit_when_done=True)
-    rescuer = Ledger(Database(settings.mysql))
+    config = WorkerConfig(threads=1, lease_seconds=5, max_attempts=3, claim_batch=1, exit_when_done=True)
+    worker = Worker(ledger, copier, config, worker_id="slowpoke")
+    rescuer = WorkQueue(Database(settings.mysql))
     rescued = []
     done = threading.Event()
 

@@ -1,7 +1,7 @@
 import botocore.exceptions
 import pytest
 
-from movers3 import s3
+from movers3.transfer import s3
 
 
 def client_error(code, status, op="CopyObject"):

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from movers3 import worker
-from movers3.health import DEFAULT_MAX_AGE_SECONDS
+from movers3.worker import loop as worker
+from movers3.worker.health import DEFAULT_MAX_AGE_SECONDS
 from movers3.settings import OPTION_BY_ENV, load
 from tests.support import dockerfile
 

@@ -5,7 +5,7 @@ import datetime
 import botocore.credentials
 import pytest
 
-from movers3.engine import Boto3Engine, CopyRequest, CrtEngine
+from movers3.transfer.copy_object import Boto3Engine, CopyRequest, CrtEngine
 from movers3.exceptions import ConfigError
 from movers3.settings import Endpoint, load
 

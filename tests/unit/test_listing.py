@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from movers3 import listing
+from movers3.seed import walk as listing
 
 KEYS = sorted({
     "r/a-b", "r/a.c", "r/a/x", "r/a/y/z", "r/a0", "r/b/1", "r/b!", "r/Case", "r/case", "r/trailing ",
@@ -132,5 +132,29 @@ def test_a_level_range_keeps_only_its_files():
     assert not level.holds("r/f0100") and not level.holds("r/f0201")
 
 
-def test_folder_end():
-    assert listing.folder_end("images/") == "images0"
+def walk_all(server) -> tuple[list[str], int]:
+    """Every part walked with `walk.walk`, the seeder's and plan's own loop: the keys, and the splits."""
+    queue, found, splits = [listing.Level("r/")], [], 0
+    while queue:
+        for step in listing.walk(server, "b", queue.pop(0)):
+            found.extend(o["Key"] for o in step.page.files)
+            queue.extend(listing.Level(f) for f in step.page.folders)
+            queue.extend(step.split)
+            splits += bool(step.split)
+    return found, splits
+
+
+@pytest.mark.parametrize("order", [s3_order, tree_order], ids=["s3", "file-tree"])
+def test_the_walk_splits_a_flat_level_once_and_gives_every_key_exactly_once(order):
+    keys = KEYS_S3 if order is s3_order else KEYS
+    found, splits = walk_all(FakeServer(keys, order))
+    assert sorted(found) == keys
+    # "r/" holds 1,300 files on its first page of 1,000: flat, so its rest is split, and only once
+    # (the ranges it hands out are never split again).
+    assert splits == 1
+
+
+def test_a_level_of_folders_is_not_split():
+    server = FakeServer([f"r/{d:04d}/x" for d in range(1500)], s3_order)
+    found, splits = walk_all(server)
+    assert len(found) == 1500 and splits == 0

@@ -11,12 +11,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
-from movers3 import cli, health, retry
+from movers3 import cli
+from movers3.worker import health
+from movers3.transfer import retry
 from movers3.exceptions import ConfigError, CopyError
-from movers3.ledger import Outcome
-from movers3.metrics import Metrics
-from movers3.observer import IDLE, WORKING, Observers, WorkerObserver
-from movers3.report import REPORT_COLUMNS, error_code, top_error_codes, write_jsonl, write_report
+from movers3.ledger.work import Outcome
+from movers3.worker.metrics import Metrics
+from movers3.worker.observer import IDLE, WORKING, Observers, WorkerObserver
+from movers3.report import REPORT_COLUMNS, write_jsonl, write_report
+from movers3.status import error_code_of, top_error_codes
 from movers3.runner import worker_environment
 from movers3.settings import COPYING, OPTIONS, load
 from movers3.watch import render
@@ -236,7 +239,7 @@ def test_report_writers_stream_row_by_row():
     ("", "(no message)"),
 ])
 def test_error_codes_come_from_recorded_errors(message, code):
-    assert error_code(message) == code
+    assert error_code_of(message) == code
 
 
 def test_top_error_codes_sum_messages_by_code():
@@ -299,7 +302,7 @@ def test_each_run_worker_gets_its_own_metrics_port_and_no_health_file():
 
 
 def test_the_health_limit_is_above_the_idle_poll():
-    from movers3 import worker
+    from movers3.worker import loop as worker
     from movers3.settings import MIN_HEALTH_MAX_AGE
     assert MIN_HEALTH_MAX_AGE > worker.POLL_MAX_SECONDS + worker.FLUSH_SECONDS
     with pytest.raises(ConfigError, match="^HEALTH_MAX_AGE:"):

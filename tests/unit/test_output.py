@@ -1,7 +1,7 @@
 import csv
 import io
 
-from movers3.multipart import part_size_for, plan_parts
+from movers3.transfer.multipart import part_size_for, plan_parts
 from movers3.logs import Redactor, escape_controls
 from movers3.report import REPORT_COLUMNS, spreadsheet_safe, write_csv
 from movers3.settings import GIB, MIB

@@ -2,7 +2,7 @@
 
 import pytest
 
-from movers3 import repoint
+from movers3.ledger import repoint
 from movers3.exceptions import ConfigError
 
 GOOD = "UPDATE users SET avatar = %(new_key)s WHERE avatar = %(old_key)s"

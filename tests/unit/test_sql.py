@@ -1,20 +1,67 @@
+"""The named queries: every one used, every one used exists, each module of movers3.ledger runs only
+its own file's queries, and the worker's files hold nothing its database role may not run."""
+
 import re
 from pathlib import Path
 
-from movers3 import db
+import sqlparse
 
-PACKAGE = Path(db.__file__).parent
+from movers3.ledger import db, schema
+
+LEDGER = Path(db.__file__).parent
+PACKAGE = LEDGER.parent
+# What README's permissions table grants the worker role (SELECT on every table, UPDATE on these).
+WORKER_MAY_UPDATE = {"movers3_objects", "movers3_seeds", "movers3_schema"}
+WORKER_TABLES = WORKER_MAY_UPDATE | {"movers3_seed_parts", "movers3_counts"}
+# The modules a worker process runs queries through, beside schema.check (init.sql's schema_version).
+WORKER_FILES = ("work", "uploads", "repoint")
+
+
+def used_queries(path: Path) -> set[str]:
+    text = path.read_text()
+    used = set(re.findall(r'(?:execute|executemany|one|all|stream|_write)\((?:row, )?"(\w+)"', text))
+    # (name, params) pairs handed to execute_and_commit
+    used |= set(re.findall(r'(?<![\w.])\("([a-z]+_[a-z_]+)", [\w{]', text))
+    return used
 
 
 def test_every_named_query_used_in_code_exists_and_every_query_is_used():
-    used = set()
-    for path in PACKAGE.glob("*.py"):
-        text = path.read_text()
-        used |= set(re.findall(r'(?:execute|executemany|one|all|stream|_write)\((?:row, )?"(\w+)"', text))
-        # (name, params) pairs handed to execute_and_commit
-        used |= set(re.findall(r'(?<![\w.])\("([a-z]+_[a-z_]+)", [\w{]', text))
+    used = set().union(*(used_queries(p) for p in LEDGER.glob("*.py")))
     assert used <= set(db.QUERIES), used - set(db.QUERIES)
     assert set(db.QUERIES) <= used, set(db.QUERIES) - used
+
+
+def test_each_module_runs_only_the_queries_of_its_own_file():
+    module_of = {name: "schema" if name == "init" else name for name in db.QUERY_FILES}
+    for name, module in module_of.items():
+        assert used_queries(LEDGER / f"{module}.py") == set(db.load_queries(name)), module
+    for path in LEDGER.glob("*.py"):
+        if path.stem not in module_of.values():
+            assert not used_queries(path), path.name
+
+
+def test_queries_outside_the_ledger_package_do_not_exist():
+    for path in PACKAGE.rglob("*.py"):
+        if path.parent != LEDGER:
+            assert not used_queries(path), path
+
+
+def test_the_worker_runs_only_what_its_role_may():
+    statements = {name: sql for f in WORKER_FILES for name, sql in db.load_queries(f).items()}
+    statements["schema_version"] = db.QUERIES["schema_version"]
+    assert len(statements) > 15
+    for name, sql in statements.items():
+        kind = sqlparse.parse(sql)[0].get_type()
+        tables = set(re.findall(r"\bmovers3_\w+", sql))
+        if name.startswith("repoint_"):  # PREPARE/DEALLOCATE of the operator's own statement
+            assert kind == "UNKNOWN" and tables == {"movers3_repoint"}, name  # a statement name, not a table
+            continue
+        assert kind in ("SELECT", "UPDATE"), (name, kind)
+        assert tables and tables <= WORKER_TABLES, (name, tables)
+        written = set(re.findall(r"^\s*UPDATE\s+(movers3_\w+)", sql, re.M | re.I))
+        if "FOR UPDATE" in sql.upper():
+            written |= set(re.findall(r"\bFROM\s+(movers3_\w+)", sql, re.I))
+        assert written <= WORKER_MAY_UPDATE, (name, written)
 
 
 def test_queries_have_no_comments_or_semicolons_left():
@@ -25,7 +72,7 @@ def test_queries_have_no_comments_or_semicolons_left():
 
 
 def test_schema_statements_are_idempotent():
-    statements = db.schema_statements()
+    statements = schema.statements()
     assert sum(s.startswith("CREATE TABLE IF NOT EXISTS") for s in statements) == 5
     assert all(s.startswith(("CREATE TABLE IF NOT EXISTS", "ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS",
                              "ALTER TABLE movers3_seeds ADD COLUMN IF NOT EXISTS", "CREATE INDEX IF NOT EXISTS",
@@ -37,6 +84,6 @@ def test_schema_statements_are_idempotent():
 
 
 def test_no_sql_strings_in_python():
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         text = path.read_text()
         assert not re.search(r'"\s*(SELECT|UPDATE|INSERT|DELETE)\s+\w', text), path.name

@@ -1,5 +1,5 @@
-"""The MariaDB connection: named queries from sql/queries.sql, transactions, and translation of
-driver errors into our own types.
+"""The MariaDB connection: named queries from sql/*.sql, transactions, and translation of driver
+errors into our own types.
 
 One `Database` is one connection and is used by one thread only. A transaction that fails because
 the connection dropped, or because InnoDB chose it as a deadlock victim, is run again from the start
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.resources
 import re
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -25,7 +24,7 @@ import tenacity
 from movers3.exceptions import LedgerConflict, LedgerError, LedgerUnavailable, SchemaError
 from movers3.settings import MysqlUrl
 
-log = structlog.get_logger("movers3.db")
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -34,7 +33,6 @@ CONNECT_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = 60
 # After a session once worked, how long to keep reconnecting through an outage (failover, restart).
 RECONNECT_SECONDS = 120
-CONFLICT_RETRIES = 5
 
 # MariaDB / client error codes
 _ACCESS_DENIED = 1045
@@ -49,38 +47,31 @@ _LOST = (2006, 2013, 2014, 2055, 1053, 1927, 4031)
 _BLOCK = re.compile(r"^-- (\w+) --\n(?:--[^\n]*\n)*(.*?)(?=^-- \w+ --\n|\Z)", re.MULTILINE | re.DOTALL)
 
 
-def _load(name: str) -> str:
-    return importlib.resources.files("movers3").joinpath("sql", name).read_text("utf-8")
+# One file per module of this package that runs queries (work.sql for work.py, ...): a test checks
+# that each module runs only its own file's queries, and what the worker's files may do.
+QUERY_FILES = ("init", "work", "uploads", "seeds", "reads", "repoint")
 
 
-def load_queries() -> dict[str, str]:
-    """Named blocks of queries.sql, each without its comments and trailing semicolon."""
-    return {m.group(1): m.group(2).strip().rstrip(";") for m in _BLOCK.finditer(_load("queries.sql"))}
+def read_sql(name: str) -> str:
+    return importlib.resources.files("movers3.ledger").joinpath("sql", name).read_text("utf-8")
 
 
-def schema_statements() -> list[str]:
-    """Statements of schema.sql. A statement ends with the delimiter at the end of a line; as in the
-    mysql client, `DELIMITER $$` switches it, so that trigger bodies may hold `;`."""
-    statements, current, delimiter = [], [], ";"
-    for line in _load("schema.sql").splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("--"):
-            continue
-        if stripped.upper().startswith("DELIMITER "):
-            delimiter = stripped.split(None, 1)[1]
-            continue
-        if stripped.endswith(delimiter):
-            current.append(line.rstrip()[: -len(delimiter)])
-            statements.append("\n".join(current).strip())
-            current = []
-        else:
-            current.append(line)
-    if "\n".join(current).strip():
-        statements.append("\n".join(current).strip())
-    return [s for s in statements if s]
+def load_queries(name: str) -> dict[str, str]:
+    """Named blocks of sql/NAME.sql, each without its comments and trailing semicolon."""
+    return {m.group(1): m.group(2).strip().rstrip(";") for m in _BLOCK.finditer(read_sql(f"{name}.sql"))}
 
 
-QUERIES = load_queries()
+def _all_queries() -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for name in QUERY_FILES:
+        for query, text in load_queries(name).items():
+            if query in queries:
+                raise RuntimeError(f"query {query!r} is named twice in sql/")
+            queries[query] = text
+    return queries
+
+
+QUERIES = _all_queries()
 
 
 class Tx:
@@ -134,6 +125,10 @@ class Database:
         self.reconnect_seconds = reconnect_seconds
         self._conn: pymysql.connections.Connection | None = None
         self._ever_connected = False
+
+    def another(self) -> Database:
+        """A connection of its own to the same ledger, for another thread."""
+        return Database(self.url, reconnect_seconds=self.reconnect_seconds)
 
     # -- connection ------------------------------------------------------------------------
 
@@ -271,16 +266,3 @@ def _code(exc: pymysql.MySQLError) -> int:
 
 def _message(exc: pymysql.MySQLError) -> str:
     return str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__
-
-
-def wait_until_reachable(db: Database, seconds: float) -> None:
-    """Bounded wait for a database that is still starting (compose, the demo)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            db.transaction(lambda tx: None)
-            return
-        except LedgerUnavailable:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.5)

@@ -19,10 +19,10 @@ import botocore.exceptions
 import structlog
 from botocore.client import BaseClient
 
-from movers3 import s3
 from movers3.settings import Settings
+from movers3.transfer import s3
 
-log = structlog.get_logger("movers3.attributes")
+log = structlog.get_logger(__name__)
 
 # Headers a GET/HEAD of the source reports and a PutObject/CreateMultipartUpload/CopyObject(REPLACE)
 # accepts under the same boto3 name.

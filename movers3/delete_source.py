@@ -34,13 +34,16 @@ import botocore.exceptions
 import structlog
 from botocore.client import BaseClient
 
-from movers3 import routes, s3
-from movers3.db import Database
-from movers3.exceptions import CopyError, Interrupted
-from movers3.ledger import folder_range
+from movers3 import routes
+from movers3.exceptions import CopyError, Interrupted, SourceChanged
+from movers3.ledger.db import Database
+from movers3.ledger.reads import Reads
+from movers3.ledger.work import WorkQueue
+from movers3.routes import folder_range
 from movers3.settings import Settings
+from movers3.transfer import s3
 
-log = structlog.get_logger("movers3.cutover")
+log = structlog.get_logger(__name__)
 
 PAGE = 500
 THREADS = 16
@@ -73,7 +76,8 @@ class SourceDeleter:
 
     def __init__(self, db: Database, source: BaseClient, dest: BaseClient, settings: Settings, *,
                  max_deletes: int, dry_run: bool, stop_event: threading.Event | None = None) -> None:
-        self.db = db
+        self.reads = Reads(db)
+        self.work = WorkQueue(db)  # records each deleted source on its row
         self.source = source
         self.dest = dest
         self.settings = settings
@@ -94,15 +98,14 @@ class SourceDeleter:
             while not self._guard_reached():
                 if self.stopped.is_set():
                     raise Interrupted("delete-source stopped; run it again to go on")
-                params = {"after": after, "bucket": st.old_bucket, "limit": PAGE, **folder}
-                records = self.db.transaction(lambda tx: tx.all("rows_deletable_page", params))
+                records = self.reads.deletable_page(st.old_bucket, folder, after, PAGE)
                 if not records:
                     break
                 after = records[-1][0]
                 candidates = [Candidate(i, ob, routes.from_db(ok), nb, routes.from_db(nk), int(size), etag, dest)
                               for i, ob, ok, nb, nk, size, etag, dest in records]
                 outcomes = list(pool.map(self._one, candidates))
-                self._record([(c, version) for c, (verdict, version) in zip(candidates, outcomes)
+                self._record([(c, version) for c, (verdict, version) in zip(candidates, outcomes, strict=True)
                               if verdict in ("deleted", "gone")])
         self.stats.guard_reached = self._guard_reached()
         log.info("delete_source_finished", **{k: v for k, v in dataclasses.asdict(self.stats).items()
@@ -137,7 +140,7 @@ class SourceDeleter:
             return self._skip(clog, "destination differs from the recorded copy")
         try:
             head = self._head(self.source, c.old_bucket, c.old_key, c.source_etag)
-        except _Changed:
+        except SourceChanged:
             return self._skip(clog, "source changed after the copy")
         if head is None:
             clog.info("source_already_gone")
@@ -157,7 +160,7 @@ class SourceDeleter:
         if version:
             params["VersionId"] = version  # exactly the version that was copied
         else:
-            params["IfMatch"] = _quoted(c.source_etag)  # only if it is still the version copied
+            params["IfMatch"] = s3.quoted_etag(c.source_etag)  # only if it is still the version copied
         try:
             self.source.delete_object(**params)
         except botocore.exceptions.ClientError as exc:
@@ -179,20 +182,11 @@ class SourceDeleter:
         return "deleted", version
 
     def _head(self, client: BaseClient, bucket: str, key: str, if_match: str | None) -> dict | None:
+        """HeadObject, None when the object is gone; `SourceChanged` when it no longer has `if_match`."""
         params = {"Bucket": bucket, "Key": key}
         if if_match:
-            params["IfMatch"] = _quoted(if_match)
-        try:
-            return client.head_object(**params)
-        except botocore.exceptions.ClientError as exc:
-            status = s3.status_code(exc)
-            if status == 404:
-                return None
-            if status == 412:
-                raise _Changed() from exc
-            raise s3.classify(exc, f"HeadObject {bucket}/{key}") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise s3.classify(exc, f"HeadObject {bucket}/{key}") from exc
+            params["IfMatch"] = s3.quoted_etag(if_match)
+        return s3.head_or_none(client, f"HeadObject {bucket}/{key}", **params)
 
     def _skip(self, clog, reason: str, **extra) -> tuple[str, None]:
         clog.warning("source_delete_skipped", reason=reason, **extra)
@@ -201,21 +195,5 @@ class SourceDeleter:
         return "skipped", None
 
     def _record(self, done: list[tuple[Candidate, str | None]]) -> None:
-        if not done or self.dry_run:
-            return
-
-        def work(tx):
-            for c, version in done:
-                tx.execute("rows_source_deleted_if_unchanged",
-                           {"id": c.id, "etag": c.source_etag, "version_id": version})
-
-        self.db.transaction(work)
-
-
-class _Changed(Exception):
-    pass
-
-
-def _quoted(etag: str) -> str:
-    bare = s3.bare_etag(etag)
-    return f'"{bare}"'
+        if done and not self.dry_run:
+            self.work.source_deleted([(c.id, c.source_etag, version) for c, version in done])

@@ -33,9 +33,9 @@ from urllib.parse import unquote_plus, urlsplit
 import botocore.exceptions
 from botocore.client import BaseClient
 
-from movers3 import s3
 from movers3.exceptions import ConfigError, CopyError, StorageError
-from movers3.ledger import PartSpec
+from movers3.ledger.seeds import PartSpec
+from movers3.transfer import s3
 
 HEAD_THREADS = 16
 READ_ATTEMPTS = 3
@@ -216,7 +216,7 @@ def _complete(entries: list[Entry], client: BaseClient, stop: threading.Event) -
     with ThreadPoolExecutor(HEAD_THREADS) as pool:
         completed = list(pool.map(head, [entries[i] for i in missing]))
     result = list(entries)
-    for i, entry in zip(missing, completed):
+    for i, entry in zip(missing, completed, strict=True):
         result[i] = entry
     return result
 

@@ -1,4 +1,5 @@
-"""S3 clients and the sorting of their errors into our own types.
+"""S3 clients, the one wrapper every request goes through (its failure sorted into our own error
+types), and the ETag and checksum rules that prove a copy.
 
 Clients are built here only, so that the copy hot path can be swapped in one place. botocore's own
 retries are off: `retry.py` owns the policy, so that MAX_ATTEMPTS means what it says.
@@ -6,18 +7,23 @@ retries are off: `retry.py` owns the policy, so that MAX_ATTEMPTS means what it 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import boto3
 import botocore.config
 import botocore.credentials
-import botocore.session
 import botocore.exceptions
+import botocore.session
 from botocore.client import BaseClient
 
-from movers3 import __version__, retry
-from movers3.exceptions import CopyError, StorageError
+from movers3 import __version__
+from movers3.exceptions import CopyError, SourceChanged, StorageError
 from movers3.settings import Endpoint
+from movers3.transfer import retry
 
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -95,6 +101,8 @@ def _session(parse_timestamps: bool = True) -> boto3.session.Session:
         return _SESSIONS[parse_timestamps]
 
 
+# -- ETags and checksums ------------------------------------------------------------------------
+
 def bare_etag(etag: str | None) -> str:
     return (etag or "").strip().strip('"')
 
@@ -103,6 +111,59 @@ def quoted_etag(etag: str) -> str:
     """An entity tag as If-Match headers carry it: the ledger keeps ETags bare, and some servers
     (moto) compare the header literally."""
     return f'"{bare_etag(etag)}"'
+
+
+def is_md5(etag: str) -> bool:
+    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower())
+
+
+def composite_etag(md5s: list[str]) -> str:
+    """The ETag S3 gives a completed multipart upload: the MD5 of the parts' MD5s, then -N."""
+    digest = hashlib.md5(b"".join(bytes.fromhex(m) for m in md5s)).hexdigest()  # noqa: S324 (S3's format)
+    return f"{digest}-{len(md5s)}"
+
+
+def content_md5(md5_hex: str) -> str:
+    """An MD5 as the Content-MD5 header carries it (base64 of the digest), for S3 to check the body."""
+    return base64.b64encode(bytes.fromhex(md5_hex)).decode("ascii")
+
+
+def mismatch(what: str, got: str, expected: str) -> CopyError:
+    """A copy whose proof failed: retryable (the bytes may have been damaged on the way), and a failed
+    row once attempts are spent, never a done one."""
+    return CopyError(f"{what}: checksum mismatch: got {got!r}, expected {expected!r}", code="ChecksumMismatch",
+                     retryable=True)
+
+
+# -- requests and their errors -------------------------------------------------------------------
+
+def request(method: Callable[..., dict], what: str, **params: Any) -> dict:
+    """One S3 request, its failure sorted into our error types (`failure`)."""
+    try:
+        return method(**params)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        raise failure(exc, what) from exc
+
+
+def head_or_none(client: BaseClient, what: str, **params: Any) -> dict | None:
+    """HeadObject, or None when the object does not exist (404); other failures as `request`."""
+    try:
+        return client.head_object(**params)
+    except botocore.exceptions.ClientError as exc:
+        if status_code(exc) == 404:
+            return None
+        raise failure(exc, what) from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise failure(exc, what) from exc
+
+
+def failure(exc: BaseException, what: str) -> CopyError:
+    """A failed request as our error: a 412 is a changed source (every request that reads the source
+    pins its version with an If-Match), anything else is classified."""
+    if isinstance(exc, botocore.exceptions.ClientError) and (status_code(exc) == 412 or
+                                                             error_code(exc) == "PreconditionFailed"):
+        return SourceChanged()
+    return classify(exc, what)
 
 
 def error_code(exc: BaseException) -> str:

@@ -1,6 +1,6 @@
 """The seeder: enumerate OLD_BUCKET/OLD_PREFIX/ into the ledger, from a listing or a manifest.
 
-A seed runs in rounds. A round is cut into parts (listing.py: folder levels, flat levels split into
+A seed runs in rounds. A round is cut into parts (walk.py: folder levels, flat levels split into
 key ranges; manifest.py: one part per data file) that any number of seeder threads and processes
 claim with SKIP LOCKED. Each page's rows, the parts it discovered and the part's cursor commit in one
 transaction, so a seeder killed at any moment resumes its part after the last committed page (once
@@ -18,24 +18,22 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterable
 
 import structlog
 from botocore.client import BaseClient
 
-from movers3 import listing, manifest, routes, s3
-from movers3.db import Database
+from movers3 import routes
 from movers3.exceptions import CopyError, Interrupted
-from movers3.ledger import Known, Ledger, PageWrite, Part, PartSpec, SeedRound
+from movers3.ledger.seeds import PageWrite, Part, PartSpec, SeedRound, Seeds
+from movers3.seed import manifest, walk
+from movers3.seed.judge import Listed, judge
 from movers3.settings import Settings
+from movers3.transfer import s3
 
-log = structlog.get_logger("movers3.seeder")
+log = structlog.get_logger(__name__)
 
-PAGE_SIZE = listing.PAGE_SIZE
 IDLE_MIN_SECONDS = 0.2
 IDLE_MAX_SECONDS = 2.0
-# A page is flat enough to split its level when at least this share of it are files.
-FLAT_SHARE = 0.5
 
 
 @dataclasses.dataclass
@@ -53,76 +51,11 @@ class SeedStats:
     round_finished: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
-class Listed:
-    """One object as a listing or a manifest gives it."""
-
-    key: str
-    size: int
-    etag: str
-    storage_class: str | None = None
-    restore: dict | None = None
-
-    @classmethod
-    def from_listing(cls, obj: dict) -> Listed:
-        return cls(obj["Key"], int(obj.get("Size", 0)), s3.bare_etag(obj.get("ETag")), obj.get("StorageClass"),
-                   obj.get("RestoreStatus"))
-
-
-@dataclasses.dataclass
-class Judgement:
-    """A page compared with the ledger."""
-
-    new: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)
-    changed: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)
-    unchanged: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)
-    skipped: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)  # (object, reason)
-    collisions: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)  # also skipped
-    retargeted: int = 0  # in the ledger with another destination (NEW_PREFIX changed): left as it is
-    unchanged_states: dict[str, int] = dataclasses.field(default_factory=dict)  # ledger state -> count
-
-
-def judge(entries: Iterable[Listed], settings: Settings, lookup: Callable[[list[bytes], list[bytes]], Known]
-          ) -> Judgement:
-    """Sort a page into new, changed, unchanged and skipped keys. A key is skipped when it can't be
-    mapped (its new key would exceed 1024 bytes) or when its new key already belongs to another
-    source's row: two objects must never be copied onto one destination key."""
-    st = settings
-    result = Judgement()
-    mapped: list[tuple[Listed, str]] = []
-    for entry in entries:
-        try:
-            mapped.append((entry, routes.new_key(entry.key, st.old_prefix, st.new_prefix)))
-        except ValueError as exc:
-            result.skipped.append((entry, str(exc)))
-    known = lookup([routes.to_db(e.key) for e, _ in mapped], [routes.to_db(n) for _, n in mapped])
-    for entry, new in mapped:
-        old_db, new_db = routes.to_db(entry.key), routes.to_db(new)
-        owner = known.by_new_key.get(new_db)
-        if owner is not None and owner != (st.old_bucket, old_db):
-            reason = f"its new key already belongs to {owner[0]}/{routes.from_db(owner[1])}"
-            result.skipped.append((entry, reason))
-            result.collisions.append((entry, reason))
-            continue
-        row = known.by_old_key.get(old_db)
-        if row is None:
-            result.new.append((entry, new))
-            continue
-        if row[0] != new_db:
-            result.retargeted += 1
-        if row[1] != entry.size or row[2] != entry.etag:
-            result.changed.append((entry, new))
-        else:
-            result.unchanged.append((entry, new))
-            result.unchanged_states[row[3]] = result.unchanged_states.get(row[3], 0) + 1
-    return result
-
-
 class Seeder:
-    def __init__(self, ledger: Ledger, client: BaseClient, settings: Settings,
+    def __init__(self, seeds: Seeds, client: BaseClient, settings: Settings,
                  stop_event: threading.Event | None = None, *, manifest_uri: str | None = None,
                  restart: bool = False, threads: int | None = None) -> None:
-        self.ledger = ledger
+        self.seeds = seeds
         self.client = client
         self.settings = settings
         self.stopped = stop_event or threading.Event()
@@ -136,13 +69,13 @@ class Seeder:
 
     def run(self) -> SeedStats:
         st = self.settings
-        seed = self.ledger.seed_round(st.old_bucket, st.old_prefix, st.new_bucket, st.new_prefix,
+        seed = self.seeds.seed_round(st.old_bucket, st.old_prefix, st.new_bucket, st.new_prefix,
                                       input=self.manifest_uri, restart=self.restart)
         self._stats.round = seed.round
         log.info("seed_started", bucket=st.old_bucket, prefix=self.folder, round=seed.round,
                  manifest=self.manifest_uri, threads=self.threads, joined=seed.planned)
         if not seed.planned:
-            self.ledger.seed_plan(seed, self._plan())
+            self.seeds.seed_plan(seed, self._plan())
         errors: list[BaseException] = []
         workers = [threading.Thread(target=self._thread, args=(seed, i, errors), name=f"seed-{i}", daemon=True)
                    for i in range(self.threads)]
@@ -157,12 +90,6 @@ class Seeder:
         log.info("seed_finished", **dataclasses.asdict(self._stats))
         return self._stats
 
-    def round_totals(self) -> dict:
-        st = self.settings
-        seed = self.ledger.seed_round(st.old_bucket, st.old_prefix, st.new_bucket, st.new_prefix,
-                                      input=self.manifest_uri)
-        return self.ledger.seed_progress(seed)
-
     def _plan(self) -> list[PartSpec]:
         if self.manifest_uri is not None:
             return manifest.plan(self.manifest_uri, self.client, self.settings.old_bucket)
@@ -171,24 +98,23 @@ class Seeder:
     # -- one thread ----------------------------------------------------------------------------
 
     def _thread(self, seed: SeedRound, index: int, errors: list[BaseException]) -> None:
-        ledger = self.ledger if index == 0 else Ledger(Database(self.ledger.db.url,
-                                                                reconnect_seconds=self.ledger.db.reconnect_seconds))
+        seeds = self.seeds if index == 0 else self.seeds.for_another_thread()
         owner = f"{self._owner}-{index}"
         try:
-            self._work(ledger, seed, owner)
+            self._work(seeds, seed, owner)
         except BaseException as exc:  # handed to run(), which raises the first
             self.stopped.set()
             errors.append(exc)
         finally:
-            if ledger is not self.ledger:
-                ledger.db.close()
+            if seeds is not self.seeds:
+                seeds.db.close()
 
-    def _work(self, ledger: Ledger, seed: SeedRound, owner: str) -> None:
+    def _work(self, seeds: Seeds, seed: SeedRound, owner: str) -> None:
         idle = IDLE_MIN_SECONDS
         while not self.stopped.is_set():
-            part = ledger.part_claim(seed, owner, self.settings.lease_seconds)
+            part = seeds.part_claim(seed, owner, self.settings.lease_seconds)
             if part is None:
-                unfinished, _ = ledger.parts_unfinished(seed)
+                unfinished, _ = seeds.parts_unfinished(seed)
                 if not unfinished:
                     return
                 # Other seeders hold the rest (or a dead one's lease has yet to expire).
@@ -202,67 +128,53 @@ class Seeder:
                     self._stats.resumed_after = part.cursor
             try:
                 if part.file is not None:
-                    self._read_file(ledger, seed, part, owner)
+                    self._read_file(seeds, seed, part, owner)
                 else:
-                    self._list_level(ledger, seed, part, owner)
+                    self._list_level(seeds, seed, part, owner)
             except BaseException:
                 try:
-                    ledger.part_release(part, owner)
+                    seeds.part_release(part, owner)
                 except Exception:  # the lease expires on its own
                     log.warning("seed_part_not_released", part=part.id)
                 raise
-            if ledger.part_finish(seed, part, owner, self.settings.old_bucket, self.folder):
+            if seeds.part_finish(seed, part, owner, self.settings.old_bucket, self.folder):
                 with self._lock:
                     self._stats.round_finished = True
                 log.info("seed_round_finished", round=seed.round)
 
-    def _list_level(self, ledger: Ledger, seed: SeedRound, part: Part, owner: str) -> None:
-        level = listing.Level(part.prefix or self.folder, part.after, part.upto)
-        cursor = part.cursor
-        may_split = part.upto is None
-        while True:
-            restart = False
-            for page in listing.pages(self._list, self.settings.old_bucket, level, cursor):
-                self._check_stop()
-                write = self._page(ledger, [Listed.from_listing(o) for o in page.files], cursor=page.cursor,
-                                   consumed=0, parts=[PartSpec(prefix=f) for f in page.folders])
-                if may_split and not page.end and page.cursor is not None and \
-                        len(page.files) >= FLAT_SHARE * (len(page.files) + len(page.folders)):
-                    may_split = False
-                    points = listing.split_points(self._list, self.settings.old_bucket, level, page.cursor)
-                    if points:
-                        bounds = points + [level.upto]
-                        write.narrow_to = points[0]
-                        write.parts += [PartSpec(prefix=level.prefix, after=a, upto=b)
-                                        for a, b in zip(points, bounds[1:])]
-                        level = dataclasses.replace(level, upto=points[0])
-                        restart = True
-                self._write(ledger, seed, part, owner, write)
-                cursor = page.cursor
-                if restart:
-                    log.info("seed_level_split", prefix=level.prefix, parts=len(points) + 1)
-                    break
-            if not restart:
-                return
+    def _list_level(self, seeds: Seeds, seed: SeedRound, part: Part, owner: str) -> None:
+        level = walk.Level(part.prefix or self.folder, part.after, part.upto)
+        for step in walk.walk(self._list, self.settings.old_bucket, level, part.cursor):
+            self._check_stop()
+            page = step.page
+            write = self._page(seeds, [Listed.from_listing(o) for o in page.files], cursor=page.cursor,
+                               consumed=0, parts=[PartSpec(prefix=f) for f in page.folders])
+            if step.split:
+                # The part now stops where the split begins; the ranges after it are parts of their own.
+                write.narrow_to = step.split[0].after
+                write.parts += [PartSpec(prefix=s.prefix, after=s.after, upto=s.upto) for s in step.split]
+            self._write(seeds, seed, part, owner, write)
+            if step.split:
+                log.info("seed_level_split", prefix=level.prefix, parts=len(step.split) + 1)
 
-    def _read_file(self, ledger: Ledger, seed: SeedRound, part: Part, owner: str) -> None:
+    def _read_file(self, seeds: Seeds, seed: SeedRound, part: Part, owner: str) -> None:
         st = self.settings
         def mine(entry: manifest.Entry) -> bool:
             return entry.bucket == st.old_bucket and entry.key.startswith(self.folder)
 
         for chunk in manifest.chunks(part.file, part.file_md5, self.client, skip=part.cursor_rows,
-                                     size=PAGE_SIZE, stop=self.stopped, keep=mine):
+                                     size=walk.PAGE_SIZE, stop=self.stopped, keep=mine):
             self._check_stop()
             entries = [Listed(e.key, e.size, e.etag, e.storage_class) for e in chunk.entries]
-            write = self._page(ledger, _latest(entries), cursor=None, consumed=chunk.consumed, parts=[])
-            self._write(ledger, seed, part, owner, write)
+            write = self._page(seeds, _latest(entries), cursor=None, consumed=chunk.consumed, parts=[])
+            self._write(seeds, seed, part, owner, write)
 
     # -- one page ------------------------------------------------------------------------------
 
-    def _page(self, ledger: Ledger, entries: list[Listed], *, cursor: str | None, consumed: int,
+    def _page(self, seeds: Seeds, entries: list[Listed], *, cursor: str | None, consumed: int,
               parts: list[PartSpec]) -> PageWrite:
         st = self.settings
-        judgement = judge(entries, st, lambda old, new: ledger.known(st.old_bucket, old, st.new_bucket, new))
+        judgement = judge(entries, st, lambda old, new: seeds.known(st.old_bucket, old, st.new_bucket, new))
         for entry, reason in judgement.skipped:
             log.error("key_skipped", key=entry.key, reason=reason)
         if judgement.retargeted:
@@ -276,8 +188,8 @@ class Seeder:
                       "storage_class": e.storage_class} for e, _ in judgement.changed],
             parts=parts, cursor=cursor, consumed=consumed, listed=len(entries), skipped=len(judgement.skipped))
 
-    def _write(self, ledger: Ledger, seed: SeedRound, part: Part, owner: str, write: PageWrite) -> None:
-        added = ledger.seed_page(part, owner, self.settings.lease_seconds, write, seed)
+    def _write(self, seeds: Seeds, seed: SeedRound, part: Part, owner: str, write: PageWrite) -> None:
+        added = seeds.seed_page(part, owner, self.settings.lease_seconds, write, seed)
         with self._lock:
             stats = self._stats
             stats.pages += 1

@@ -19,16 +19,16 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from movers3.exceptions import ConfigError
-from movers3.observer import WorkerObserver
 from movers3.settings import DEFAULT_HEALTH_MAX_AGE, parse_health_max_age
+from movers3.worker.observer import WorkerObserver
 
 if TYPE_CHECKING:
-    from movers3.ledger import Outcome
+    from movers3.ledger.work import Outcome
 
 # The check runs every 15-30 s in every container: it imports neither boto3, nor the database driver,
 # nor structlog (which loads rich), and costs a bare interpreter start instead of ~0.6 s of CPU.
@@ -99,7 +99,7 @@ class Heartbeat(WorkerObserver):
     def snapshot(self) -> dict:
         return {"version": FORMAT_VERSION, "pid": os.getpid(), "worker": self.worker_id, "state": self.state,
                 "in_flight": self.in_flight, "done": self.done, "failed": self.failed,
-                "monotonic": self.last_tick, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                "monotonic": self.last_tick, "time": datetime.now(UTC).isoformat(timespec="seconds")}
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -188,7 +188,7 @@ def fast_path(args: list[str]) -> int | None:
 def _log():
     import structlog
 
-    return structlog.get_logger("movers3.health")
+    return structlog.get_logger(__name__)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the health check imports this module and must stay light
-    from movers3.ledger import Outcome
+    from movers3.ledger.work import Outcome
 
 # Values of `state` in `loop_tick`.
 WORKING, IDLE, DRAINING = "working", "idle", "draining"

@@ -1,5 +1,6 @@
-"""The copy hot path: one server-side CopyObject, behind a small interface so that the client that
-sends it can be swapped in one place (`COPY_ENGINE`: boto3 or crt) without touching the rest of the copy.
+"""The CopyObject engines. The copy hot path is one server-side CopyObject, behind a small interface
+so that the client that sends it can be swapped in one place (`COPY_ENGINE`: boto3 or crt) without
+touching the rest of the copy.
 
 Everything else (HEAD, multipart, streaming, ACLs) stays on boto3, where API coverage matters more
 than the per-request CPU; this request is the one a migration of small objects sends millions of.
@@ -23,9 +24,9 @@ import botocore.exceptions
 import botocore.session
 from botocore.client import BaseClient
 
-from movers3 import s3
-from movers3.exceptions import CopyError, SourceChanged
+from movers3.exceptions import CopyError
 from movers3.settings import Endpoint, Settings
+from movers3.transfer import s3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,17 +58,10 @@ class Boto3Engine:
         self.dest = dest
 
     def copy_object(self, request: CopyRequest) -> str:
-        try:
-            response = self.dest.copy_object(
-                Bucket=request.dest_bucket, Key=request.dest_key,
-                CopySource={"Bucket": request.source_bucket, "Key": request.source_key},
-                CopySourceIfMatch=s3.quoted_etag(request.source_etag), **request.extra)
-        except botocore.exceptions.ClientError as exc:
-            if s3.status_code(exc) == 412 or s3.error_code(exc) == "PreconditionFailed":
-                raise SourceChanged() from exc
-            raise s3.classify(exc, "CopyObject") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise s3.classify(exc, "CopyObject") from exc
+        response = s3.request(
+            self.dest.copy_object, "CopyObject", Bucket=request.dest_bucket, Key=request.dest_key,
+            CopySource={"Bucket": request.source_bucket, "Key": request.source_key},
+            CopySourceIfMatch=s3.quoted_etag(request.source_etag), **request.extra)
         return s3.bare_etag(response.get("CopyObjectResult", {}).get("ETag"))
 
 
@@ -107,7 +101,7 @@ def _header_value(name: str, value: object, type_name: str, stamp: str | None) -
     elif type_name == "timestamp":
         if not isinstance(value, datetime.datetime):
             raise ValueError(f"CopyObject parameter {name} must be a datetime")
-        value = value.astimezone(datetime.timezone.utc) if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+        value = value.astimezone(datetime.UTC) if value.tzinfo else value.replace(tzinfo=datetime.UTC)
         text = value.strftime("%Y-%m-%dT%H:%M:%SZ") if stamp == "iso8601" else \
             email.utils.format_datetime(value, usegmt=True)
     else:
@@ -129,7 +123,8 @@ class CrtEngine:
 
     def __init__(self, endpoint: Endpoint, credentials: botocore.credentials.Credentials | None,
                  fallback: CopyEngine, service_model: Any = None) -> None:
-        from awscrt import auth, io, s3 as crt_s3  # optional dependency: imported only when chosen
+        from awscrt import auth, io  # optional dependency: imported only when chosen
+        from awscrt import s3 as crt_s3
 
         self._crt_s3 = crt_s3
         self.fallback = fallback
@@ -249,12 +244,10 @@ class CrtEngine:
     def _classified(self, status: int, root: ElementTree.Element | None, body: bytes) -> CopyError:
         code = (_child(root, "Code") if root is not None else None) or str(status)
         message = (_child(root, "Message") if root is not None else None) or ""
-        if status == 412 or code == "PreconditionFailed":
-            return SourceChanged()
         error = botocore.exceptions.ClientError(
             {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
             "CopyObject")
-        return s3.classify(error, "CopyObject")
+        return s3.failure(error, "CopyObject")
 
 
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -14,7 +14,7 @@ import tenacity
 
 from movers3.exceptions import CopyError
 
-log = structlog.get_logger("movers3.retry")
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 

@@ -17,9 +17,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from movers3 import __version__
 from movers3.exceptions import ConfigError
-from movers3.health import DEFAULT_MAX_AGE_SECONDS, Heartbeat
-from movers3.ledger import Outcome
-from movers3.observer import WorkerObserver
+from movers3.ledger.work import Outcome
+from movers3.worker.health import DEFAULT_MAX_AGE_SECONDS, Heartbeat
+from movers3.worker.observer import WorkerObserver
 
 try:
     import prometheus_client
@@ -56,7 +56,8 @@ class Metrics(WorkerObserver):
         self.released = p.Counter("movers3_rows_released",
                                   "Rows given back unfinished (shutdown, misconfigured credentials)", registry=r)
         self.dropped = p.Counter("movers3_results_dropped",
-                                 "Results dropped because another worker had taken the row over after the lease ran out",
+                                 "Results dropped because another worker had taken the row over after the lease "
+                                 "ran out",
                                  registry=r)
         self.claimed = p.Counter("movers3_rows_claimed", "Rows claimed from the ledger", registry=r)
         self.claim_seconds = p.Histogram("movers3_claim_duration_seconds", "Time of one claim transaction",

@@ -31,8 +31,8 @@ import sqlparse
 import sqlparse.sql
 import sqlparse.tokens
 
-from movers3.db import Database
 from movers3.exceptions import ConfigError, LedgerError
+from movers3.ledger.db import Database
 
 NAMES = ("old_bucket", "old_key", "new_bucket", "new_key")
 MAX_FILE_BYTES = 64 * 1024

@@ -25,33 +25,26 @@ MD5s). A mismatch is a retryable error and, once attempts are spent, a failed ro
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import threading
 from typing import Any, Protocol
 
-import botocore.exceptions
 import structlog
 from botocore.client import BaseClient
 
-from movers3 import engine as engines
-from movers3 import retry, s3
-from movers3.attributes import Destination, Gaps, SourceAttributes
-from movers3.engine import Boto3Engine, CopyEngine, CopyRequest
-from movers3.exceptions import CopyError, SourceChanged
-from movers3.ledger import Row, UploadJournal
-from movers3.multipart import (MAX_PART, Budget, OrderedMD5, Uploads, call, composite_etag, is_md5,
-                               keep_buffers_out_of_the_heap, mismatch, part_size_for)
+from movers3.exceptions import CopyError
+from movers3.ledger.uploads import UploadJournal
+from movers3.ledger.work import Row
 from movers3.settings import Settings
+from movers3.transfer import copy_object, s3
+from movers3.transfer.attributes import Destination, Gaps, SourceAttributes
+from movers3.transfer.buffers import Budget, keep_buffers_out_of_the_heap, read_exact
+from movers3.transfer.copy_object import Boto3Engine, CopyEngine, CopyRequest
+from movers3.transfer.multipart import MAX_PART, Uploads, part_size_for
+from movers3.transfer.parts import ServerParts, StreamParts
 
-log = structlog.get_logger("movers3.copier")
-
-# Transient failures of one part are retried in place, so that a large object does not start its
-# attempt over for one throttled request (the attempt itself is retried by the worker).
-PART_ATTEMPTS = 3
-READ_SLICE = 1024 * 1024
-
+log = structlog.get_logger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Copied:
@@ -97,7 +90,7 @@ class ObjectCopier:
         pool = settings.worker_threads * (1 + settings.part_concurrency) + 4
         source = s3.client(settings.source, pool_size=pool)
         dest = source if settings.dest == settings.source else s3.client(settings.dest, pool_size=pool)
-        return cls(settings, source, dest, journal, stop, engine=engines.from_settings(settings, dest))
+        return cls(settings, source, dest, journal, stop, engine=copy_object.from_settings(settings, dest))
 
     def describe(self) -> dict[str, Any]:
         """What the worker logs at start: the path and its settings, once."""
@@ -125,15 +118,10 @@ class ObjectCopier:
 
     def describe_source(self, row: Row) -> tuple[int, str]:
         """The source's current size and ETag, after a SourceChanged."""
-        try:
-            head = self.source.head_object(Bucket=row.old_bucket, Key=row.old_key)
-        except botocore.exceptions.ClientError as exc:
-            if s3.status_code(exc) == 404:
-                raise CopyError("HeadObject on the source: NoSuchKey: the source object no longer exists",
-                                code="NoSuchKey", retryable=False) from exc
-            raise s3.classify(exc, "HeadObject on the source") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise s3.classify(exc, "HeadObject on the source") from exc
+        head = s3.head_or_none(self.source, "HeadObject on the source", Bucket=row.old_bucket, Key=row.old_key)
+        if head is None:
+            raise CopyError("HeadObject on the source: NoSuchKey: the source object no longer exists",
+                            code="NoSuchKey", retryable=False)
         return int(head["ContentLength"]), s3.bare_etag(head["ETag"])
 
     def abandon(self, row: Row) -> bool:
@@ -160,19 +148,19 @@ class ObjectCopier:
             extra.pop("StorageClass", None)
             dest_etag = self.engine.copy_object(dataclasses.replace(request, extra=extra))
         source_etag = s3.bare_etag(row.source_etag)
-        if not (is_md5(source_etag) and self.destination.etag_is_md5):
+        if not (s3.is_md5(source_etag) and self.destination.etag_is_md5):
             # A multipart or KMS-encrypted object's ETag is not the MD5 of its bytes; the pinned
             # source version (CopySourceIfMatch) is the proof here.
             return Copied(row.size, source_etag, dest_etag, "copy", "pinned")
         if dest_etag != source_etag:
-            raise mismatch("CopyObject: destination ETag", dest_etag, source_etag)
+            raise s3.mismatch("CopyObject: destination ETag", dest_etag, source_etag)
         return Copied(row.size, source_etag, dest_etag, "copy", "etag", f"md5:{source_etag}")
 
     def _server_multipart(self, row: Row) -> Copied:
         head = self._head(row)
         row = dataclasses.replace(row, size=int(head["ContentLength"]))
         create = self._create_params(row, SourceAttributes.from_response(head))
-        parts = _ServerParts(self.dest, row, self.stop)
+        parts = ServerParts(self.dest, row, self.stop)
         dest_etag, _, _ = self.uploads.run(row, part_size_for(row.size, self.chunksize), create, parts)
         # Every part was pinned to the same source ETag and the ranges cover exactly `size` bytes.
         return Copied(row.size, s3.bare_etag(row.source_etag), dest_etag, "multipart-copy", "size+pinned")
@@ -182,23 +170,23 @@ class ObjectCopier:
     def _stream_single(self, row: Row) -> Copied:
         self.budget.acquire(row.size, self.stop.is_set)
         try:
-            response = call(self.source.get_object, "GetObject on the source", Bucket=row.old_bucket,
+            response = s3.request(self.source.get_object, "GetObject on the source", Bucket=row.old_bucket,
                             Key=row.old_key, IfMatch=s3.quoted_etag(row.source_etag))
             data = read_exact(response["Body"], row.size, "GetObject on the source")
             md5 = hashlib.md5(data).hexdigest()  # noqa: S324 (S3's ETag format)
-            if is_md5(s3.bare_etag(row.source_etag)) and md5 != s3.bare_etag(row.source_etag):
+            if s3.is_md5(s3.bare_etag(row.source_etag)) and md5 != s3.bare_etag(row.source_etag):
                 # Checked before the PUT: damaged bytes never become the new object.
-                raise mismatch("GetObject: bytes read from the source", md5, s3.bare_etag(row.source_etag))
+                raise s3.mismatch("GetObject: bytes read from the source", md5, s3.bare_etag(row.source_etag))
             params = self._create_params(row, SourceAttributes.from_response(response))()
-            put = call(self.dest.put_object, "PutObject", Bucket=row.new_bucket, Key=row.new_key, Body=data,
-                       ContentMD5=_b64(md5), **params)
+            put = s3.request(self.dest.put_object, "PutObject", Bucket=row.new_bucket, Key=row.new_key, Body=data,
+                       ContentMD5=s3.content_md5(md5), **params)
         finally:
             self.budget.release(row.size)
         dest_etag = s3.bare_etag(put.get("ETag"))
         source_etag = s3.bare_etag(row.source_etag)
         if self.destination.etag_is_md5 and dest_etag != md5:
-            raise mismatch("PutObject: destination ETag", dest_etag, md5)
-        if is_md5(source_etag):
+            raise s3.mismatch("PutObject: destination ETag", dest_etag, md5)
+        if s3.is_md5(source_etag):
             return Copied(row.size, source_etag, dest_etag, "stream", "md5", f"md5:{md5}")
         return Copied(row.size, source_etag, dest_etag, "stream", "md5-dest", f"md5:{md5}")
 
@@ -207,13 +195,13 @@ class ObjectCopier:
         row = dataclasses.replace(row, size=int(head["ContentLength"]))
         create = self._create_params(row, SourceAttributes.from_response(head))
         source_etag = s3.bare_etag(row.source_etag)
-        parts = _StreamParts(self.source, self.dest, row, self.budget, self.stop)
+        parts = StreamParts(self.source, self.dest, row, self.budget, self.stop)
         dest_etag, md5s, whole = self.uploads.run(row, part_size_for(row.size, self.chunksize), create, parts,
-                                                  expected_md5=source_etag if is_md5(source_etag) else None)
-        expected = composite_etag([m for m in md5s if m])
+                                                  expected_md5=source_etag if s3.is_md5(source_etag) else None)
+        expected = s3.composite_etag([m for m in md5s if m])
         if "-" in dest_etag and self.destination.etag_is_md5 and dest_etag != expected:
             self.journal.forget(row)
-            raise mismatch("CompleteMultipartUpload: destination ETag", dest_etag, expected)
+            raise s3.mismatch("CompleteMultipartUpload: destination ETag", dest_etag, expected)
         if "-" not in dest_etag:
             self.gaps.warn("multipart_etag_not_comparable", etag=dest_etag,
                            reason="the destination's multipart ETags are not MD5 composites; parts are still "
@@ -225,7 +213,7 @@ class ObjectCopier:
     # -- shared steps ------------------------------------------------------------------------------
 
     def _head(self, row: Row) -> dict:
-        return call(self.source.head_object, "HeadObject on the source", Bucket=row.old_bucket, Key=row.old_key,
+        return s3.request(self.source.head_object, "HeadObject on the source", Bucket=row.old_bucket, Key=row.old_key,
                     IfMatch=s3.quoted_etag(row.source_etag))
 
     def _create_params(self, row: Row, attributes: SourceAttributes):
@@ -240,97 +228,3 @@ class ObjectCopier:
             return result
 
         return params
-
-
-class _ServerParts:
-    """UploadPartCopy: S3 copies each range of the pinned source version itself."""
-
-    streams = False
-
-    def __init__(self, dest: BaseClient, row: Row, stop: threading.Event) -> None:
-        self.dest, self.row, self.stop = dest, row, stop
-
-    def __call__(self, upload_id: str, number: int, first: int, last: int, hasher: OrderedMD5 | None
-                 ) -> tuple[str, str | None]:
-        row = self.row
-        part = _retried(lambda: call(
-            self.dest.upload_part_copy, "UploadPartCopy", Bucket=row.new_bucket, Key=row.new_key,
-            UploadId=upload_id, PartNumber=number, CopySource={"Bucket": row.old_bucket, "Key": row.old_key},
-            CopySourceRange=f"bytes={first}-{last}", CopySourceIfMatch=s3.quoted_etag(row.source_etag)), self.stop)
-        return s3.bare_etag(part["CopyPartResult"]["ETag"]), None
-
-
-class _StreamParts:
-    """A ranged GET of the pinned source version into one buffer, its MD5, and an UploadPart that the
-    destination checks against that MD5 (Content-MD5) and answers with it (the part's ETag)."""
-
-    streams = True
-
-    def __init__(self, source: BaseClient, dest: BaseClient, row: Row, budget: Budget, stop: threading.Event):
-        self.source, self.dest, self.row, self.budget, self.stop = source, dest, row, budget, stop
-
-    def __call__(self, upload_id: str, number: int, first: int, last: int, hasher: OrderedMD5 | None
-                 ) -> tuple[str, str | None]:
-        row, size = self.row, last - first + 1
-        try:
-            def get() -> bytearray:
-                response = call(self.source.get_object, "GetObject on the source", Bucket=row.old_bucket,
-                                Key=row.old_key, IfMatch=s3.quoted_etag(row.source_etag), Range=f"bytes={first}-{last}")
-                return read_exact(response["Body"], size, "GetObject on the source")
-
-            data = _retried(get, self.stop)
-            md5 = hashlib.md5(data).hexdigest()  # noqa: S324 (S3's ETag format)
-
-            def put() -> str:
-                part = call(self.dest.upload_part, "UploadPart", Bucket=row.new_bucket, Key=row.new_key,
-                            UploadId=upload_id, PartNumber=number, Body=data, ContentMD5=_b64(md5))
-                etag = s3.bare_etag(part.get("ETag"))
-                if is_md5(etag) and etag != md5:
-                    raise mismatch(f"UploadPart {number}: destination ETag", etag, md5)
-                return etag
-
-            etag = _retried(put, self.stop)
-        except BaseException:
-            self.budget.release(size)
-            raise
-        if hasher is not None:
-            hasher.feed(number, data)  # gives the buffer space back once hashed
-        else:
-            self.budget.release(size)
-        return etag, md5
-
-
-def _retried(fn, stop: threading.Event):
-    # A changed source is not retried here: the worker re-reads it and starts the object over.
-    return retry.call(fn, tries=PART_ATTEMPTS, stop=stop, attempts=retry.Attempts(), exclude=(SourceChanged,))
-
-
-def read_exact(body, size: int, what: str) -> bytearray:
-    """Read exactly `size` bytes into one buffer (no intermediate copies); a short or long body is a
-    transient failure of the request."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    filled = 0
-    try:
-        while filled < size:
-            # Small slices: urllib3 reads each into a temporary bytes object before copying it over.
-            count = body.readinto(view[filled:filled + READ_SLICE])
-            if not count:
-                break
-            filled += count
-        extra = body.read(1) if filled == size else b""
-    except botocore.exceptions.BotoCoreError as exc:
-        raise s3.classify(exc, what) from exc
-    except OSError as exc:  # a connection reset mid-body
-        raise CopyError(f"{what}: {type(exc).__name__}: {exc}", code=type(exc).__name__, retryable=True) from exc
-    finally:
-        view.release()
-        body.close()
-    if filled != size or extra:
-        raise CopyError(f"{what}: expected {size} bytes, got {filled}{'+' if extra else ''}", code="IncompleteBody",
-                        retryable=True)
-    return buffer
-
-
-def _b64(md5_hex: str) -> str:
-    return base64.b64encode(bytes.fromhex(md5_hex)).decode("ascii")

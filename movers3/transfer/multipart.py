@@ -3,15 +3,13 @@ parts concurrently, recording each finished part in the ledger so that another w
 upload, and checking what S3 assembled.
 
 The parts themselves come from elsewhere (`PartSource`): UploadPartCopy for a server-side copy, a
-ranged GET into an UploadPart for a streamed one. Memory is bounded by `Budget`, a process-wide
-allowance of part buffers that parts take in order, so that a 2 GiB object costs a few part sizes.
+ranged GET into an UploadPart for a streamed one. Memory is bounded by `buffers.Budget`, a
+process-wide allowance of part buffers that parts take in order, so that a 2 GiB object costs a few
+part sizes.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import hashlib
 import math
 import threading
 from collections.abc import Callable
@@ -22,18 +20,19 @@ import botocore.exceptions
 import structlog
 from botocore.client import BaseClient
 
-from movers3 import s3
-from movers3.exceptions import CopyError, Interrupted, SourceChanged
-from movers3.ledger import Row, Upload, UploadJournal
+from movers3.exceptions import CopyError, Interrupted
+from movers3.ledger.uploads import UploadJournal
+from movers3.ledger.work import Row, Upload
 from movers3.settings import GIB, MIB
+from movers3.transfer import s3
+from movers3.transfer.buffers import Budget, OrderedMD5
 
-log = structlog.get_logger("movers3.multipart")
+log = structlog.get_logger(__name__)
 
 MIN_PART = 5 * MIB
 MAX_PART = 5 * GIB
 MAX_PARTS = 10_000
-MAX_OBJECT = 5 * 1024 * GIB
-# How often a copy thread waiting for buffer space looks at the stop flag.
+# How often the thread that feeds parts looks at the stop flag while parts are running.
 WAIT_SLICE_SECONDS = 0.5
 
 
@@ -50,92 +49,6 @@ def plan_parts(size: int, part_size: int) -> list[tuple[int, int]]:
     if size == 0:
         return [(0, -1)]
     return [(start, min(start + part_size, size) - 1) for start in range(0, size, part_size)]
-
-
-def composite_etag(md5s: list[str]) -> str:
-    """The ETag S3 gives a completed multipart upload: the MD5 of the parts' MD5s, then -N."""
-    digest = hashlib.md5(b"".join(bytes.fromhex(m) for m in md5s)).hexdigest()  # noqa: S324 (S3's format)
-    return f"{digest}-{len(md5s)}"
-
-
-def is_md5(etag: str) -> bool:
-    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower())
-
-
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-
-
-def keep_buffers_out_of_the_heap() -> None:
-    """Make every allocation of 1 MiB or more its own mapping, returned to the OS when freed.
-
-    glibc raises its mmap threshold after the first big free, and from then on serves part buffers
-    from per-thread heaps whose holes stay resident: streaming 1 GiB with a 64 MiB budget peaked
-    115 MiB above a tiny copy that way, 82 MiB with the threshold fixed. No-op where libc has no
-    mallopt (musl)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, MIB)
-    except (OSError, AttributeError):
-        pass
-
-
-class Budget:
-    """Bytes of part buffers a worker process may hold at once. Parts of one object take their share
-    in part order, so the part the in-order hash waits for never waits behind its successors."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._used = 0
-        self._cond = threading.Condition()
-
-    def acquire(self, amount: int, stopping: Callable[[], bool]) -> None:
-        amount = min(amount, self.limit)
-        with self._cond:
-            while self._used + amount > self.limit:
-                if stopping():
-                    raise Interrupted("stopped while waiting for buffer space")
-                self._cond.wait(WAIT_SLICE_SECONDS)
-            self._used += amount
-
-    def release(self, amount: int) -> None:
-        with self._cond:
-            self._used -= min(amount, self.limit)
-            self._cond.notify_all()
-
-    @property
-    def used(self) -> int:
-        return self._used
-
-
-class OrderedMD5:
-    """The MD5 of a whole object whose parts arrive out of order: a part waits (holding its budget)
-    until the parts before it are hashed."""
-
-    def __init__(self, budget: Budget) -> None:
-        self._md5 = hashlib.md5()  # noqa: S324 (comparison with S3's ETag, not security)
-        self._next = 1
-        self._waiting: dict[int, bytes] = {}
-        self._budget = budget
-        self._lock = threading.Lock()
-
-    def feed(self, number: int, data: bytes) -> None:
-        with self._lock:
-            self._waiting[number] = data
-            while self._next in self._waiting:
-                chunk = self._waiting.pop(self._next)
-                self._md5.update(chunk)
-                self._budget.release(len(chunk))
-                self._next += 1
-
-    def hexdigest(self) -> str:
-        return self._md5.hexdigest()
-
-    def close(self) -> None:
-        """Give back the buffers of parts that will never be hashed (the upload failed)."""
-        with self._lock:
-            for chunk in self._waiting.values():
-                self._budget.release(len(chunk))
-            self._waiting.clear()
 
 
 class PartSource(Protocol):
@@ -181,7 +94,7 @@ class Uploads:
                 if self.abort(row, log.warning):
                     log.info("multipart_aborted", row_id=row.id, upload_id=upload.id, reason="checksum mismatch")
                 self.journal.forget(row)
-                raise mismatch("GetObject: bytes read from the source", hasher.hexdigest(), expected_md5)
+                raise s3.mismatch("GetObject: bytes read from the source", hasher.hexdigest(), expected_md5)
             etag = self._complete(row, upload.id, [(n, finished[n][0]) for n in range(1, len(ranges) + 1)])
         except CopyError as exc:
             if exc.code == "NoSuchUpload":
@@ -227,7 +140,7 @@ class Uploads:
             if not self.abort(row, log.warning):
                 log.warning("multipart_upload_orphaned", row_id=row.id, key=row.new_key, upload_id=upload.id,
                             hint="a lifecycle rule AbortIncompleteMultipartUpload on the destination cleans it up")
-        created = call(self.dest.create_multipart_upload, "CreateMultipartUpload",
+        created = s3.request(self.dest.create_multipart_upload, "CreateMultipartUpload",
                        Bucket=row.new_bucket, Key=row.new_key, **create())
         upload = Upload(created["UploadId"], row.source_etag, part_size)
         self.journal.started(row, upload)
@@ -269,26 +182,7 @@ class Uploads:
         return done
 
     def _complete(self, row: Row, upload_id: str, parts: list[tuple[int, str]]) -> str:
-        response = call(self.dest.complete_multipart_upload, "CompleteMultipartUpload",
+        response = s3.request(self.dest.complete_multipart_upload, "CompleteMultipartUpload",
                         Bucket=row.new_bucket, Key=row.new_key, UploadId=upload_id,
                         MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]})
         return s3.bare_etag(response.get("ETag"))
-
-
-def mismatch(what: str, got: str, expected: str) -> CopyError:
-    """A copy whose proof failed: retryable (the bytes may have been damaged on the way), and a failed
-    row once attempts are spent, never a done one."""
-    return CopyError(f"{what}: checksum mismatch: got {got!r}, expected {expected!r}", code="ChecksumMismatch",
-                     retryable=True)
-
-
-def call(method: Callable[..., dict], what: str, **params: Any) -> dict:
-    """One S3 request, its failure sorted into our error types (a 412 is a changed source)."""
-    try:
-        return method(**params)
-    except botocore.exceptions.ClientError as exc:
-        if s3.status_code(exc) == 412 or s3.error_code(exc) == "PreconditionFailed":
-            raise SourceChanged() from exc
-        raise s3.classify(exc, what) from exc
-    except botocore.exceptions.BotoCoreError as exc:
-        raise s3.classify(exc, what) from exc

@@ -17,14 +17,15 @@ from collections import Counter, defaultdict
 import structlog
 from botocore.client import BaseClient
 
-from movers3 import listing, routes, s3
-from movers3.db import Database
+from movers3 import routes
 from movers3.exceptions import CopyError, Interrupted
-from movers3.ledger import Known, Ledger
-from movers3.seeder import FLAT_SHARE, Listed, judge
+from movers3.ledger.seeds import Known, Seeds
+from movers3.seed import walk
+from movers3.seed.judge import Listed, judge
 from movers3.settings import Settings
+from movers3.transfer import s3
 
-log = structlog.get_logger("movers3.plan")
+log = structlog.get_logger(__name__)
 
 SAMPLES = 10
 # Objects in these classes must be restored (RestoreObject) before CopyObject or GetObject works.
@@ -102,9 +103,9 @@ class PlanResult:
 
 
 class Planner:
-    def __init__(self, ledger: Ledger | None, client: BaseClient, settings: Settings,
+    def __init__(self, seeds: Seeds | None, client: BaseClient, settings: Settings,
                  stop_event: threading.Event | None = None, *, threads: int | None = None) -> None:
-        self.ledger = ledger
+        self.seeds = seeds
         self.client = client
         self.settings = settings
         self.stopped = stop_event or threading.Event()
@@ -112,10 +113,10 @@ class Planner:
         self.folder = routes.folder(settings.old_prefix)
         st = settings
         self.result = PlanResult(f"{st.old_bucket}/{self.folder}", f"{st.new_bucket}/{routes.folder(st.new_prefix)}",
-                                 ledger is not None)
+                                 seeds is not None)
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
-        self._queue: list[listing.Level] = []
+        self._queue: list[walk.Level] = []
         self._seen: set[tuple[str, str | None]] = set()
         self._busy = 0
         self._extra: dict = {"OptionalObjectAttributes": ["RestoreStatus"]}
@@ -123,7 +124,7 @@ class Planner:
         self._errors: list[BaseException] = []
 
     def run(self) -> PlanResult:
-        self._push(listing.Level(self.folder))
+        self._push(walk.Level(self.folder))
         threads = [threading.Thread(target=self._thread, name=f"plan-{i}", daemon=True) for i in range(self.threads)]
         for t in threads:
             t.start()
@@ -133,8 +134,8 @@ class Planner:
             raise self._errors[0]
         if self.stopped.is_set():
             raise Interrupted("plan stopped before the listing ended")
-        if self.ledger is not None:
-            in_ledger = self.ledger.rows_in_folder(self.settings.old_bucket, self.folder)
+        if self.seeds is not None:
+            in_ledger = self.seeds.rows_in_folder(self.settings.old_bucket, self.folder)
             r = self.result
             listed_in_ledger = r.listed.objects - r.too_long.objects - r.collisions.objects - r.new.objects
             r.vanished = max(0, in_ledger - listed_in_ledger)
@@ -142,7 +143,7 @@ class Planner:
 
     # -- the work queue: level parts, as a seed's parts ------------------------------------------
 
-    def _push(self, level: listing.Level) -> None:
+    def _push(self, level: walk.Level) -> None:
         with self._work:
             key = (level.prefix, level.after)
             if key in self._seen:
@@ -159,9 +160,9 @@ class Planner:
                     self._work.wait(0.5)
                 if not self._queue or self.stopped.is_set():
                     self._work.notify_all()
-                    ledger = getattr(self._local, "ledger", None)
-                    if ledger is not None:
-                        ledger.db.close()
+                    seeds = getattr(self._local, "seeds", None)
+                    if seeds is not None:
+                        seeds.db.close()
                     return
                 level = self._queue.pop(0)
                 self._busy += 1
@@ -175,45 +176,29 @@ class Planner:
                     self._busy -= 1
                     self._work.notify_all()
 
-    def _level(self, level: listing.Level) -> None:
-        cursor, may_split = None, level.upto is None
-        while True:
-            restart = False
-            for page in listing.pages(self._list, self.settings.old_bucket, level, cursor, extra=self._extra):
-                if self.stopped.is_set():
-                    return
-                for folder in page.folders:
-                    self._push(listing.Level(folder))
-                self._page([Listed.from_listing(o) for o in page.files])
-                cursor = page.cursor
-                if may_split and not page.end and cursor is not None and \
-                        len(page.files) >= FLAT_SHARE * (len(page.files) + len(page.folders)):
-                    may_split = False
-                    points = listing.split_points(self._list, self.settings.old_bucket, level, cursor)
-                    if points:
-                        bounds = points + [level.upto]
-                        for a, b in zip(points, bounds[1:]):
-                            self._push(listing.Level(level.prefix, a, b))
-                        level = dataclasses.replace(level, upto=points[0])
-                        restart = True
-                        break
-            if not restart:
+    def _level(self, level: walk.Level) -> None:
+        for step in walk.walk(self._list, self.settings.old_bucket, level, extra=self._extra):
+            if self.stopped.is_set():
                 return
+            for folder in step.page.folders:
+                self._push(walk.Level(folder))
+            self._page([Listed.from_listing(o) for o in step.page.files])
+            for rest in step.split:
+                self._push(rest)
 
-    def _thread_ledger(self) -> Ledger:
-        ledger = getattr(self._local, "ledger", None)
-        if ledger is None:
-            ledger = self._local.ledger = Ledger(Database(self.ledger.db.url,
-                                                          reconnect_seconds=self.ledger.db.reconnect_seconds))
-        return ledger
+    def _thread_seeds(self) -> Seeds:
+        seeds = getattr(self._local, "seeds", None)
+        if seeds is None:
+            seeds = self._local.seeds = self.seeds.for_another_thread()
+        return seeds
 
     def _page(self, entries: list[Listed]) -> None:
         st = self.settings
-        if self.ledger is not None:
-            ledger = self._thread_ledger()
+        if self.seeds is not None:
+            seeds = self._thread_seeds()
 
             def lookup(old: list[bytes], new: list[bytes]) -> Known:
-                return ledger.known(st.old_bucket, old, st.new_bucket, new)
+                return seeds.known(st.old_bucket, old, st.new_bucket, new)
         else:
             def lookup(old: list[bytes], new: list[bytes]) -> Known:
                 return Known({}, {})
@@ -283,7 +268,8 @@ def render(result: PlanResult) -> str:
         lines.append("ledger: no schema yet (`movers3 init`): every object counts as new")
     lines.append(f"to copy: {t(r.to_copy)} (new {t(r.new)}; changed since seeded {t(r.changed)})")
     if r.unchanged:
-        lines.append("already in the ledger, unchanged: " + ", ".join(f"{n:,} {s}" for s, n in sorted(r.unchanged.items())))
+        by_state = ", ".join(f"{n:,} {s}" for s, n in sorted(r.unchanged.items()))
+        lines.append(f"already in the ledger, unchanged: {by_state}")
     lines.append("by storage class:")
     for name, tally in sorted(r.by_class.items()):
         lines.append(f"  {name:<20} {t(tally)}")
@@ -298,7 +284,8 @@ def render(result: PlanResult) -> str:
     lines.append(f"can't be copied, a seed skips them: too long for the destination (> 1024 bytes): {t(r.too_long)}; "
                  f"new key already taken by another source: {t(r.collisions)}")
     if r.retargeted:
-        lines.append(f"in the ledger with another destination (NEW_PREFIX changed?), kept as they are: {r.retargeted:,}")
+        lines.append("in the ledger with another destination (NEW_PREFIX changed?), kept as they are: "
+                     f"{r.retargeted:,}")
     if r.ledger:
         lines.append(f"in the ledger but no longer in the source (vanished; rows left alone): {r.vanished:,}")
     for kind, keys in sorted(r.samples.items()):

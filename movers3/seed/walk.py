@@ -1,4 +1,5 @@
-"""Split listing: the key space under a folder cut into parts that list concurrently.
+"""The listing walk: the key space under a folder cut into parts that list concurrently. The seeder
+and `plan` both walk the source through `walk()`, so that a plan lists exactly what a seed would.
 
 A part is one folder *level*: ListObjectsV2 with Delimiter '/' returns the level's files and its
 sub-folders. The files (those whose keys fall in the part's (after, upto] range) become rows; each
@@ -26,6 +27,8 @@ MAX_CHAR = "\U0010ffff"
 # How many ranges a flat level is cut into at once, and the requests spent finding where.
 SPLIT_PARTS = 16
 SPLIT_PROBES = 64
+# A page is flat enough to split its level when at least this share of it are files.
+FLAT_SHARE = 0.5
 
 List = Callable[[dict], dict]
 
@@ -91,6 +94,38 @@ def pages(call: List, bucket: str, level: Level, cursor: str | None, *, page_siz
             params = {**{k: v for k, v in params.items() if k != "StartAfter"}, "ContinuationToken": token}
 
 
+@dataclasses.dataclass
+class Step:
+    """One page of a part, and the ranges its level was split into at this page (if it was)."""
+
+    page: Page
+    split: list[Level]  # the rest of a flat level, for others to list; this walk stops before them
+
+
+def walk(call: List, bucket: str, level: Level, cursor: str | None = None, *, extra: dict | None = None
+         ) -> Iterator[Step]:
+    """The pages of one part, from `cursor`. The first page that shows the level is flat (mostly
+    files, and more to come) splits the rest of it: the ranges past the first split point are handed
+    to the caller in that page's step, and this walk goes on only up to that point."""
+    may_split = level.upto is None
+    while True:
+        split: list[Level] = []
+        for page in pages(call, bucket, level, cursor, extra=extra):
+            if may_split and not page.end and page.cursor is not None and \
+                    len(page.files) >= FLAT_SHARE * (len(page.files) + len(page.folders)):
+                may_split = False
+                points = split_points(call, bucket, level, page.cursor)
+                if points:
+                    split = [Level(level.prefix, a, b) for a, b in zip(points, [*points[1:], level.upto], strict=True)]
+                    level = dataclasses.replace(level, upto=points[0])
+            yield Step(page, split)
+            cursor = page.cursor
+            if split:
+                break  # list again from the cursor, now bounded by the first split point
+        if not split:
+            return
+
+
 def _last_entry(contents: list[dict], folders: list[str]) -> str | None:
     """The last entry of a page in the server's own order: what StartAfter must name to go on."""
     candidates = [o["Key"] for o in contents[-1:]] + folders[-1:]
@@ -144,8 +179,3 @@ def split_points(call: List, bucket: str, level: Level, cursor: str, *, parts: i
         step = len(ordered) / (parts - 1)
         ordered = [ordered[int(i * step)] for i in range(parts - 1)]
     return ordered
-
-
-def folder_end(folder: str) -> str:
-    """The first string after every key under `folder` ('/' + 1 is '0')."""
-    return folder[:-1] + chr(ord(folder[-1]) + 1)

@@ -1,0 +1,155 @@
+"""Reads of the ledger for `status`, `report`, `verify` and `delete-source`: counters, streamed
+reports and done rows. Nothing here writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Iterator
+from datetime import datetime
+
+from movers3 import routes
+from movers3.ledger.db import Database, Tx
+from movers3.ledger.schema import STATES
+
+# `verify --sample N`: random points drawn per row wanted, at most, before it settles for fewer rows.
+SAMPLE_DRAWS_PER_ROW = 4
+# `status` shows the throughput of the rows finished within this many seconds.
+RATE_WINDOW_SECONDS = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class DoneRow:
+    """A done row, as `verify` re-checks it."""
+
+    id: int
+    old_bucket: str
+    old_key: str
+    new_bucket: str
+    new_key: str
+    size: int
+    source_etag: str
+    dest_etag: str | None
+    copy_method: str | None
+
+    @classmethod
+    def from_record(cls, record: tuple) -> DoneRow:
+        id_, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, method = record
+        return cls(id_, old_bucket, routes.from_db(old_key), new_bucket, routes.from_db(new_key), size, source_etag,
+                   dest_etag, method)
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    rows: dict[str, int]
+    bytes: dict[str, int]
+    done_last_minute: int
+    bytes_last_minute: int
+    seeds: list[dict]
+    # The seconds the last minute's rows span: up to now while rows remain, up to the last of them
+    # once none does; at least one second. A run younger than a minute is not averaged over 60 s.
+    window_seconds: float = float(RATE_WINDOW_SECONDS)
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def objects_per_second(self) -> float:
+        return self.done_last_minute / self.window_seconds
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.bytes_last_minute / self.window_seconds
+
+
+class Reads:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def counts(self, *, exact: bool = False) -> Counts:
+        """Rows and bytes per state from the trigger-kept counters (a few rows whatever the ledger's
+        size), or with `exact` by counting every row (seconds on millions of rows)."""
+
+        def work(tx: Tx) -> Counts:
+            rows, sizes = _per_state(tx, exact=exact)
+            done, done_bytes, to_now, to_last = tx.one("rows_done_since", {"seconds": RATE_WINDOW_SECONDS})
+            seeds = [
+                {"old_bucket": b, "old_prefix": routes.from_db(p), "state": s, "round": int(rnd), "input": input_,
+                 "pages": int(pages), "listed": int(listed), "added": int(added), "changed": int(changed),
+                 "skipped": int(skipped), "vanished": int(vanished), "parts": int(parts),
+                 "parts_finished": int(finished_parts), "started_at": _iso(started), "finished_at": _iso(finished)}
+                for (b, p, s, rnd, input_, pages, listed, added, changed, skipped, vanished, parts, finished_parts,
+                     started, finished) in tx.all("seeds_all")
+            ]
+            remaining = rows["pending"] + rows["in_progress"]
+            span = (to_now if remaining else to_last) or 0
+            window = min(float(RATE_WINDOW_SECONDS), max(1.0, int(span) / 1e6))
+            return Counts(rows, sizes, int(done), int(done_bytes), seeds, window)
+
+        return self.db.transaction(work)
+
+    def report(self, state: str | None = None) -> Iterator[dict]:
+        """Every row, or the rows in one state, fetched as they are written out."""
+        if state is None:
+            stream = self.db.stream("rows_report")
+        else:
+            stream = self.db.stream("rows_report_in_state", {"state": state})
+        with stream as records:
+            for (id_, old_bucket, old_key, new_bucket, new_key, state, size, attempts, error, source_etag,
+                 dest_etag, copy_method, verified_by, checksum, done_at) in records:
+                yield {
+                    "id": id_, "old_bucket": old_bucket, "old_key": routes.from_db(old_key),
+                    "new_bucket": new_bucket, "new_key": routes.from_db(new_key), "state": state, "size": size,
+                    "attempts": attempts, "error": error or "", "source_etag": source_etag,
+                    "dest_etag": dest_etag or "", "copy_method": copy_method or "", "verified_by": verified_by or "",
+                    "checksum": checksum or "",
+                    "done_at": _iso(done_at) or "",
+                }
+
+    def done_rows(self, sample: int, rng: random.Random) -> Iterator[DoneRow]:
+        """Done rows to re-check: `sample` distinct rows found at random points of the id range (index
+        seeks, not a scan), or every one of them, streamed, when `sample` is 0 or at least the number
+        of done rows. Points that land on a row already drawn are drawn again, a bounded number of times."""
+        if sample == 0 or self.done_count() <= sample:
+            with self.db.stream("rows_done_all") as records:
+                yield from (DoneRow.from_record(r) for r in records)
+            return
+        low, high = self.db.transaction(lambda tx: tx.one("rows_done_id_range"))
+        if low is None:
+            return
+        seen: set[int] = set()
+        for _ in range(SAMPLE_DRAWS_PER_ROW * sample):
+            if len(seen) == sample:
+                return
+            found = self.db.transaction(lambda tx: tx.one("rows_done_from", {"id": rng.randint(low, high)}))
+            if found is not None and found[0] not in seen:
+                seen.add(found[0])
+                yield DoneRow.from_record(found)
+
+    def failed_errors(self, limit: int) -> list[tuple[str, int]]:
+        """The commonest `last_error` values of failed rows, with their counts."""
+        return [(error or "", int(n)) for error, n in
+                self.db.transaction(lambda tx: tx.all("rows_failed_top_errors", {"limit": limit}))]
+
+    def done_count(self) -> int:
+        """Done rows, from the trigger-kept counters."""
+        return self.db.transaction(lambda tx: _per_state(tx, exact=False))[0]["done"]
+
+    def deletable_page(self, bucket: str, folder: dict[str, bytes], after: int, limit: int) -> list[tuple]:
+        """Done rows under a folder whose source is still recorded as present, by id after `after`."""
+        params = {"after": after, "bucket": bucket, "limit": limit, **folder}
+        return self.db.transaction(lambda tx: tx.all("rows_deletable_page", params))
+
+
+def _per_state(tx: Tx, *, exact: bool) -> tuple[dict[str, int], dict[str, int]]:
+    """Rows and bytes per state: from the trigger-kept counters, or with `exact` by counting every row."""
+    rows = dict.fromkeys(STATES, 0)
+    sizes = dict.fromkeys(STATES, 0)
+    for state, count, size in tx.all("rows_count_by_state") if exact else tx.all("counts_by_state"):
+        rows[state], sizes[state] = int(count), int(size)
+    return rows, sizes
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(sep=" ") if value is not None else None

@@ -1,0 +1,84 @@
+-- Reads for status, report, verify and delete-source.
+-- Loaded once by movers3.ledger.db: a block starts with `-- name --` and a one-line description;
+-- names are noun first, then the verb and its guard.
+
+-- counts_by_state --
+-- Rows and bytes per state from the trigger-kept counters, for `status` (a handful of rows).
+SELECT state, SUM(objects), SUM(bytes) FROM movers3_counts GROUP BY state;
+
+-- rows_count_by_state --
+-- Counts and bytes per state, for `status`.
+SELECT state, COUNT(*), COALESCE(SUM(size), 0) FROM movers3_objects GROUP BY state;
+
+-- rows_done_since --
+-- Rows and bytes finished in the last N seconds, for the rate and ETA in `status`, with the
+-- microseconds from the first of them to now and to the last of them (what the counts span).
+SELECT COUNT(*), COALESCE(SUM(size), 0),
+       TIMESTAMPDIFF(MICROSECOND, MIN(done_at), NOW(6)), TIMESTAMPDIFF(MICROSECOND, MIN(done_at), MAX(done_at))
+FROM movers3_objects
+WHERE done_at >= NOW(6) - INTERVAL %(seconds)s SECOND;
+
+-- seeds_all --
+-- Seed progress, for `status`: the current round's parts, or the seed's own totals before parts existed.
+SELECT s.old_bucket, s.old_prefix, s.state, s.round, s.input,
+       COALESCE(SUM(p.pages), s.pages), COALESCE(SUM(p.listed), s.listed), COALESCE(SUM(p.added), s.added),
+       COALESCE(SUM(p.changed), s.changed), COALESCE(SUM(p.skipped), 0), s.vanished,
+       COUNT(p.id), COALESCE(SUM(p.state = 'finished'), 0), s.started_at, s.finished_at
+FROM movers3_seeds s
+LEFT JOIN movers3_seed_parts p ON p.seed_id = s.id AND p.round = s.round
+GROUP BY s.id
+ORDER BY s.id;
+
+-- rows_report --
+-- Every row in id order, streamed for `report`.
+SELECT id, old_bucket, old_key, new_bucket, new_key, state, size, attempts, last_error,
+       source_etag, dest_etag, copy_method, verified_by, checksum, done_at
+FROM movers3_objects
+ORDER BY id;
+
+-- rows_report_in_state --
+-- The rows in one state in id order, streamed for `report --state` (served by the `claimable` index).
+SELECT id, old_bucket, old_key, new_bucket, new_key, state, size, attempts, last_error,
+       source_etag, dest_etag, copy_method, verified_by, checksum, done_at
+FROM movers3_objects
+WHERE state = %(state)s
+ORDER BY id;
+
+-- rows_failed_top_errors --
+-- The commonest errors of failed rows, for `status --watch`.
+SELECT last_error, COUNT(*) AS n
+FROM movers3_objects
+WHERE state = 'failed'
+GROUP BY last_error
+ORDER BY n DESC
+LIMIT %(limit)s;
+
+-- rows_done_id_range --
+-- The first and last id of done rows, where `verify` draws its sample from.
+SELECT MIN(id), MAX(id) FROM movers3_objects WHERE state = 'done';
+
+-- rows_done_from --
+-- The first done row at or after an id (a random point of the sample).
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, copy_method
+FROM movers3_objects
+WHERE state = 'done' AND id >= %(id)s
+ORDER BY id
+LIMIT 1;
+
+-- rows_done_all --
+-- Every done row in id order, streamed for `verify --sample 0`.
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, copy_method
+FROM movers3_objects
+WHERE state = 'done'
+ORDER BY id;
+
+-- rows_deletable_page --
+-- `delete-source`: done rows of one source whose copy was verified and whose source is still there,
+-- in id order from a cursor (the `deletable` index reads no row whose source is already deleted).
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag
+FROM movers3_objects
+WHERE state = 'done' AND source_deleted_at IS NULL AND id > %(after)s
+  AND verified_by IS NOT NULL
+  AND old_bucket = %(bucket)s AND old_key >= %(folder)s AND old_key < %(folder_end)s
+ORDER BY id
+LIMIT %(limit)s;

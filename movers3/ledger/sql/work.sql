@@ -1,0 +1,119 @@
+-- The worker's statements: SELECT and UPDATE only, the worker role may do nothing else (a test
+-- checks it). Also the other changes of a row's state: `retry`, `verify --mark-failed`, `delete-source`.
+-- Loaded once by movers3.ledger.db: a block starts with `-- name --` and a one-line description;
+-- names are noun first, then the verb and its guard.
+
+-- rows_claimable_lock --
+-- Lock the next pending rows; rows other workers hold are skipped, not waited for.
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, attempts, storage_class,
+       upload_id, upload_source_etag, upload_part_size, upload_parts
+FROM movers3_objects
+WHERE state = 'pending'
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- rows_claim --
+-- Lease the rows locked by rows_claimable_lock to this worker; commit follows at once.
+UPDATE movers3_objects
+SET state = 'in_progress',
+    lease_owner = %(owner)s,
+    lease_expires_at = NOW(6) + INTERVAL %(lease_seconds)s SECOND,
+    attempts = attempts + 1
+WHERE id IN %(ids)s AND state = 'pending';
+
+-- rows_renew_if_owned --
+-- Extend the lease of rows this worker still holds.
+UPDATE movers3_objects
+SET lease_expires_at = NOW(6) + INTERVAL %(lease_seconds)s SECOND
+WHERE id IN %(ids)s AND state = 'in_progress' AND lease_owner = %(owner)s;
+
+-- rows_finish_if_owned --
+-- Record the outcome of a batch of rows (JSON array) in one statement; rows whose lease this
+-- worker lost are left alone, and the caller compares the count.
+UPDATE movers3_objects o
+JOIN JSON_TABLE(%(outcomes)s, '$[*]' COLUMNS (
+    id           BIGINT UNSIGNED PATH '$.id',
+    state        VARCHAR(16)     PATH '$.state',
+    attempts     INT UNSIGNED    PATH '$.attempts',
+    size         BIGINT UNSIGNED PATH '$.size',
+    source_etag  VARCHAR(128)    PATH '$.source_etag',
+    dest_etag    VARCHAR(128)    PATH '$.dest_etag',
+    copy_method  VARCHAR(32)     PATH '$.copy_method',
+    verified_by  VARCHAR(32)     PATH '$.verified_by',
+    checksum     VARCHAR(160)    PATH '$.checksum',
+    error        VARCHAR(1024)   PATH '$.error',
+    clear_upload BOOLEAN         PATH '$.clear_upload'
+)) AS j ON o.id = j.id
+SET o.state = j.state,
+    o.attempts = j.attempts,
+    o.size = COALESCE(j.size, o.size),
+    o.source_etag = COALESCE(j.source_etag, o.source_etag),
+    o.dest_etag = j.dest_etag,
+    o.copy_method = j.copy_method,
+    o.verified_by = j.verified_by,
+    o.checksum = j.checksum,
+    o.last_error = j.error,
+    -- a finished upload is gone; an unfinished one stays recorded for the next worker to resume
+    o.upload_id = IF(j.state = 'done' OR j.clear_upload, NULL, o.upload_id),
+    o.upload_source_etag = IF(j.state = 'done' OR j.clear_upload, NULL, o.upload_source_etag),
+    o.upload_part_size = IF(j.state = 'done' OR j.clear_upload, NULL, o.upload_part_size),
+    o.upload_parts = IF(j.state = 'done' OR j.clear_upload, NULL, o.upload_parts),
+    o.lease_expires_at = NULL,
+    o.done_at = IF(j.state = 'done', NOW(6), NULL)
+WHERE o.state = 'in_progress' AND o.lease_owner = %(owner)s;
+
+-- rows_done_owned_lock --
+-- Re-pointing: which of the rows about to be marked done this worker still owns (locked, so that
+-- the finish that follows writes exactly these).
+SELECT id, old_bucket, old_key, new_bucket, new_key
+FROM movers3_objects
+WHERE id IN %(ids)s AND state = 'in_progress' AND lease_owner = %(owner)s
+FOR UPDATE;
+
+-- rows_expired_requeue --
+-- Rescue rows whose worker vanished: back to pending while attempts remain.
+UPDATE movers3_objects
+SET state = 'pending',
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    last_error = 'lease expired: the worker holding this row stopped renewing it'
+WHERE state = 'in_progress' AND lease_expires_at < NOW(6) AND attempts < %(max_attempts)s
+ORDER BY lease_expires_at
+LIMIT %(limit)s;
+
+-- rows_expired_fail --
+-- Rows whose worker vanished on every attempt: failed, so that a poison object can't crash-loop workers.
+UPDATE movers3_objects
+SET state = 'failed',
+    lease_expires_at = NULL,
+    last_error = 'lease expired on every attempt: the workers holding this row stopped renewing it'
+WHERE state = 'in_progress' AND lease_expires_at < NOW(6) AND attempts >= %(max_attempts)s
+ORDER BY lease_expires_at
+LIMIT %(limit)s;
+
+-- seeds_listing_any --
+-- Whether any seed is still listing (workers with --exit-when-done wait for it).
+SELECT EXISTS (SELECT 1 FROM movers3_seeds WHERE state = 'listing'), EXISTS (SELECT 1 FROM movers3_seeds);
+
+-- rows_unfinished_any --
+-- Whether any row is still pending or in progress (a worker with --exit-when-done asks).
+SELECT EXISTS (SELECT 1 FROM movers3_objects WHERE state IN ('pending', 'in_progress'));
+
+-- rows_failed_retry --
+-- `movers3 retry`: failed rows back to pending with a fresh attempt budget.
+UPDATE movers3_objects
+SET state = 'pending', attempts = 0, lease_owner = NULL, lease_expires_at = NULL
+WHERE state = 'failed';
+
+-- rows_fail_if_done --
+-- `verify --mark-failed`: a done row whose copy no longer checks out goes to failed, for `retry`.
+UPDATE movers3_objects
+SET state = 'failed', last_error = %(error)s, done_at = NULL
+WHERE id = %(id)s AND state = 'done';
+
+-- rows_source_deleted_if_unchanged --
+-- Record a source deletion (or a source found gone) on a row that is still the version copied.
+UPDATE movers3_objects
+SET source_deleted_at = NOW(6), source_version_id = %(version_id)s
+WHERE id = %(id)s AND state = 'done' AND source_etag = %(etag)s AND source_deleted_at IS NULL;

@@ -1,0 +1,194 @@
+"""The worker's side of the ledger: claim a batch of rows, renew their leases, write their outcomes,
+and rescue the rows of workers that vanished. Everything here is a SELECT or an UPDATE (sql/work.sql):
+the worker's database role may do nothing else.
+
+Rows are claimed in batches (SELECT ... FOR UPDATE SKIP LOCKED, then one UPDATE, then commit: no
+transaction stays open during a copy), finished in batches by a single guarded UPDATE, and rescued
+by any worker once their lease has expired. The other changes of a row's state live here too, each
+made by its own command: `retry`, `verify --mark-failed` and `delete-source`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+
+from movers3 import routes
+from movers3.ledger.db import Database, Tx
+from movers3.ledger.repoint import Repoint
+
+RESCUE_PAGE = 1000
+MAX_ERROR_CHARS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    """A multipart upload recorded on a row: its id, the source version its parts come from, the
+    part size they were cut with, and the parts finished so far (number -> (ETag, MD5 or None))."""
+
+    id: str
+    source_etag: str
+    part_size: int
+    parts: dict[int, tuple[str, str | None]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_columns(cls, upload_id: str | None, source_etag: str | None, part_size: int | None,
+                     parts: str | None) -> Upload | None:
+        if not upload_id:
+            return None
+        finished = {int(n): (etag, md5) for n, etag, md5 in json.loads(parts or "[]")}
+        return cls(upload_id, source_etag or "", int(part_size or 0), finished)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A claimed row: what a worker needs to copy one object."""
+
+    id: int
+    old_bucket: str
+    old_key: str
+    new_bucket: str
+    new_key: str
+    size: int
+    source_etag: str
+    attempts: int
+    storage_class: str | None = None
+    upload: Upload | None = None
+
+    @classmethod
+    def from_claim(cls, record: tuple) -> Row:
+        (id_, old_bucket, old_key, new_bucket, new_key, size, etag, attempts, storage_class,
+         upload_id, upload_etag, part_size, parts) = record
+        # The claim UPDATE adds one attempt in the same transaction.
+        return cls(id_, old_bucket, routes.from_db(old_key), new_bucket, routes.from_db(new_key), size, etag,
+                   attempts + 1, storage_class, Upload.from_columns(upload_id, upload_etag, part_size, parts))
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What became of a claimed row; written back by `Ledger.finish`."""
+
+    id: int
+    state: str  # done | failed | pending (released unfinished, e.g. on shutdown)
+    attempts: int
+    size: int | None = None
+    source_etag: str | None = None
+    dest_etag: str | None = None
+    copy_method: str | None = None
+    verified_by: str | None = None
+    checksum: str | None = None
+    error: str | None = None
+    clear_upload: bool = False  # the row's recorded multipart upload was aborted
+    code: str | None = None  # the S3 error code, for the worker's judgement; not stored
+
+    def as_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        del data["code"]
+        if data["error"] is not None:
+            data["error"] = data["error"][:MAX_ERROR_CHARS]
+        return data
+
+
+class WorkQueue:
+    """The rows as a queue of work: one per worker process, on the main thread's connection."""
+
+    def __init__(self, db: Database, *, repoint: Repoint | None = None) -> None:
+        self.db = db
+        self.repoint = repoint  # the application's UPDATE, run with each row finished as done
+
+    def claim_and_finish(self, owner: str, limit: int, lease_seconds: int,
+                         finished: Sequence[Outcome] = ()) -> tuple[list[Row], int]:
+        """Lease up to `limit` pending rows to `owner`, and write the outcomes of `finished` rows in
+        the same commit: two round trips for a claimed batch, results included. Returns the rows and
+        how many outcomes were written (see `finish`). With re-pointing, the batch is claimed first
+        and the outcomes follow in a transaction of their own (`finish`), which re-points the
+        application's records with them."""
+        if self.repoint is not None and finished:
+            rows, _ = self.claim_and_finish(owner, limit, lease_seconds)
+            return rows, self.finish(owner, finished)
+        finish = self._finish_params(owner, finished)
+
+        def work(tx: Tx) -> tuple[list[Row], int]:
+            records = tx.all("rows_claimable_lock", {"limit": limit})
+            statements = [("rows_finish_if_owned", finish)] if finish else []
+            if records:
+                ids = tuple(r[0] for r in records)
+                statements.append(("rows_claim", {"owner": owner, "lease_seconds": lease_seconds, "ids": ids}))
+            counts = tx.execute_and_commit(*statements)
+            return [Row.from_claim(r) for r in records], counts[0] if finish else 0
+
+        return self.db.transaction(work)
+
+    def renew(self, owner: str, ids: Sequence[int], lease_seconds: int) -> int:
+        if not ids:
+            return 0
+        params = {"owner": owner, "lease_seconds": lease_seconds, "ids": tuple(ids)}
+        return self.db.transaction(lambda tx: tx.execute_and_commit(("rows_renew_if_owned", params))[0])
+
+    def finish(self, owner: str, outcomes: Sequence[Outcome]) -> int:
+        """Write outcomes of rows this worker still owns; returns how many were written. Fewer than
+        given means some leases were lost (rescued by another worker): those results are dropped."""
+        params = self._finish_params(owner, outcomes)
+        if not params:
+            return 0
+        done = tuple(o.id for o in outcomes if o.state == "done")
+        if self.repoint is None or not done:
+            return self.db.transaction(lambda tx: tx.execute_and_commit(("rows_finish_if_owned", params))[0])
+        repoint = self.repoint
+
+        def work(tx: Tx) -> int:
+            # Lock the done rows this worker still owns: the finish below writes exactly those, and
+            # the application's records follow exactly those, in this one transaction.
+            owned = tx.all("rows_done_owned_lock", {"ids": done, "owner": owner})
+            written = tx.execute("rows_finish_if_owned", params)
+            for _, old_bucket, old_key, new_bucket, new_key in owned:
+                tx.operator(repoint.statement, repoint.params(old_bucket, routes.from_db(old_key), new_bucket,
+                                                              routes.from_db(new_key)))
+            return written
+
+        return self.db.transaction(work)
+
+    @staticmethod
+    def _finish_params(owner: str, outcomes: Sequence[Outcome]) -> dict | None:
+        if not outcomes:
+            return None
+        return {"owner": owner, "outcomes": json.dumps([o.as_json() for o in outcomes])}
+
+    def rescue_expired(self, max_attempts: int) -> tuple[int, int]:
+        """Expired leases back to pending (or failed once attempts are spent); one page of each."""
+        params = {"max_attempts": max_attempts, "limit": RESCUE_PAGE}
+
+        def work(tx: Tx) -> tuple[int, int]:
+            requeued, failed = tx.execute_and_commit(("rows_expired_requeue", params), ("rows_expired_fail", params))
+            return requeued, failed
+
+        return self.db.transaction(work)
+
+    def unfinished(self) -> bool:
+        """True while seeding goes on, has never started, or any row is pending or in progress."""
+
+        def work(tx: Tx) -> bool:
+            listing, any_seed = tx.one("seeds_listing_any")
+            if listing or not any_seed:
+                return True
+            return bool(tx.one("rows_unfinished_any")[0])
+
+        return self.db.transaction(work)
+
+    def retry_failed(self) -> int:
+        return self.db.transaction(lambda tx: tx.execute("rows_failed_retry"))
+
+    def fail_done(self, row_id: int, error: str) -> bool:
+        params = {"id": row_id, "error": error[:MAX_ERROR_CHARS]}
+        return bool(self.db.transaction(lambda tx: tx.execute("rows_fail_if_done", params)))
+
+    def source_deleted(self, deleted: Sequence[tuple[int, str, str | None]]) -> None:
+        """Record (id, copied source ETag, version id) of sources `delete-source` removed, guarded
+        on each row still being done with that ETag (a catch-up seed may have queued it again)."""
+
+        def work(tx: Tx) -> None:
+            for row_id, etag, version in deleted:
+                tx.execute("rows_source_deleted_if_unchanged", {"id": row_id, "etag": etag, "version_id": version})
+
+        self.db.transaction(work)

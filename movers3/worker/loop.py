@@ -1,0 +1,298 @@
+"""One worker process: claim a batch of rows, copy them on a thread pool, write the outcomes back in
+batches (completer.py), and keep going until told to stop (or, with --exit-when-done, until nothing
+is left).
+
+The loop's thread runs every claim, lease renewal, rescue and completion, on the worker's own
+connection. Copy threads talk to S3 and hand back an `Outcome`; the one thing they write to the
+ledger is the upload journal of a multipart copy (ledger/uploads.py), on a connection of its own,
+guarded by the row's lease like every other write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import secrets
+import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import structlog
+
+from movers3.exceptions import CopyError, Interrupted, LeaseLost, LedgerError, SourceChanged
+from movers3.ledger.uploads import UploadJournal
+from movers3.ledger.work import Outcome, Row, WorkQueue
+from movers3.settings import Settings
+from movers3.transfer import retry, s3
+from movers3.transfer.copier import Copier
+from movers3.worker.breaker import AccessDeniedBreaker
+from movers3.worker.completer import FLUSH_SECONDS, Completer, Stats
+from movers3.worker.observer import DRAINING, IDLE, WORKING, WorkerObserver
+
+log = structlog.get_logger(__name__)
+
+POLL_MIN_SECONDS = 0.2
+POLL_MAX_SECONDS = 10.0
+# SIGTERM: in-flight copies get this long to finish before their rows are released (exit < 25 s).
+DRAIN_SECONDS = 15.0
+PROGRESS_SECONDS = 10.0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:80]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    threads: int
+    lease_seconds: int
+    max_attempts: int
+    claim_batch: int
+    exit_when_done: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, exit_when_done: bool = False) -> WorkerConfig:
+        return cls(settings.worker_threads, settings.lease_seconds, settings.max_attempts, settings.claim_batch,
+                   exit_when_done)
+
+
+class Every:
+    """A period the loop polls: due once per `seconds`, the first time after `first` seconds."""
+
+    def __init__(self, seconds: float, *, first: float) -> None:
+        self.seconds = seconds
+        self._next = time.monotonic() + first
+
+    def due(self, now: float) -> bool:
+        if now < self._next:
+            return False
+        self._next = now + self.seconds
+        return True
+
+
+class Worker:
+    def __init__(self, work: WorkQueue, copier: Copier, config: WorkerConfig, *, worker_id: str,
+                 stop_event: threading.Event | None = None, journal: UploadJournal | None = None,
+                 observer: WorkerObserver | None = None) -> None:
+        self.work = work
+        self.copier = copier
+        self.config = config
+        self.id = worker_id
+        self.stopped = stop_event or threading.Event()
+        self.observer = observer or WorkerObserver()
+        self.stats = Stats()
+        self.fatal: CopyError | None = None  # what stopped the worker: every copy would fail the same way
+        self.log = log.bind(worker=worker_id)
+        self.completer = Completer(work, worker_id, self.stats, self.observer, journal, self.log)
+        self.breaker = AccessDeniedBreaker()
+        self._fatal_lock = threading.Lock()  # copy threads and the loop may both find a fatal error
+        self._inflight: dict[int, tuple[Row, Future]] = {}
+        # Finished copies announce themselves here: the loop never scans the futures in flight.
+        self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._renew = Every(config.lease_seconds / 3, first=config.lease_seconds / 3)
+        self._rescue = Every(max(1.0, config.lease_seconds / 4), first=0)
+        self._progress = Every(PROGRESS_SECONDS, first=PROGRESS_SECONDS)
+        self._started = time.monotonic()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def run(self) -> Stats:
+        describe = getattr(self.copier, "describe", dict)
+        self.log.info("worker_started", threads=self.config.threads, lease_seconds=self.config.lease_seconds,
+                      max_attempts=self.config.max_attempts, exit_when_done=self.config.exit_when_done, **describe())
+        self.observer.worker_started(self.id)
+        pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="copy")
+        try:
+            self._loop(pool)
+        finally:
+            self._shutdown(pool)
+            self.observer.worker_stopped()
+        self.log.info("worker_stopped", **dataclasses.asdict(self.stats),
+                      seconds=round(time.monotonic() - self._started, 3))
+        return self.stats
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _loop(self, pool: ThreadPoolExecutor) -> None:
+        idle = POLL_MIN_SECONDS
+        while not self.stopped.is_set():
+            self.observer.loop_tick(WORKING if self._inflight else IDLE, len(self._inflight))
+            self._housekeeping()
+            if len(self._inflight) <= self.config.threads:
+                self._claim(pool)
+            if not self._inflight:
+                self.completer.add(self.breaker.settle(release=False))
+                self.completer.flush()
+                if self.config.exit_when_done and not self.work.unfinished():
+                    self.log.info("worker_drained")
+                    return
+                self.stopped.wait(idle)
+                idle = min(idle * 2, POLL_MAX_SECONDS)
+                continue
+            idle = POLL_MIN_SECONDS
+            self._collect(timeout=FLUSH_SECONDS)
+            if self.completer.due():
+                self.completer.flush()
+
+    def _claim(self, pool: ThreadPoolExecutor) -> None:
+        # Keep up to two batches' worth in hand so copy threads never wait on a claim.
+        limit = min(self.config.claim_batch, 2 * self.config.threads - len(self._inflight))
+        if limit <= 0:
+            return
+        lease = self.config.lease_seconds
+        started, asked = time.monotonic(), time.time()
+        # Outcomes waiting to be written ride along: one commit for both, two round trips a batch.
+        rows = self.completer.write_with(lambda outcomes: self.work.claim_and_finish(self.id, limit, lease, outcomes))
+        self.observer.rows_claimed(len(rows), time.monotonic() - started)
+        if not rows:
+            return
+        self.stats.claimed += len(rows)
+        # The ledger sets each lease to its own NOW() + lease_seconds, never earlier than `asked` +
+        # lease_seconds on one clock: with `rows_finished` and `leases_renewed`, this lets a reader of
+        # the log (the chaos tests) bound when this worker held each row, at no extra query.
+        self.log.debug("rows_claimed", ids=[r.id for r in rows], lease_until=round(asked + lease, 6))
+        for row in rows:
+            future = pool.submit(self._copy_one, row)
+            self._inflight[row.id] = (row, future)
+            future.add_done_callback(lambda _, row_id=row.id: self._finished.put(row_id))
+
+    def _collect(self, timeout: float) -> None:
+        """Record the copies that finished: waits up to `timeout` for the first, takes the rest as they are."""
+        try:
+            row_id = self._finished.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            entry = self._inflight.pop(row_id, None)
+            if entry is not None:  # None: cancelled at shutdown, already recorded as released
+                self._record(entry[1].result())
+            try:
+                row_id = self._finished.get_nowait()
+            except queue.Empty:
+                return
+
+    def _record(self, outcome: Outcome) -> None:
+        self.completer.add(self.breaker.admit(outcome))
+        if self.breaker.tripped:
+            self._fail_fast(CopyError(
+                f"AccessDenied on the first {self.breaker.held} copies and no success: check that the "
+                "credentials may GetObject on OLD_BUCKET and PutObject on NEW_BUCKET",
+                code="AccessDenied", retryable=False), self.log)
+
+    def _fail_fast(self, exc: CopyError, olog: structlog.typing.FilteringBoundLogger) -> None:
+        """Stop the worker: every copy would fail the same way. The first such error is the one told."""
+        with self._fatal_lock:
+            first = self.fatal is None
+            if first:
+                self.fatal = exc
+        if first:
+            olog.error("worker_misconfigured", code=exc.code, error=str(exc))
+        self.stopped.set()
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        lease = self.config.lease_seconds
+        if self._renew.due(now):
+            held, asked = list(self._inflight), time.time()
+            renewed = self.work.renew(self.id, held, lease)
+            if renewed < len(held):
+                self.log.warning("leases_lost", held=len(held), renewed=renewed)
+            elif held:
+                self.log.debug("leases_renewed", ids=held, lease_until=round(asked + lease, 6))
+        if self._rescue.due(now):
+            requeued, failed = self.work.rescue_expired(self.config.max_attempts)
+            if requeued or failed:
+                self.log.warning("leases_rescued", requeued=requeued, failed=failed)
+        if self._progress.due(now):
+            s = self.stats
+            self.log.info("progress", done=s.done, failed=s.failed, bytes=s.bytes, in_flight=len(self._inflight),
+                          objects_per_second=round(s.done / (now - self._started), 1))
+
+    # -- one object, on a copy thread -------------------------------------------------------
+
+    def _copy_one(self, row: Row) -> Outcome:
+        olog = self.log.bind(row_id=row.id, key=row.old_key)
+        started = time.monotonic()
+        current = row
+        attempts = retry.Attempts()
+
+        def attempt():
+            nonlocal current
+            try:
+                return self.copier.copy(current)
+            except SourceChanged:
+                size, etag = self.copier.describe_source(current)
+                olog.info("source_changed", old_etag=current.source_etag, new_etag=etag, size=size)
+                current = dataclasses.replace(current, size=size, source_etag=etag)
+                raise
+
+        def spent() -> int:
+            # `row.attempts` already counts this claim, whose tries are `attempts.used`.
+            return row.attempts - 1 + attempts.used
+
+        def released(error: str | None = None) -> Outcome:
+            # Back to pending unfinished: the try in hand is given back.
+            return Outcome(row.id, "pending", attempts=spent() - 1, error=error)
+
+        try:
+            copied = retry.call(attempt, tries=max(1, self.config.max_attempts - row.attempts + 1),
+                                stop=self.stopped, attempts=attempts, on_retry=self.observer.copy_retrying)
+        except Interrupted:
+            return released()
+        except LeaseLost as exc:
+            # Another worker owns the row now; this outcome will not be written (the guard drops it).
+            olog.warning("lease_lost", error=str(exc))
+            return released()
+        except CopyError as exc:
+            if exc.code in s3.SYSTEMIC_CODES:
+                self._fail_fast(exc, olog)
+                return released(str(exc))
+            if exc.retryable and self.stopped.is_set():
+                return released(str(exc))
+            olog.warning("copy_failed", code=exc.code, error=str(exc), attempts=spent())
+            return Outcome(row.id, "failed", attempts=spent(), size=current.size, source_etag=current.source_etag,
+                           error=str(exc), code=exc.code, clear_upload=self._abandon(current))
+        except Exception as exc:  # a bug, not a storage error: fail the row, keep the worker
+            olog.exception("copy_crashed")
+            return Outcome(row.id, "failed", attempts=max(spent(), row.attempts),
+                           error=f"internal error: {type(exc).__name__}: {exc}")
+        self.observer.copy_succeeded(copied.size, time.monotonic() - started)
+        olog.debug("object_copied", method=copied.method, size=copied.size, verified_by=copied.verified_by,
+                   new_key=row.new_key)
+        return Outcome(row.id, "done", attempts=spent(), size=copied.size, source_etag=copied.source_etag,
+                       dest_etag=copied.dest_etag, copy_method=copied.method, verified_by=copied.verified_by)
+
+    def _abandon(self, row: Row) -> bool:
+        """A row failed for good: abort its multipart upload, if it has one and the role may."""
+        try:
+            return self.copier.abandon(row)
+        except Exception:  # cleanup must never lose the outcome
+            self.log.exception("abandon_failed", row_id=row.id)
+            return False
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def _shutdown(self, pool: ThreadPoolExecutor) -> None:
+        self.stopped.set()  # ends retry backoffs and interrupts multipart copies between parts
+        for row_id, (row, future) in list(self._inflight.items()):
+            if future.cancel():
+                del self._inflight[row_id]
+                self._record(Outcome(row.id, "pending", attempts=row.attempts - 1))
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while self._inflight and time.monotonic() < deadline:
+            self.observer.loop_tick(DRAINING, len(self._inflight))
+            self._collect(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+        for row, _ in self._inflight.values():
+            self.log.warning("copy_abandoned", row_id=row.id, key=row.old_key)
+            self._record(Outcome(row.id, "pending", attempts=row.attempts - 1))
+        self.stats.abandoned = len(self._inflight)
+        self._inflight.clear()
+        self.completer.add(self.breaker.settle(release=self.fatal is not None))
+        try:
+            self.completer.flush()
+        except LedgerError as exc:
+            self.log.error("release_failed", error=str(exc), note="the rows come back when their lease expires")
+        pool.shutdown(wait=False, cancel_futures=True)

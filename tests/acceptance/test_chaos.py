@@ -224,7 +224,7 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
                                  if e.get("event") == "object_copied")
     # Large copies went through multipart, and no incomplete upload is left that nothing records: an
     # upload can be orphaned only by a SIGKILL between CreateMultipartUpload and the ledger write after
-    # it (README: the lifecycle rule covers that window).
+    # it (docs/copying.md: the lifecycle rule covers that window).
     assert {r["copy_method"] for r in rows if r["old_key"].decode().startswith(route.old("large/"))} == \
            {"multipart-copy"}
     orphans = uploads_left(route)
@@ -323,7 +323,7 @@ def run_the_chaos(route, fleet: Fleet, proxy: FaultProxy, rng: random.Random, to
             # MariaDB starts again only after some of them finished: the workers must keep those copies
             # and write them once the ledger is back.
             wait_for(holders, timeout=120, what="a worker with rows in flight")
-            # Workers still starting would find no ledger and exit with code 3 at once (README): the
+            # Workers still starting would find no ledger and exit with code 3 at once (docs/operations.md): the
             # outage is for workers at work.
             wait_for(lambda: all('"worker_started"' in fleet.log(w) for w in fleet.live()), timeout=120,
                      what="every live worker connected")

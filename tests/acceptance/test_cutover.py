@@ -150,7 +150,7 @@ def test_delete_source_deletes_exactly_the_version_it_copied(stack):
     out = run_cli("delete-source", "--max-deletes", "10", env=route.env("admin", "m3_deleter")).stdout
     assert "deleted 2 " in out
     left = admin_s3.list_object_versions(Bucket=bucket, Prefix=route.old_prefix + "/").get("Versions", [])
-    # The copied version is gone for good; the older one is untouched (README: a lifecycle rule on
+    # The copied version is gone for good; the older one is untouched (docs/operations.md: a lifecycle rule on
     # noncurrent versions removes those) and is now the key's current version.
     assert current not in {v["VersionId"] for v in left} and len(left) == 1 and left[0]["Key"] == copied
     recorded = admin(route, "SELECT source_version_id FROM movers3_objects WHERE old_key = %s", (copied.encode(),))

@@ -1,5 +1,5 @@
 """A migration run as a user runs it: the installed CLI as separate processes, the seeder and worker
-accounts of README's permissions table, a real MariaDB and a real SeaweedFS."""
+accounts of docs/permissions.md, a real MariaDB and a real SeaweedFS."""
 
 import csv
 import hashlib

@@ -5,7 +5,7 @@ level, nor in any process title.
 Keys SeaweedFS can't hold as given (backslashes, `.`/`..` segments, `//`, a leading `/` after the
 folder, one segment over ~255 bytes, folder markers) are migrated on moto, end to end through the CLI.
 
-CSV injection (README, "The ledger and the report"): a cell that a spreadsheet would read as a formula
+CSV injection (docs/operations.md, "The ledger and the report"): a cell that a spreadsheet would read as a formula
 (starting with `=`, `+`, `-`, `@`, tab or CR) is written with a leading `'`, as OWASP recommends. Keys
 always start with their folder, so only a folder (or an error) starting with one of those is affected;
 the ledger keeps the exact key.
@@ -45,7 +45,7 @@ def csv_rows(text: str) -> list[dict]:
 
 
 def unguarded(cell: str) -> str:
-    """A report cell as the key it stands for: README's rule, undone."""
+    """A report cell as the key it stands for: the documented rule, undone."""
     return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS) else cell
 
 
@@ -61,7 +61,7 @@ def lines_are_json(logs: str) -> list[dict]:
 # -- roles ----------------------------------------------------------------------------------------
 
 def test_the_worker_roles_are_enforced_by_both_servers(route, stack):
-    """The accounts every worker in these tests runs with may do what README's table says and nothing
+    """The accounts every worker in these tests runs with may do what docs/permissions.md says and nothing
     more: were they wider, the tests that use them would prove less."""
     route.put("probe.bin", b"probe")
     worker = stack.s3.client("worker-iam")

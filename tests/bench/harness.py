@@ -303,7 +303,7 @@ class Bench:
 
     def _movers3(self, tool: tools.Tool, workload: Workload, wrap: list[str]) -> tuple[list[procs.Finished], list[int]]:
         """`movers3 run`: init, N worker processes and the seed side by side, as a user runs it on one
-        machine, with the migrator's roles (README's permissions table). Its rusage covers the
+        machine, with the migrator's roles (docs/permissions.md). Its rusage covers the
         workers it waited for; each worker's peak RSS is read from /proc while it runs."""
         env = self.movers3_env(workload, "worker", "m3_init", tool)
         proc = self.registry.start("movers3 run", [*wrap, *MOVERS3, "run", "--workers", str(tool.workers)], env,

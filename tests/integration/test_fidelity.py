@@ -27,7 +27,7 @@ ATTRS = dict(
 CONTENT = ("ContentType", "CacheControl", "ContentDisposition", "ContentLanguage", "ContentEncoding", "Expires",
            "Metadata", "StorageClass")
 # Checked once below with a plain PutObject: SeaweedFS does not store x-amz-website-redirect-location at
-# all, so no copy onto it can keep one (README says so); moto keeps it.
+# all, so no copy onto it can keep one (docs/copying.md says so); moto keeps it.
 KEEPS_REDIRECT = {"seaweedfs": False, "moto": True}
 
 SMALL, LARGE = 300_000, 11 * MIB + 123

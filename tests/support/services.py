@@ -29,7 +29,7 @@ NEW_BUCKET = "production-s3"
 INVENTORY_BUCKET = "inventory-s3"
 DATABASE = "sketch"
 
-# The roles of README's permissions table, as the tests and the demo create them.
+# The roles of docs/permissions.md, as the tests and the demo create them.
 S3_IDENTITIES = {
     "admin": {"secret": "admin-secret-0123456789", "actions": ["Admin", "Read", "List", "Write", "Tagging",
                                                                "ReadAcp", "WriteAcp"]},
@@ -38,7 +38,7 @@ S3_IDENTITIES = {
         f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}", f"Write:{NEW_BUCKET}", f"WriteAcp:{NEW_BUCKET}/*"]},
     # The seeder only lists the source.
     "seeder": {"secret": "seeder-secret-0123456789", "actions": [f"List:{OLD_BUCKET}", f"Read:{INVENTORY_BUCKET}"]},
-    # The worker role exactly as README's IAM policy states it: no DeleteObject, no read or list of the new
+    # The worker's IAM policy exactly as docs/permissions.md states it: no DeleteObject, no read or list of the new
     # bucket. SeaweedFS grants PutObjectAcl only through the WriteAcp action, not through a policy.
     "worker-iam": {"secret": "worker-iam-secret-0123456789", "actions": [f"WriteAcp:{NEW_BUCKET}/*"], "policy": {
         "Version": "2012-10-17", "Statement": [

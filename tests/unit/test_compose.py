@@ -1,7 +1,7 @@
 """The operator files under compose/, checked without a Docker engine: the compose files parse and
-have the properties README promises, every variable they give movers3 is one the settings know,
-s3proxy is configured the way the workers talk to it, and the ECS examples are valid and agree
-with the image and the worker's drain time."""
+have the properties docs/operations.md promises, every variable they give movers3 is one the
+settings know, s3proxy is configured the way the workers talk to it, and the ECS examples are valid
+and agree with the image and the worker's drain time."""
 
 import json
 import re
@@ -17,7 +17,9 @@ from movers3.settings import OPTION_BY_ENV, load
 from tests.support import dockerfile
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
-# The worker exits within this long after SIGTERM (README, "Resuming after a failure").
+# Where the Compose and ECS set-up is documented, ECS examples included.
+OPERATIONS_DOC = COMPOSE.parent / "docs" / "operations.md"
+# The worker exits within this long after SIGTERM (docs/operations.md, "Resuming after a failure").
 WORKER_EXIT_SECONDS = 25
 # Variables that the images we run read themselves, not movers3.
 NOT_OURS = re.compile(r"^(MARIADB_|S3PROXY_|JCLOUDS_)")
@@ -277,7 +279,7 @@ def test_the_ecs_task_definition_is_valid_and_agrees_with_the_image_and_the_drai
     assert task["taskRoleArn"] != task["executionRoleArn"]
 
 
-def test_the_task_role_is_the_least_privilege_of_readme():
+def test_the_task_role_is_the_workers_least_privilege():
     policy = json.loads((COMPOSE / "ecs" / "task-role-policy.json").read_text())
     task = json.loads((COMPOSE / "ecs" / "task-definition.json").read_text())
     env = {e["name"]: e["value"] for e in task["containerDefinitions"][0]["environment"]}
@@ -289,8 +291,8 @@ def test_the_task_role_is_the_least_privilege_of_readme():
     old, new = env["OLD_BUCKET"], env["NEW_BUCKET"]
     assert grants == {("s3:ListBucket", f"arn:aws:s3:::{old}"), ("s3:GetObject", f"arn:aws:s3:::{old}/*"),
                       ("s3:PutObject", f"arn:aws:s3:::{new}/*"), ("s3:PutObjectAcl", f"arn:aws:s3:::{new}/*")}
-    readme = (COMPOSE.parent / "README.md").read_text()
-    assert "compose/ecs/task-role-policy.json" in readme and "compose/ecs/task-definition.json" in readme
+    doc = OPERATIONS_DOC.read_text()
+    assert "compose/ecs/task-role-policy.json" in doc and "compose/ecs/task-definition.json" in doc
 
 
 def test_hadolint_finds_no_warning_in_the_dockerfile():
@@ -308,7 +310,6 @@ def test_hadolint_finds_no_warning_in_the_dockerfile():
 
 
 @pytest.mark.parametrize("name", ["task-definition.json", "task-role-policy.json"])
-def test_readme_shows_the_ecs_examples_as_they_are(name):
-    readme = (COMPOSE.parent / "README.md").read_text()
-    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", readme, re.DOTALL)]
+def test_the_docs_show_the_ecs_examples_as_they_are(name):
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", OPERATIONS_DOC.read_text(), re.DOTALL)]
     assert json.loads((COMPOSE / "ecs" / name).read_text()) in blocks

@@ -11,7 +11,7 @@ help:
 	@echo "make demo   - local MariaDB + local S3 (SeaweedFS) on loopback, sample objects, a real migration, status"
 	@echo "make test   - the test suite against a private MariaDB and SeaweedFS that it starts and stops"
 	@echo "make bench  - movers3 vs s5cmd, rclone and aws s3 cp on a private MariaDB and SeaweedFS (docs/benchmarks.md)"
-	@echo "make bench-ledger - the ledger benchmark at 10k, 1M and 10M rows (README, \"The ledger at scale\")"
+	@echo "make bench-ledger - the ledger benchmark at 10k, 1M and 10M rows (docs/scaling.md)"
 	@echo "make clean  - remove the venv and the demo's data"
 
 $(STAMP): setup.cfg

@@ -73,7 +73,7 @@ EXAMPLES = {
     "completion": ["movers3 completion bash > /etc/bash_completion.d/movers3",
                    "movers3 completion zsh > \"${fpath[1]}/_movers3\""],
 }
-# The daemon logs to stdout (README, "Logs"); every other command keeps stdout for its output.
+# The daemon logs to stdout (docs/operations.md, "Logs"); every other command keeps stdout for its output.
 LOGS_ON_STDOUT = frozenset({"worker"})
 
 

@@ -14,7 +14,7 @@ is still recorded as present, and for each one:
    suspended), DeleteObject of exactly that version, which a newer upload can never be; otherwise
    DeleteObject with If-Match on the copied ETag (S3 supports conditional deletes on general purpose
    buckets), so an object overwritten between the HEAD and the DELETE is kept. A server that ignores
-   If-Match on DELETE leaves that window open: README says so.
+   If-Match on DELETE leaves that window open: docs/operations.md says so.
 4. The row records source_deleted_at and the version deleted, guarded on the row still being done
    with the same ETag (a catch-up seed may have queued it again meanwhile).
 

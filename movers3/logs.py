@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -38,7 +38,7 @@ def escape_controls(text: str) -> str:
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
-def configure(*, format: str, level: str, secrets: Iterable[str] = (), stream: IO[str] | None = None) -> None:
+def configure(*, format: str, level: str, secrets: Iterable[str] = (), stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
     redact = Redactor(secrets)
     console = format == "console" or (format == "auto" and stream.isatty())

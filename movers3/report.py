@@ -1,7 +1,7 @@
 """`movers3 report`: the ledger as CSV or JSON lines, the old and new route of every object.
 
 CSV cells that a spreadsheet would take for a formula (starting with =, +, -, @, tab or CR) get a
-leading apostrophe, as OWASP recommends; README says so. JSON lines are for programs and keep every
+leading apostrophe, as OWASP recommends; docs/operations.md says so. JSON lines are for programs and keep every
 value exactly. Both writers take an iterator and write row by row, so a ledger of any size streams
 through in constant memory."""
 

@@ -84,6 +84,8 @@ class Runner:
         return [c.returncode for c in self.children]
 
     def _forward(self, child: subprocess.Popen) -> None:
+        if child.stdout is None or self.progress is None:  # started only with a pipe and a progress bar
+            return
         for line in child.stdout:
             self.progress.print(line.rstrip("\n"))
 

@@ -3,7 +3,7 @@
 For each row: the new object exists, has the ledger's size, the ETag the copy recorded, and the same
 content headers and user metadata as the source; with `--full`, the bytes of both sides are streamed
 and their MD5s compared. It needs GetObject on both buckets (the worker role can't read the
-destination: README's "verifier" role), and UPDATE on the ledger only with `--mark-failed`.
+destination: the "verifier" role of docs/permissions.md), and UPDATE on the ledger only with `--mark-failed`.
 """
 
 from __future__ import annotations

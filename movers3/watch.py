@@ -99,7 +99,7 @@ class Watcher:
     def run(self) -> dict:
         """Returns the last status; `status["finished"]` says whether the migration had ended."""
         if self.on_status is not None:
-            return self._run_plain()
+            return self._run_plain(self.on_status)
         status, errors, finished = self.snapshot()
         with Live(self._screen(status, errors, finished), console=self.console, auto_refresh=False,
                   redirect_stdout=False, redirect_stderr=False) as live:
@@ -108,12 +108,12 @@ class Watcher:
                 live.update(self._screen(status, errors, finished), refresh=True)
         return {**status, "finished": finished}
 
-    def _run_plain(self) -> dict:
+    def _run_plain(self, on_status: Callable[[dict], None]) -> dict:
         """`--watch --json`: one status object per interval, for programs."""
         while True:
             status, errors, finished = self.snapshot()
             status = {**status, "finished": finished, "top_errors": [{"code": c, "count": n} for c, n in errors]}
-            self.on_status(status)
+            on_status(status)
             if finished or self.stop.wait(self.interval):
                 return status
 

@@ -106,6 +106,13 @@ class Tx:
         self._cursor.execute(QUERIES[name], params)
         return self._cursor.fetchone()
 
+    def row(self, name: str, params: Any = None) -> tuple:
+        """The one row of a query that always returns one (an aggregate, or a row locked just before)."""
+        found = self.one(name, params)
+        if found is None:
+            raise LedgerError(f"ledger query {name} returned no row")
+        return found
+
     def all(self, name: str, params: Any = None) -> list[tuple]:
         self._cursor.execute(QUERIES[name], params)
         return list(self._cursor.fetchall())

@@ -73,7 +73,7 @@ class Reads:
 
         def work(tx: Tx) -> Counts:
             rows, sizes = _per_state(tx, exact=exact)
-            done, done_bytes, to_now, to_last = tx.one("rows_done_since", {"seconds": RATE_WINDOW_SECONDS})
+            done, done_bytes, to_now, to_last = tx.row("rows_done_since", {"seconds": RATE_WINDOW_SECONDS})
             seeds = [
                 {"old_bucket": b, "old_prefix": routes.from_db(p), "state": s, "round": int(rnd), "input": input_,
                  "pages": int(pages), "listed": int(listed), "added": int(added), "changed": int(changed),
@@ -115,7 +115,7 @@ class Reads:
             with self.db.stream("rows_done_all") as records:
                 yield from (DoneRow.from_record(r) for r in records)
             return
-        low, high = self.db.transaction(lambda tx: tx.one("rows_done_id_range"))
+        low, high = self.db.transaction(lambda tx: tx.row("rows_done_id_range"))
         if low is None:
             return
         seen: set[int] = set()

@@ -17,7 +17,7 @@ ledger's finish and only for rows it still owns: the ledger and the application 
 Keys are exact UTF-8 byte strings in the ledger (VARBINARY); they are bound as text, decoded from
 UTF-8, so that a utf8mb4 column receives exactly those characters (a binary column receives the same
 bytes). Beware of the application column's collation: with a case-insensitive or PAD SPACE one,
-`avatar = %(old_key)s` also matches 'Case.png' for 'case.png' or 'a ' for 'a'. README shows an exact
+`avatar = %(old_key)s` also matches 'Case.png' for 'case.png' or 'a ' for 'a'. docs/operations.md shows an exact
 comparison that still uses the column's index.
 """
 

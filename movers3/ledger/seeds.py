@@ -115,8 +115,8 @@ class Seeds:
                 # is ignored, and it joins the round the first one started.
                 if tx.execute("seeds_insert", {**key, "new_bucket": new_bucket,
                                                "new_prefix": routes.to_db(new_prefix), "input": input}):
-                    return SeedRound(tx.one("seeds_get_for_update", key)[0], 1, input, planned=False)
-                found = tx.one("seeds_get_for_update", key)
+                    return SeedRound(tx.row("seeds_get_for_update", key)[0], 1, input, planned=False)
+                found = tx.row("seeds_get_for_update", key)
             seed_id, state, start_after, round_, current = found
             if state == "finished" or restart:
                 tx.execute("seeds_new_round", {"id": seed_id, "input": input})
@@ -124,7 +124,7 @@ class Seeds:
             if current != input:
                 raise ConfigError(f"a seed of {old_bucket}/{old_prefix}/ from {current or 'the listing'} is "
                                   "unfinished: run it again to finish it, or pass --restart to abandon it")
-            planned = tx.one("parts_count", {"seed_id": seed_id, "round": round_})[0] > 0
+            planned = tx.row("parts_count", {"seed_id": seed_id, "round": round_})[0] > 0
             resume = routes.from_db(start_after) if start_after is not None and not planned else None
             return SeedRound(seed_id, round_, input, planned, resume)
 
@@ -135,7 +135,7 @@ class Seeds:
 
         def work(tx: Tx) -> bool:
             tx.one("seeds_lock", {"id": seed.id})
-            if tx.one("parts_count", {"seed_id": seed.id, "round": seed.round})[0] > 0:
+            if tx.row("parts_count", {"seed_id": seed.id, "round": seed.round})[0] > 0:
                 return False
             tx.executemany("parts_insert", [p.row(seed) for p in parts])
             return True
@@ -198,12 +198,12 @@ class Seeds:
             tx.one("seeds_lock", {"id": seed.id})
             if not tx.execute("parts_finish_if_owned", {"id": part.id, "owner": owner}):
                 raise PartLost(f"seed part {part.id}: another seeder took it over")
-            unfinished, _ = tx.one("parts_unfinished", {"seed_id": seed.id, "round": seed.round})
+            unfinished, _ = tx.row("parts_unfinished", {"seed_id": seed.id, "round": seed.round})
             if unfinished:
                 return False
-            pages, listed, added, changed, skipped, parts = tx.one("seeds_progress",
+            pages, listed, added, changed, skipped, parts = tx.row("seeds_progress",
                                                                    {"seed_id": seed.id, "round": seed.round})
-            in_ledger = tx.one("rows_count_in_folder", {"bucket": old_bucket, **folder_range(folder)})[0]
+            in_ledger = tx.row("rows_count_in_folder", {"bucket": old_bucket, **folder_range(folder)})[0]
             vanished = max(0, int(in_ledger) - (int(listed) - int(skipped))) if seed.input is None else 0
             tx.execute("seeds_finish", {"id": seed.id, "round": seed.round, "vanished": vanished})
             return True
@@ -215,18 +215,12 @@ class Seeds:
 
     def parts_unfinished(self, seed: SeedRound) -> tuple[int, int]:
         """Parts of the round not finished yet, and how many of them other seeders hold now."""
-        found = self.db.transaction(lambda tx: tx.one("parts_unfinished", {"seed_id": seed.id, "round": seed.round}))
+        found = self.db.transaction(lambda tx: tx.row("parts_unfinished", {"seed_id": seed.id, "round": seed.round}))
         return int(found[0]), int(found[1])
-
-    def seed_progress(self, seed: SeedRound) -> dict:
-        pages, listed, added, changed, skipped, parts = self.db.transaction(
-            lambda tx: tx.one("seeds_progress", {"seed_id": seed.id, "round": seed.round}))
-        return {"pages": int(pages), "listed": int(listed), "added": int(added), "changed": int(changed),
-                "skipped": int(skipped), "parts": int(parts)}
 
     def rows_in_folder(self, old_bucket: str, folder: str) -> int:
         return int(self.db.transaction(
-            lambda tx: tx.one("rows_count_in_folder", {"bucket": old_bucket, **folder_range(folder)})[0]))
+            lambda tx: tx.row("rows_count_in_folder", {"bucket": old_bucket, **folder_range(folder)})[0]))
 
 
 def _db_or_none(value: str | None) -> bytes | None:

@@ -169,10 +169,10 @@ class WorkQueue:
         """True while seeding goes on, has never started, or any row is pending or in progress."""
 
         def work(tx: Tx) -> bool:
-            listing, any_seed = tx.one("seeds_listing_any")
+            listing, any_seed = tx.row("seeds_listing_any")
             if listing or not any_seed:
                 return True
-            return bool(tx.one("rows_unfinished_any")[0])
+            return bool(tx.row("rows_unfinished_any")[0])
 
         return self.db.transaction(work)
 

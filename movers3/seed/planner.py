@@ -186,16 +186,16 @@ class Planner:
             for rest in step.split:
                 self._push(rest)
 
-    def _thread_seeds(self) -> Seeds:
+    def _thread_seeds(self, shared: Seeds) -> Seeds:
         seeds = getattr(self._local, "seeds", None)
         if seeds is None:
-            seeds = self._local.seeds = self.seeds.for_another_thread()
+            seeds = self._local.seeds = shared.for_another_thread()
         return seeds
 
     def _page(self, entries: list[Listed]) -> None:
         st = self.settings
         if self.seeds is not None:
-            seeds = self._thread_seeds()
+            seeds = self._thread_seeds(self.seeds)
 
             def lookup(old: list[bytes], new: list[bytes]) -> Known:
                 return seeds.known(st.old_bucket, old, st.new_bucket, new)

@@ -128,7 +128,7 @@ class Seeder:
                     self._stats.resumed_after = part.cursor
             try:
                 if part.file is not None:
-                    self._read_file(seeds, seed, part, owner)
+                    self._read_file(seeds, seed, part, part.file, owner)
                 else:
                     self._list_level(seeds, seed, part, owner)
             except BaseException:
@@ -157,12 +157,13 @@ class Seeder:
             if step.split:
                 log.info("seed_level_split", prefix=level.prefix, parts=len(step.split) + 1)
 
-    def _read_file(self, seeds: Seeds, seed: SeedRound, part: Part, owner: str) -> None:
+    def _read_file(self, seeds: Seeds, seed: SeedRound, part: Part, file: str, owner: str) -> None:
         st = self.settings
+
         def mine(entry: manifest.Entry) -> bool:
             return entry.bucket == st.old_bucket and entry.key.startswith(self.folder)
 
-        for chunk in manifest.chunks(part.file, part.file_md5, self.client, skip=part.cursor_rows,
+        for chunk in manifest.chunks(file, part.file_md5, self.client, skip=part.cursor_rows,
                                      size=walk.PAGE_SIZE, stop=self.stopped, keep=mine):
             self._check_stop()
             entries = [Listed(e.key, e.size, e.etag, e.storage_class) for e in chunk.entries]

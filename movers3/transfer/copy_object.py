@@ -203,7 +203,7 @@ class CrtEngine:
                    ("x-amz-copy-source-if-match", request.source_etag)]
         for name, value in request.extra.items():
             if name == "Metadata":
-                for meta_key, meta_value in value.items():  # type: ignore[union-attr]
+                for meta_key, meta_value in value.items():
                     headers.append((f"x-amz-meta-{meta_key}", _header_value(name, meta_value, "string", None)))
                 continue
             if name not in self.headers:

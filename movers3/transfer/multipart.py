@@ -89,7 +89,7 @@ class Uploads:
         finished = dict(upload.parts)
         try:
             finished.update(self._parts(row, upload, todo, source, hasher))
-            if hasher is not None and hasher.hexdigest() != expected_md5:
+            if hasher is not None and expected_md5 and hasher.hexdigest() != expected_md5:
                 # Which part went wrong is unknown: drop the upload, the next attempt sends every part.
                 if self.abort(row, log.warning):
                     log.info("multipart_aborted", row_id=row.id, upload_id=upload.id, reason="checksum mismatch")
@@ -175,8 +175,9 @@ class Uploads:
             finally:
                 wait(futures)
         for future in futures:
-            if future.exception() is not None:
-                raise future.exception()
+            error = future.exception()
+            if error is not None:
+                raise error
         if len(done) != len(todo):
             raise Interrupted("stopped during a multipart upload; it stays recorded for the next worker")
         return done

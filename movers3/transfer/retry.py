@@ -43,6 +43,9 @@ def call(fn: Callable[[], T], *, tries: int, stop: threading.Event, attempts: At
         if on_retry is not None:
             on_retry(str(code or type(exc).__name__))
 
+    def sleep(seconds: float) -> None:
+        stop.wait(seconds)  # a stop ends the backoff at once
+
     def count(state: tenacity.RetryCallState) -> None:
         attempts.used = state.attempt_number
 
@@ -51,7 +54,7 @@ def call(fn: Callable[[], T], *, tries: int, stop: threading.Event, attempts: At
             lambda e: isinstance(e, CopyError) and e.retryable and not isinstance(e, exclude)),
         stop=tenacity.stop_after_attempt(max(1, tries)) | tenacity.stop_when_event_set(stop),
         wait=tenacity.wait_random_exponential(multiplier=initial, max=maximum),
-        sleep=stop.wait,
+        sleep=sleep,
         before=count,
         before_sleep=before_sleep,
         reraise=True,

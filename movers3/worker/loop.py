@@ -11,6 +11,7 @@ guarded by the row's lease like every other write.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import queue
 import secrets
@@ -21,14 +22,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import structlog
 
-from movers3.exceptions import CopyError, Interrupted, LeaseLost, LedgerError, SourceChanged
+from movers3.exceptions import CopyError, LedgerError
 from movers3.ledger.uploads import UploadJournal
 from movers3.ledger.work import Outcome, Row, WorkQueue
 from movers3.settings import Settings
-from movers3.transfer import retry, s3
 from movers3.transfer.copier import Copier
 from movers3.worker.breaker import AccessDeniedBreaker
 from movers3.worker.completer import FLUSH_SECONDS, Completer, Stats
+from movers3.worker.copy_task import CopyTask
 from movers3.worker.observer import DRAINING, IDLE, WORKING, WorkerObserver
 
 log = structlog.get_logger(__name__)
@@ -87,6 +88,8 @@ class Worker:
         self.log = log.bind(worker=worker_id)
         self.completer = Completer(work, worker_id, self.stats, self.observer, journal, self.log)
         self.breaker = AccessDeniedBreaker()
+        self._copy = CopyTask(copier, max_attempts=config.max_attempts, stopped=self.stopped, observer=self.observer,
+                              on_fatal=self._fail_fast, log=self.log)
         self._fatal_lock = threading.Lock()  # copy threads and the loop may both find a fatal error
         self._inflight: dict[int, tuple[Row, Future]] = {}
         # Finished copies announce themselves here: the loop never scans the futures in flight.
@@ -155,9 +158,12 @@ class Worker:
         # the log (the chaos tests) bound when this worker held each row, at no extra query.
         self.log.debug("rows_claimed", ids=[r.id for r in rows], lease_until=round(asked + lease, 6))
         for row in rows:
-            future = pool.submit(self._copy_one, row)
+            future = pool.submit(self._copy, row)
             self._inflight[row.id] = (row, future)
-            future.add_done_callback(lambda _, row_id=row.id: self._finished.put(row_id))
+            future.add_done_callback(functools.partial(self._announce, row.id))
+
+    def _announce(self, row_id: int, _: Future) -> None:
+        self._finished.put(row_id)
 
     def _collect(self, timeout: float) -> None:
         """Record the copies that finished: waits up to `timeout` for the first, takes the rest as they are."""
@@ -210,68 +216,6 @@ class Worker:
             s = self.stats
             self.log.info("progress", done=s.done, failed=s.failed, bytes=s.bytes, in_flight=len(self._inflight),
                           objects_per_second=round(s.done / (now - self._started), 1))
-
-    # -- one object, on a copy thread -------------------------------------------------------
-
-    def _copy_one(self, row: Row) -> Outcome:
-        olog = self.log.bind(row_id=row.id, key=row.old_key)
-        started = time.monotonic()
-        current = row
-        attempts = retry.Attempts()
-
-        def attempt():
-            nonlocal current
-            try:
-                return self.copier.copy(current)
-            except SourceChanged:
-                size, etag = self.copier.describe_source(current)
-                olog.info("source_changed", old_etag=current.source_etag, new_etag=etag, size=size)
-                current = dataclasses.replace(current, size=size, source_etag=etag)
-                raise
-
-        def spent() -> int:
-            # `row.attempts` already counts this claim, whose tries are `attempts.used`.
-            return row.attempts - 1 + attempts.used
-
-        def released(error: str | None = None) -> Outcome:
-            # Back to pending unfinished: the try in hand is given back.
-            return Outcome(row.id, "pending", attempts=spent() - 1, error=error)
-
-        try:
-            copied = retry.call(attempt, tries=max(1, self.config.max_attempts - row.attempts + 1),
-                                stop=self.stopped, attempts=attempts, on_retry=self.observer.copy_retrying)
-        except Interrupted:
-            return released()
-        except LeaseLost as exc:
-            # Another worker owns the row now; this outcome will not be written (the guard drops it).
-            olog.warning("lease_lost", error=str(exc))
-            return released()
-        except CopyError as exc:
-            if exc.code in s3.SYSTEMIC_CODES:
-                self._fail_fast(exc, olog)
-                return released(str(exc))
-            if exc.retryable and self.stopped.is_set():
-                return released(str(exc))
-            olog.warning("copy_failed", code=exc.code, error=str(exc), attempts=spent())
-            return Outcome(row.id, "failed", attempts=spent(), size=current.size, source_etag=current.source_etag,
-                           error=str(exc), code=exc.code, clear_upload=self._abandon(current))
-        except Exception as exc:  # a bug, not a storage error: fail the row, keep the worker
-            olog.exception("copy_crashed")
-            return Outcome(row.id, "failed", attempts=max(spent(), row.attempts),
-                           error=f"internal error: {type(exc).__name__}: {exc}")
-        self.observer.copy_succeeded(copied.size, time.monotonic() - started)
-        olog.debug("object_copied", method=copied.method, size=copied.size, verified_by=copied.verified_by,
-                   new_key=row.new_key)
-        return Outcome(row.id, "done", attempts=spent(), size=copied.size, source_etag=copied.source_etag,
-                       dest_etag=copied.dest_etag, copy_method=copied.method, verified_by=copied.verified_by)
-
-    def _abandon(self, row: Row) -> bool:
-        """A row failed for good: abort its multipart upload, if it has one and the role may."""
-        try:
-            return self.copier.abandon(row)
-        except Exception:  # cleanup must never lose the outcome
-            self.log.exception("abandon_failed", row_id=row.id)
-            return False
 
     # -- shutdown ----------------------------------------------------------------------------
 

@@ -24,17 +24,13 @@ from movers3.worker.observer import WorkerObserver
 try:
     import prometheus_client
 except ImportError:  # the [metrics] extra is not installed
-    prometheus_client = None
+    prometheus_client = None  # type: ignore[assignment]
 
 # A copy is one request for small objects and minutes for multipart ones.
 COPY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 # A claim is one short transaction: milliseconds unless the database is in trouble.
 CLAIM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 UNKNOWN_CODE = "Unknown"
-
-
-def available() -> bool:
-    return prometheus_client is not None
 
 
 class Metrics(WorkerObserver):

@@ -19,7 +19,7 @@ WORKER_FILES = ("work", "uploads", "repoint")
 
 def used_queries(path: Path) -> set[str]:
     text = path.read_text()
-    used = set(re.findall(r'(?:execute|executemany|one|all|stream|_write)\((?:row, )?"(\w+)"', text))
+    used = set(re.findall(r'\.(?:execute|executemany|one|row|all|stream|_write)\((?:row, )?"(\w+)"', text))
     # (name, params) pairs handed to execute_and_commit
     used |= set(re.findall(r'(?<![\w.])\("([a-z]+_[a-z_]+)", [\w{]', text))
     return used

@@ -5,11 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: help venv system-deps demo test test-unit bench bench-ledger clean
+.PHONY: help venv system-deps demo test lint test-unit bench bench-ledger clean
 
 help:
 	@echo "make demo   - local MariaDB + local S3 (SeaweedFS) on loopback, sample objects, a real migration, status"
-	@echo "make test   - the test suite against a private MariaDB and SeaweedFS that it starts and stops"
+	@echo "make test   - lint (ruff, vulture, mypy), then the test suite against a private MariaDB and SeaweedFS"
 	@echo "make bench  - movers3 vs s5cmd, rclone and aws s3 cp on a private MariaDB and SeaweedFS (docs/benchmarks.md)"
 	@echo "make bench-ledger - the ledger benchmark at 10k, 1M and 10M rows (docs/scaling.md)"
 	@echo "make clean  - remove the venv and the demo's data"
@@ -36,8 +36,15 @@ system-deps:
 demo: venv system-deps
 	$(BIN)/python -m tests.support.demo
 
-test: venv system-deps
+test: lint system-deps
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+# Style, dead code and types; their settings are in pyproject.toml.
+lint: venv
+	$(BIN)/ruff check movers3 tests
+	$(BIN)/ruff format --check movers3 tests
+	$(BIN)/vulture
+	$(BIN)/mypy
 
 # BENCH_ARGS=--quick for a tiny run; see `python -m tests.bench --help`.
 bench: $(BENCH_STAMP) system-deps

@@ -37,7 +37,7 @@ from botocore.client import BaseClient
 from movers3 import routes
 from movers3.exceptions import CopyError, Interrupted, SourceChanged
 from movers3.ledger.db import Database
-from movers3.ledger.reads import Reads
+from movers3.ledger.reads import DoneRow, Reads
 from movers3.ledger.work import WorkQueue
 from movers3.routes import folder_range
 from movers3.settings import Settings
@@ -47,18 +47,6 @@ log = structlog.get_logger(__name__)
 
 PAGE = 500
 THREADS = 16
-
-
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    id: int
-    old_bucket: str
-    old_key: str
-    new_bucket: str
-    new_key: str
-    size: int
-    source_etag: str
-    dest_etag: str | None
 
 
 @dataclasses.dataclass
@@ -98,12 +86,10 @@ class SourceDeleter:
             while not self._guard_reached():
                 if self.stopped.is_set():
                     raise Interrupted("delete-source stopped; run it again to go on")
-                records = self.reads.deletable_page(st.old_bucket, folder, after, PAGE)
-                if not records:
+                candidates = self.reads.deletable_page(st.old_bucket, folder, after, PAGE)
+                if not candidates:
                     break
-                after = records[-1][0]
-                candidates = [Candidate(i, ob, routes.from_db(ok), nb, routes.from_db(nk), int(size), etag, dest)
-                              for i, ob, ok, nb, nk, size, etag, dest in records]
+                after = candidates[-1].id
                 outcomes = list(pool.map(self._one, candidates))
                 self._record([(c, version) for c, (verdict, version) in zip(candidates, outcomes, strict=True)
                               if verdict in ("deleted", "gone")])
@@ -116,7 +102,7 @@ class SourceDeleter:
         with self._lock:
             return self._reserved >= self.max_deletes
 
-    def _one(self, c: Candidate) -> tuple[str, str | None]:
+    def _one(self, c: DoneRow) -> tuple[str, str | None]:
         clog = log.bind(row_id=c.id, key=c.old_key)
         with self._lock:
             self.stats.examined += 1
@@ -129,7 +115,7 @@ class SourceDeleter:
                 raise s3.storage_error(exc.__cause__ or exc, f"delete-source on {c.old_bucket}") from exc
             return self._skip(clog, f"S3 error: {exc.code}", error=str(exc))
 
-    def _check_and_delete(self, c: Candidate, clog) -> tuple[str, str | None]:
+    def _check_and_delete(self, c: DoneRow, clog) -> tuple[str, str | None]:
         if self.stopped.is_set():
             return self._skip(clog, "stopped")
         dest = self._head(self.dest, c.new_bucket, c.new_key, None)
@@ -194,6 +180,6 @@ class SourceDeleter:
             self.stats.skipped[reason] += 1
         return "skipped", None
 
-    def _record(self, done: list[tuple[Candidate, str | None]]) -> None:
+    def _record(self, done: list[tuple[DoneRow, str | None]]) -> None:
         if done and not self.dry_run:
             self.work.source_deleted([(c.id, c.source_etag, version) for c, version in done])

@@ -43,7 +43,7 @@ def configure(*, format: str, level: str, secrets: Iterable[str] = (), stream: T
     redact = Redactor(secrets)
     console = format == "console" or (format == "auto" and stream.isatty())
 
-    def scrub(logger: Any, name: str, event: dict) -> dict:
+    def scrub(_logger: Any, _name: str, event: dict) -> dict:
         for key, value in event.items():
             if not isinstance(value, str):
                 value = value if isinstance(value, (int, float, bool, type(None))) else str(value)

@@ -16,7 +16,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 @contextmanager
 def on_stop(callback: Callable[[], None]) -> Iterator[None]:
-    def handle(signum: int, frame: object) -> None:
+    def handle(signum: int, _frame: object) -> None:
         log.info("stop_requested", signal=signal.Signals(signum).name)
         callback()
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from movers3 import routes
 from movers3.ledger.db import Database, Tx
 from movers3.ledger.schema import STATES
+from movers3.ledger.work import RowRoute
 
 # `verify --sample N`: random points drawn per row wanted, at most, before it settles for fewer rows.
 SAMPLE_DRAWS_PER_ROW = 4
@@ -19,16 +20,9 @@ RATE_WINDOW_SECONDS = 60
 
 
 @dataclasses.dataclass(frozen=True)
-class DoneRow:
-    """A done row, as `verify` re-checks it."""
+class DoneRow(RowRoute):
+    """A done row, as `verify` re-checks it and `delete-source` deletes its source."""
 
-    id: int
-    old_bucket: str
-    old_key: str
-    new_bucket: str
-    new_key: str
-    size: int
-    source_etag: str
     dest_etag: str | None
     copy_method: str | None
 
@@ -136,10 +130,10 @@ class Reads:
         """Done rows, from the trigger-kept counters."""
         return self.db.transaction(lambda tx: _per_state(tx, exact=False))[0]["done"]
 
-    def deletable_page(self, bucket: str, folder: dict[str, bytes], after: int, limit: int) -> list[tuple]:
-        """Done rows under a folder whose source is still recorded as present, by id after `after`."""
+    def deletable_page(self, bucket: str, folder: dict[str, bytes], after: int, limit: int) -> list[DoneRow]:
+        """Verified done rows under a folder whose source is still recorded as present, by id after `after`."""
         params = {"after": after, "bucket": bucket, "limit": limit, **folder}
-        return self.db.transaction(lambda tx: tx.all("rows_deletable_page", params))
+        return [DoneRow.from_record(r) for r in self.db.transaction(lambda tx: tx.all("rows_deletable_page", params))]
 
 
 def _per_state(tx: Tx, *, exact: bool) -> tuple[dict[str, int], dict[str, int]]:

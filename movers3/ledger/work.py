@@ -42,8 +42,8 @@ class Upload:
 
 
 @dataclasses.dataclass(frozen=True)
-class Row:
-    """A claimed row: what a worker needs to copy one object."""
+class RowRoute:
+    """A row's object: its old and new route, and the source version the ledger recorded for it."""
 
     id: int
     old_bucket: str
@@ -52,6 +52,12 @@ class Row:
     new_key: str
     size: int
     source_etag: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Row(RowRoute):
+    """A claimed row: what a worker needs to copy one object."""
+
     attempts: int
     storage_class: str | None = None
     upload: Upload | None = None

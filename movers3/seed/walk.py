@@ -45,10 +45,6 @@ class Level:
     after: str | None = None
     upto: str | None = None
 
-    def holds(self, key: str) -> bool:
-        k = utf8(key)
-        return (self.after is None or k > utf8(self.after)) and (self.upto is None or k <= utf8(self.upto))
-
 
 @dataclasses.dataclass
 class Page:

@@ -167,10 +167,10 @@ class CrtEngine:
         status: list[int] = []
         body = bytearray()
 
-        def on_headers(status_code: int, headers: list, **kwargs: object) -> None:
+        def on_headers(status_code: int, headers: list, **_: object) -> None:
             status.append(status_code)
 
-        def on_body(chunk: bytes, offset: int, **kwargs: object) -> None:
+        def on_body(chunk: bytes, **_: object) -> None:  # awscrt passes offset= too
             if len(body) < _MAX_BODY:
                 body.extend(chunk[:_MAX_BODY - len(body)])
 

@@ -126,12 +126,6 @@ def test_split_points_follow_a_shared_stem_and_stay_after_the_cursor():
     assert len(points) == 7 and all(p.encode() > b"r/IMG_00100" and "/" not in p[2:] for p in points)
 
 
-def test_a_level_range_keeps_only_its_files():
-    level = listing.Level("r/", "r/f0100", "r/f0200")
-    assert level.holds("r/f0101") and level.holds("r/f0200")
-    assert not level.holds("r/f0100") and not level.holds("r/f0201")
-
-
 def walk_all(server) -> tuple[list[str], int]:
     """Every part walked with `walk.walk`, the seeder's and plan's own loop: the keys, and the splits."""
     queue, found, splits = [listing.Level("r/")], [], 0

@@ -75,7 +75,7 @@ ORDER BY id;
 -- rows_deletable_page --
 -- `delete-source`: done rows of one source whose copy was verified and whose source is still there,
 -- in id order from a cursor (the `deletable` index reads no row whose source is already deleted).
-SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, copy_method
 FROM movers3_objects
 WHERE state = 'done' AND source_deleted_at IS NULL AND id > %(after)s
   AND verified_by IS NOT NULL

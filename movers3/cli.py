@@ -31,7 +31,7 @@ from movers3.samples import load_samples
 from movers3.seed.planner import Planner
 from movers3.seed.planner import render as render_plan
 from movers3.seed.seeder import Seeder
-from movers3.settings import OPTIONS, Settings, load, parse_mysql_url
+from movers3.settings import GROUPS, OPTIONS, Option, Settings, load, parse_mysql_url
 from movers3.status import render_status, status_dict
 from movers3.transfer import s3
 from movers3.transfer.copier import ObjectCopier
@@ -316,26 +316,26 @@ NO_SETTINGS = frozenset({"healthcheck", "completion"})
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("settings (each flag overrides its environment variable)")
-    for option in OPTIONS:
-        if not option.secret and not option.commands:
-            _add_option(group, option)
-    common.add_argument("--debug", action="store_true", help="show tracebacks with errors")
-
-    parser = argparse.ArgumentParser(prog="movers3", description="Move every object under OLD_BUCKET/OLD_PREFIX to NEW_BUCKET/NEW_PREFIX, with a MariaDB ledger.",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="movers3", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description="Move every object under OLD_BUCKET/OLD_PREFIX to "
+                                                 "NEW_BUCKET/NEW_PREFIX, with a MariaDB ledger.")
     parser.add_argument("--version", action="version", version=f"movers3 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers = {}
     for name, (_, help_text) in COMMANDS.items():
         examples = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
-        parsers[name] = sub.add_parser(name, parents=[] if name in NO_SETTINGS else [common], help=help_text,
-                                       description=help_text, epilog=f"{examples}\n\n{EPILOG}",
-                                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    for option in OPTIONS:
-        for name in option.commands:
-            _add_option(parsers[name], option)
+        command = parsers[name] = sub.add_parser(name, help=help_text, description=help_text,
+                                                 epilog=f"{examples}\n\n{EPILOG}",
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name not in NO_SETTINGS:
+            command.add_argument("--debug", action="store_true", help="show tracebacks with errors")
+        # Only the flags of the settings this command reads (settings.GROUPS); load() reads every variable.
+        for title, options in GROUPS.items():
+            flags = [o for o in options if name in o.commands and not o.secret]
+            if flags:
+                group = command.add_argument_group(f"{title} settings")
+                for option in flags:
+                    _add_option(group, option)
     parsers["worker"].add_argument("--exit-when-done", action="store_true",
                                    help="exit 0 once seeding has finished and nothing is left to claim")
     parsers["worker"].add_argument("--worker-id", help="lease owner name (default: host-pid-random)")
@@ -392,9 +392,13 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, option) -> None:
-    parser.add_argument(option.flag, dest=option.dest, metavar="VALUE", default=None,
-                        help=f"{option.help} [env {option.env}, default {option.default!r}]")
+def _add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, option: Option) -> None:
+    # Kept a string for settings.load(): a bad flag gets the same one-line error as a bad variable.
+    shown = option.parser.accepts and not option.parser.metavar.startswith("{")  # else the metavar lists them
+    accepts = f"{option.parser.accepts}; " if shown else ""
+    help_text = f"{option.help} [{accepts}env {option.env}, default {option.shown_default()}]"
+    parser.add_argument(option.flag, dest=option.dest, metavar=option.parser.metavar, default=None,
+                        help=help_text.replace("%", "%%"))
 
 
 def _interval(value: str) -> float:

@@ -1,15 +1,16 @@
 """One typed settings object, built and validated once from the environment and the CLI flags.
 
-Every option has an environment variable (the original tool's names and defaults) and, unless it
-holds a secret, a flag that overrides it. Secrets come from the environment only, so that they never
-appear in a process listing.
+GROUPS declares every setting once: its environment variable (the original tool's names and defaults),
+default, parser with its range or choices, help, and the commands that read it. load(), the CLI's flags
+and --help, and docs/configuration.md (`python -m movers3.settings`) are all made from it. Secrets come
+from the environment only, so that they never appear in a process listing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -20,10 +21,6 @@ KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
 
-# A container's metrics must be reachable from outside it; outside a container pass 127.0.0.1.
-DEFAULT_METRICS_HOST = "0.0.0.0"
-# Above the worker loop's longest idle wait (10 s), below the ledger's reconnect window (120 s).
-DEFAULT_HEALTH_MAX_AGE = 60
 # An idle worker's loop passes every 10 s (worker.POLL_MAX_SECONDS): a shorter limit would flap.
 MIN_HEALTH_MAX_AGE = 15
 
@@ -81,7 +78,8 @@ class Endpoint:
     secret_key: Secret | None
     region: str
     addressing_style: str
-    timeout_seconds: int = 300
+    # load() always passes it; the default is for endpoints built by hand (tests), and is the declaration's.
+    timeout_seconds: int = dataclasses.field(default_factory=lambda: int(OPTION_BY_ENV["S3_TIMEOUT_SECONDS"].default))
 
     def same_service_as(self, other: Endpoint) -> bool:
         return self.url == other.url
@@ -94,6 +92,9 @@ class Endpoint:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+    """Made by load() only, so no defaults here. A field named like a variable (worker_threads,
+    WORKER_THREADS) holds its value; source, dest and mysql are made from the S3 and MYSQL_URL ones."""
+
     source: Endpoint
     dest: Endpoint
     old_bucket: str
@@ -110,22 +111,22 @@ class Settings:
     claim_batch: int
     log_format: str
     log_level: str
-    copy_mode: str = "auto"
-    new_acl: str | None = None
-    new_sse: str | None = None
-    new_sse_kms_key_id: str | None = None
-    part_concurrency: int = 4
-    stream_memory: int = 256 * 1024 * 1024
-    website_redirects: str = "auto"
-    copy_tags: bool = True
-    seed_threads: int = 4
-    repoint_sql_file: str | None = None
-
+    copy_mode: str
+    copy_engine: str
+    new_acl: str | None
+    new_sse: str | None
+    new_sse_kms_key_id: str | None
+    part_concurrency: int
+    stream_memory: int
+    website_redirects: str
+    copy_tags: bool
+    seed_threads: int
+    repoint_sql_file: str | None
     # Operating a long-running worker (README, "On ECS" and "Watching a migration"); off unless set.
-    metrics_port: int = 0
-    metrics_host: str = DEFAULT_METRICS_HOST
-    health_file: str | None = None
-    health_max_age: int = DEFAULT_HEALTH_MAX_AGE
+    metrics_port: int
+    metrics_host: str
+    health_file: str | None
+    health_max_age: int
 
     @property
     def server_side(self) -> bool:
@@ -133,7 +134,6 @@ class Settings:
         if self.copy_mode == "auto":
             return self.dest.can_copy_from(self.source)
         return self.copy_mode == "server"
-    copy_engine: str = "crt"
 
     def secrets(self) -> list[str]:
         """Every secret value, so that log and error output can be scrubbed of them."""
@@ -141,206 +141,93 @@ class Settings:
         return [v.reveal() for v in values if v]
 
 
-# --- the options: one row each, shared by the environment, the CLI and --help ---------------
-
-DEFAULT_URL_ENDPOINT = "http://localhost:8080"
-DEFAULT_OLD_BUCKET = "legacy-s3"
-DEFAULT_OLD_PREFIX = "images"
-DEFAULT_NEW_BUCKET = "production-s3"
-DEFAULT_NEW_PREFIX = "avatar"
-DEFAULT_MYSQL_URL = "mysql+pymysql://sketchUser:sketchPassword@localhost/sketch"
-DEFAULT_WORKER_THREADS = 16
-DEFAULT_LEASE_SECONDS = 120
-DEFAULT_MAX_ATTEMPTS = 5
-DEFAULT_MULTIPART_THRESHOLD = 64 * MIB
-DEFAULT_MULTIPART_CHUNKSIZE = 64 * MIB
-DEFAULT_CLAIM_BATCH = 64
-DEFAULT_PART_CONCURRENCY = 4
-CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
-               "bucket-owner-read", "bucket-owner-full-control")
-SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
-# The client that sends single-part CopyObject requests (engine.py); chosen by `make bench`.
-COPY_ENGINES = ("boto3", "crt")
-DEFAULT_COPY_ENGINE = "crt"
-
+# --- parsers: text -> value, or a one-line ConfigError that names the variable --------------------
 
 @dataclasses.dataclass(frozen=True)
-class Option:
-    env: str
-    default: str | None
-    help: str
-    secret: bool = False
-    # The commands that take this flag; empty means every command.
-    commands: tuple[str, ...] = ()
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.env.lower().replace("_", "-")
-
-    @property
-    def dest(self) -> str:
-        return self.env.lower()
+class Parser:
+    read: Callable[[str, str], Any]  # (variable name, text) -> value
+    accepts: str = ""  # the range or choices, for --help and the docs
+    metavar: str = "VALUE"
+    strip: bool = True  # prefixes, secrets and MYSQL_URL are read as given
 
 
-# The commands that copy objects, where the copy-path flags make sense.
-COPYING = ("worker", "run")
+def _whole(low: int, high: int) -> Parser:
+    def read(name: str, text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise ConfigError(f"{name}: must be a whole number from {low} to {high} (got {text!r})") from None
+        if not low <= number <= high:
+            raise ConfigError(f"{name}: must be from {low} to {high} (got {number})")
+        return number
+    return Parser(read, f"{low}-{high}", "N")
 
-OPTIONS: tuple[Option, ...] = (
-    Option("URL_ENDPOINT", DEFAULT_URL_ENDPOINT, "S3 endpoint URL"),
-    Option("AWS_ACCESS_KEY_ID", None, "S3 access key id (else boto3's default chain)"),
-    Option("AWS_SECRET_ACCESS_KEY", None, "S3 secret key", secret=True),
-    Option("AWS_REGION", "us-east-1", "S3 region"),
-    Option("S3_ADDRESSING_STYLE", "path", "path, virtual or auto"),
-    Option("S3_TIMEOUT_SECONDS", "300", "seconds an S3 request may wait for the server (1-3600)"),
-    Option("OLD_URL_ENDPOINT", None, "source S3 endpoint [default URL_ENDPOINT]"),
-    Option("OLD_AWS_ACCESS_KEY_ID", None, "source access key id [default AWS_ACCESS_KEY_ID]"),
-    Option("OLD_AWS_SECRET_ACCESS_KEY", None, "source secret key [default AWS_SECRET_ACCESS_KEY]", secret=True),
-    Option("OLD_REGION", None, "source region [default AWS_REGION]"),
-    Option("NEW_URL_ENDPOINT", None, "destination S3 endpoint [default URL_ENDPOINT]"),
-    Option("NEW_AWS_ACCESS_KEY_ID", None, "destination access key id [default AWS_ACCESS_KEY_ID]"),
-    Option("NEW_AWS_SECRET_ACCESS_KEY", None, "destination secret key [default AWS_SECRET_ACCESS_KEY]",
-           secret=True),
-    Option("NEW_REGION", None, "destination region [default AWS_REGION]"),
-    Option("OLD_BUCKET", DEFAULT_OLD_BUCKET, "source bucket"),
-    Option("OLD_PREFIX", DEFAULT_OLD_PREFIX, "source folder"),
-    Option("NEW_BUCKET", DEFAULT_NEW_BUCKET, "destination bucket"),
-    Option("NEW_PREFIX", DEFAULT_NEW_PREFIX, "destination folder"),
-    Option("MYSQL_URL", DEFAULT_MYSQL_URL, "ledger database, mysql+pymysql://user:pass@host[:port]/db", secret=True),
-    Option("LOAD_FILES", "false", "`run` loads sample objects first"),
-    Option("WORKER_THREADS", str(DEFAULT_WORKER_THREADS), "concurrent copies per worker process (1-256)", commands=COPYING),
-    Option("LEASE_SECONDS", str(DEFAULT_LEASE_SECONDS), "how long a claim lives without renewal (5-86400)", commands=COPYING),
-    Option("MAX_ATTEMPTS", str(DEFAULT_MAX_ATTEMPTS), "copy attempts before a row is failed (1-100)"),
-    Option("MULTIPART_THRESHOLD", "64MiB", "objects this size or larger use multipart copy", commands=COPYING),
-    Option("MULTIPART_CHUNKSIZE", "64MiB", "part size for multipart copy (5MiB-5GiB)", commands=COPYING),
-    Option("CLAIM_BATCH", str(DEFAULT_CLAIM_BATCH), "rows claimed per transaction (1-1000)", commands=COPYING),
-    Option("COPY_MODE", "auto", "server (CopyObject), stream (GET then PUT through the worker), or auto: "
-           "server when both sides share endpoint and credentials", commands=COPYING),
-    Option("PART_CONCURRENCY", str(DEFAULT_PART_CONCURRENCY), "parts of one large object copied at once (1-64)", commands=COPYING),
-    Option("STREAM_MEMORY", "256MiB", "part buffers a worker process may hold while streaming (>= one part)", commands=COPYING),
-    Option("NEW_ACL", None, "canned ACL applied to each new object with PutObjectAcl, e.g. bucket-owner-full-control", commands=COPYING),
-    Option("NEW_SSE", None, "server-side encryption of new objects: AES256, aws:kms or aws:kms:dsse", commands=COPYING),
-    Option("NEW_SSE_KMS_KEY_ID", None, "KMS key for NEW_SSE=aws:kms", commands=COPYING),
-    Option("WEBSITE_REDIRECTS", "auto", "carry x-amz-website-redirect-location: always (one HEAD per object), "
-           "never, or auto (multipart, streamed and zero-byte objects)", commands=COPYING),
-    Option("COPY_TAGS", "true", "carry object tags (needs s3:GetObjectTagging/PutObjectTagging on AWS)", commands=COPYING),
-    Option("COPY_ENGINE", DEFAULT_COPY_ENGINE, "client for single-part copies: boto3 or crt (awscrt)",
-           commands=COPYING),
-    Option("SEED_THREADS", "4", "parts of the source a seed process lists at once (1-64); run more seed "
-           "processes anywhere to list more"),
-    Option("REPOINT_SQL_FILE", None, "a file holding one UPDATE of the application's table, run for each row "
-           "finished as done in the same transaction (README, \"Re-pointing\")"),
-    Option("LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, else json)"),
-    Option("LOG_LEVEL", "info", "debug, info, warning or error"),
-    Option("METRICS_PORT", "0", "serve Prometheus metrics and /healthz on this port (0: off; needs movers3[metrics])",
-           commands=("worker",)),
-    Option("METRICS_HOST", DEFAULT_METRICS_HOST, "address the metrics server listens on", commands=("worker",)),
-    Option("HEALTH_FILE", "", "heartbeat file for `movers3 healthcheck` (empty: none)",
-           commands=("worker", "healthcheck")),
-    Option("HEALTH_MAX_AGE", str(DEFAULT_HEALTH_MAX_AGE),
-           "seconds since the worker loop last passed after which it counts as stuck (15-86400)",
-           commands=("worker", "healthcheck")),
-)
-OPTION_BY_ENV = {o.env: o for o in OPTIONS}
 
-_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
-_REGION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 _SIZE = re.compile(r"^\s*(\d+)\s*(|b|kib|mib|gib|tib|kb|mb|gb|tb)\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "kib": KIB, "mib": MIB, "gib": GIB, "tib": 1024 * GIB,
                "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
 
 
-def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Build the settings from the environment with CLI overrides (keyed by env name) on top."""
-    raw = {o.env: o.default for o in OPTIONS}
-    raw.update({k: v for k, v in environ.items() if k in OPTION_BY_ENV})
-    raw.update({k: str(v) for k, v in (overrides or {}).items() if v is not None})
-
-    def text(name: str) -> str:
-        return (raw.get(name) or "").strip()
-
-    style = _choice("S3_ADDRESSING_STYLE", text("S3_ADDRESSING_STYLE"), ("path", "virtual", "auto"))
-    timeout = _int("S3_TIMEOUT_SECONDS", text("S3_TIMEOUT_SECONDS"), 1, 3600)
-
-    def endpoint(side: str) -> Endpoint:
-        def pick(name: str, shared: str) -> tuple[str, str]:
-            own = f"{side}_{name}"
-            return (own, text(own)) if text(own) else (shared, text(shared))
-
-        url_name, url = pick("URL_ENDPOINT", "URL_ENDPOINT")
-        secret_name = f"{side}_AWS_SECRET_ACCESS_KEY"
-        secret = raw.get(secret_name) if raw.get(secret_name) else raw.get("AWS_SECRET_ACCESS_KEY")
-        return Endpoint(
-            url=_endpoint_url(url_name, url),
-            access_key=pick("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")[1] or None,
-            secret_key=Secret(secret) if secret else None,
-            region=_region(*pick("REGION", "AWS_REGION")),
-            addressing_style=style,
-            timeout_seconds=timeout,
-        )
-
-    source, dest = endpoint("OLD"), endpoint("NEW")
-    old_bucket = _bucket("OLD_BUCKET", text("OLD_BUCKET"))
-    new_bucket = _bucket("NEW_BUCKET", text("NEW_BUCKET"))
-    old_prefix = routes.check_prefix("OLD_PREFIX", raw.get("OLD_PREFIX") or "")
-    new_prefix = routes.check_prefix("NEW_PREFIX", raw.get("NEW_PREFIX") or "")
-    # Two endpoints are two namespaces: the same bucket name on each is two buckets.
-    if source.same_service_as(dest) and routes.overlaps(old_bucket, old_prefix, new_bucket, new_prefix):
-        raise ConfigError(
-            "NEW_BUCKET/NEW_PREFIX: must not be equal to, inside, or around OLD_BUCKET/OLD_PREFIX "
-            f"({new_bucket}/{new_prefix} vs {old_bucket}/{old_prefix}): the copy would feed on its own output"
-        )
-    chunksize = _size("MULTIPART_CHUNKSIZE", text("MULTIPART_CHUNKSIZE"), 5 * MIB, 5 * GIB)
-    stream_memory = _size("STREAM_MEMORY", text("STREAM_MEMORY"), 5 * MIB, 64 * GIB)
-    if stream_memory < chunksize:
-        raise ConfigError(f"STREAM_MEMORY: must hold at least one part of MULTIPART_CHUNKSIZE "
-                          f"({chunksize // MIB}MiB; got {stream_memory // MIB}MiB)")
-    sse = text("NEW_SSE") or None
-    if sse is not None:
-        _choice("NEW_SSE", sse, SSE_MODES)
-    kms_key = text("NEW_SSE_KMS_KEY_ID") or None
-    if kms_key and not (sse or "").startswith("aws:kms"):
-        raise ConfigError("NEW_SSE_KMS_KEY_ID: needs NEW_SSE=aws:kms or aws:kms:dsse")
-    acl = text("NEW_ACL") or None
-    if acl is not None:
-        _choice("NEW_ACL", acl, CANNED_ACLS)
-    return Settings(
-        source=source,
-        dest=dest,
-        old_bucket=old_bucket,
-        old_prefix=old_prefix,
-        new_bucket=new_bucket,
-        new_prefix=new_prefix,
-        mysql=parse_mysql_url(raw.get("MYSQL_URL") or ""),
-        load_files=_bool("LOAD_FILES", text("LOAD_FILES")),
-        worker_threads=_int("WORKER_THREADS", text("WORKER_THREADS"), 1, 256),
-        lease_seconds=_int("LEASE_SECONDS", text("LEASE_SECONDS"), 5, 86400),
-        max_attempts=_int("MAX_ATTEMPTS", text("MAX_ATTEMPTS"), 1, 100),
-        multipart_threshold=_size("MULTIPART_THRESHOLD", text("MULTIPART_THRESHOLD"), 5 * MIB, 5 * GIB),
-        multipart_chunksize=chunksize,
-        claim_batch=_int("CLAIM_BATCH", text("CLAIM_BATCH"), 1, 1000),
-        log_format=_choice("LOG_FORMAT", text("LOG_FORMAT").lower(), ("auto", "json", "console")),
-        log_level=_choice("LOG_LEVEL", text("LOG_LEVEL").lower(), ("debug", "info", "warning", "error")),
-        copy_mode=_choice("COPY_MODE", text("COPY_MODE").lower(), ("auto", "server", "stream")),
-        new_acl=acl,
-        new_sse=sse,
-        new_sse_kms_key_id=kms_key,
-        part_concurrency=_int("PART_CONCURRENCY", text("PART_CONCURRENCY"), 1, 64),
-        stream_memory=stream_memory,
-        website_redirects=_choice("WEBSITE_REDIRECTS", text("WEBSITE_REDIRECTS").lower(),
-                                  ("auto", "always", "never")),
-        copy_tags=_bool("COPY_TAGS", text("COPY_TAGS")),
-        metrics_port=_int("METRICS_PORT", text("METRICS_PORT"), 0, 65535),
-        metrics_host=text("METRICS_HOST") or DEFAULT_METRICS_HOST,
-        health_file=text("HEALTH_FILE") or None,
-        health_max_age=parse_health_max_age(text("HEALTH_MAX_AGE")),
-        copy_engine=_copy_engine(text("COPY_ENGINE").lower()),
-        seed_threads=_int("SEED_THREADS", text("SEED_THREADS"), 1, 64),
-        repoint_sql_file=text("REPOINT_SQL_FILE") or None,
-    )
+def _sized(low: int, high: int) -> Parser:
+    def read(name: str, text: str) -> int:
+        match = _SIZE.match(text)
+        if not match:
+            raise ConfigError(f"{name}: must be a size such as 64MiB or 8388608 (got {text!r})")
+        number = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+        if not low <= number <= high:
+            raise ConfigError(f"{name}: must be from {low // MIB}MiB to {high // GIB}GiB (got {text})")
+        return number
+    return Parser(read, f"{low // MIB}MiB-{high // GIB}GiB", "SIZE")
 
 
-def parse_health_max_age(value: str) -> int:
-    return _int("HEALTH_MAX_AGE", value.strip(), MIN_HEALTH_MAX_AGE, 86400)
+def _one_of(*choices: str, lower: bool = False, optional: bool = False, metavar: str = "",
+            then: Callable[[str, str], str] = lambda name, value: value) -> Parser:
+    def read(name: str, text: str) -> str | None:
+        if optional and not text:
+            return None
+        value = text.lower() if lower else text
+        if value not in choices:
+            raise ConfigError(f"{name}: must be one of {', '.join(choices)} (got {value!r})")
+        return then(name, value)
+    return Parser(read, ", ".join(choices), metavar or "{" + ",".join(choices) + "}")
+
+
+def _matching(pattern: str, what: str, metavar: str) -> Parser:
+    regex = re.compile(pattern)
+
+    def read(name: str, text: str) -> str:
+        if not regex.match(text):
+            raise ConfigError(f"{name}: {text!r} is not a valid {what}")
+        return text
+    return Parser(read, what, metavar)
+
+
+def _bool(name: str, text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}: must be true or false (got {text!r})")
+
+
+def _endpoint_url(name: str, value: str) -> str:
+    # Checked first and never echoed: a password in the URL may hold '#', '/' or '@' and break its parsing.
+    if "@" in value:
+        raise ConfigError(f"{name}: must not carry credentials; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                          "(value not shown)")
+    try:
+        parts = urlsplit(value)
+        parts.hostname  # noqa: B018 (parses the host: a malformed [IPv6] literal raises here)
+    except ValueError:
+        raise ConfigError(f"{name}: is not a valid URL ({value!r})") from None
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError(f"{name}: has an invalid port ({value!r})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}: must be an http:// or https:// URL (got {value!r})")
+    return value.rstrip("/")
 
 
 def parse_mysql_url(value: str) -> MysqlUrl:
@@ -366,88 +253,243 @@ def parse_mysql_url(value: str) -> MysqlUrl:
         raise ConfigError(f"{name}: has no host")
     if not database or "/" in database:
         raise ConfigError(f"{name}: must name one database after the host, e.g. .../sketch")
-    return MysqlUrl(
-        user=unquote(parts.username),
-        password=Secret(unquote(parts.password or "")),
-        host=parts.hostname or "localhost",
-        port=port or 3306,
-        database=database,
-        unix_socket=socket,
-    )
+    return MysqlUrl(user=unquote(parts.username), password=Secret(unquote(parts.password or "")),
+                    host=parts.hostname or "localhost", port=port or 3306, database=database, unix_socket=socket)
 
 
-def _endpoint_url(name: str, value: str) -> str:
-    # Checked first and never echoed: a password in the URL may hold '#', '/' or '@' and break its parsing.
-    if "@" in value:
-        raise ConfigError(f"{name}: must not carry credentials; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-                          "(value not shown)")
-    try:
-        parts = urlsplit(value)
-        parts.hostname  # noqa: B018 (parses the host: a malformed [IPv6] literal raises here)
-    except ValueError:
-        raise ConfigError(f"{name}: is not a valid URL ({value!r})") from None
-    try:
-        parts.port
-    except ValueError:
-        raise ConfigError(f"{name}: has an invalid port ({value!r})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{name}: must be an http:// or https:// URL (got {value!r})")
-    return value.rstrip("/")
-
-
-def _region(name: str, value: str) -> str:
-    # botocore refuses other names when the client is built, far from the setting that caused it.
-    if value and not _REGION.match(value):
-        raise ConfigError(f"{name}: {value!r} is not a valid region name (e.g. us-east-1)")
-    return value or "us-east-1"
-
-
-def _bucket(name: str, value: str) -> str:
-    if not _BUCKET.match(value):
-        raise ConfigError(f"{name}: {value!r} is not a valid bucket name")
-    return value
-
-
-def _int(name: str, value: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(f"{name}: must be a whole number from {low} to {high} (got {value!r})") from None
-    if not low <= number <= high:
-        raise ConfigError(f"{name}: must be from {low} to {high} (got {number})")
-    return number
-
-
-def _size(name: str, value: str, low: int, high: int) -> int:
-    match = _SIZE.match(value)
-    if not match:
-        raise ConfigError(f"{name}: must be a size such as 64MiB or 8388608 (got {value!r})")
-    number = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-    if not low <= number <= high:
-        raise ConfigError(f"{name}: must be from {low // MIB}MiB to {high // GIB}GiB (got {value})")
-    return number
-
-
-def _copy_engine(value: str) -> str:
-    engine = _choice("COPY_ENGINE", value, COPY_ENGINES)
+def _engine_installed(name: str, engine: str) -> str:
     if engine == "crt":
         try:
             import awscrt.s3  # noqa: F401
         except ImportError:
-            raise ConfigError("COPY_ENGINE: crt needs the awscrt package (pip install awscrt)") from None
+            raise ConfigError(f"{name}: crt needs the awscrt package (pip install awscrt)") from None
     return engine
 
 
-def _bool(name: str, value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{name}: must be true or false (got {value!r})")
+_URL = Parser(_endpoint_url, "http:// or https:// URL", "URL")
+_KEY_ID = Parser(lambda name, text: text or None, metavar="KEY_ID")
+_PATH = Parser(lambda name, text: text or None, metavar="PATH")
+_BOOL = Parser(_bool, "true, false", "BOOL")
+_SECRET = Parser(lambda name, text: Secret(text) if text else None, strip=False)
+# botocore refuses other region names when the client is built, far from the setting that caused it.
+_REGION = _matching(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$", "region name (e.g. us-east-1)", "REGION")
+_BUCKET = _matching(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$", "bucket name", "BUCKET")
+_FOLDER = Parser(routes.check_prefix, "folder: no leading /, no empty, . or .. segment", "FOLDER", strip=False)
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{name}: must be one of {', '.join(choices)} (got {value!r})")
-    return value
+# --- the declaration ------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    env: str
+    default: str | None  # as it would be written in the environment; None: unset
+    parser: Parser
+    help: str
+    commands: tuple[str, ...]  # the commands that read it, and so take its flag
+    secret: bool = False  # environment only: a flag would show in the process list
+    fallback: str | None = None  # the shared variable read instead when this one is unset or blank
+    blank_is_default: bool = False  # `X=` (how compose files unset) means the default, not an empty value
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.env.lower().replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return self.env.lower()
+
+    def shown_default(self, quote: Callable[[str], str] = str) -> str:
+        if self.fallback:
+            return f"as {quote(self.fallback)}"
+        return "none" if self.default is None else quote(self.default)
+
+
+# Who reads what, from each cmd_* function in cli.py and what it calls. healthcheck and completion load
+# no settings; the others load and check all of them, but offer the flags of their own settings only.
+EVERY = ("init", "seed", "worker", "run", "status", "report", "retry", "verify", "delete-source", "plan",
+         "load-samples")
+LEDGER = tuple(c for c in EVERY if c != "load-samples")
+SOURCE = ("seed", "worker", "run", "verify", "delete-source", "plan", "load-samples")
+DEST = ("worker", "run", "verify", "delete-source", "load-samples")
+OLD_ROUTE = ("seed", "worker", "run", "status", "delete-source", "plan", "load-samples")  # status --watch shows it
+COPYING = ("worker", "run")  # run starts workers, and its flags reach them as variables
+HEALTH = ("worker", "healthcheck")
+
+
+def _side(side: str, where: str, commands: tuple[str, ...]) -> tuple[Option, ...]:
+    return (Option(f"{side}_URL_ENDPOINT", None, _URL, f"{where} S3 endpoint", commands, fallback="URL_ENDPOINT"),
+            Option(f"{side}_AWS_ACCESS_KEY_ID", None, _KEY_ID, f"{where} access key id", commands,
+                   fallback="AWS_ACCESS_KEY_ID"),
+            Option(f"{side}_AWS_SECRET_ACCESS_KEY", None, _SECRET, f"{where} secret key", commands, secret=True,
+                   fallback="AWS_SECRET_ACCESS_KEY"),
+            Option(f"{side}_REGION", None, _REGION, f"{where} region", commands, fallback="AWS_REGION"))
+
+
+GROUPS: dict[str, tuple[Option, ...]] = {
+    "S3": (
+        Option("URL_ENDPOINT", "http://localhost:8080", _URL, "S3 endpoint of both sides", SOURCE),
+        Option("AWS_ACCESS_KEY_ID", None, _KEY_ID, "S3 access key id (unset: boto3's default chain)", SOURCE),
+        Option("AWS_SECRET_ACCESS_KEY", None, _SECRET, "S3 secret key (unset: boto3's default chain)", SOURCE,
+               secret=True),
+        Option("AWS_REGION", "us-east-1", _REGION, "S3 region", SOURCE, blank_is_default=True),
+        Option("S3_ADDRESSING_STYLE", "path", _one_of("path", "virtual", "auto"),
+               "bucket in the URL's path, or in its host name (virtual)", SOURCE),
+        Option("S3_TIMEOUT_SECONDS", "300", _whole(1, 3600), "seconds one S3 request may wait for the server", SOURCE),
+        *_side("OLD", "source", SOURCE),
+        *_side("NEW", "destination", DEST),
+    ),
+    "Route": (
+        Option("OLD_BUCKET", "legacy-s3", _BUCKET, "source bucket", OLD_ROUTE),
+        Option("OLD_PREFIX", "images", _FOLDER, "source folder: images covers images/... and nothing else",
+               OLD_ROUTE),
+        Option("NEW_BUCKET", "production-s3", _BUCKET, "destination bucket",
+               ("seed", "run", "status", "plan", "load-samples")),
+        Option("NEW_PREFIX", "avatar", _FOLDER, "destination folder: images/a/b.png becomes avatar/a/b.png",
+               ("seed", "run", "status", "plan")),
+    ),
+    "Ledger": (
+        Option("MYSQL_URL", "mysql+pymysql://sketchUser:sketchPassword@localhost/sketch",
+               Parser(lambda name, text: parse_mysql_url(text), "mysql+pymysql://user:pass@host[:port]/db",
+                      strip=False), "the ledger database (?unix_socket=/path allowed)", LEDGER, secret=True),
+        Option("LEASE_SECONDS", "120", _whole(5, 86400), "how long a claimed row or seed part is held without "
+               "renewal (renewed every third of it)", ("seed", "worker", "run")),
+        Option("MAX_ATTEMPTS", "5", _whole(1, 100), "copy attempts before a row is failed; tries of each listing",
+               ("seed", "worker", "run", "plan")),
+        Option("CLAIM_BATCH", "64", _whole(1, 1000), "rows claimed per transaction", COPYING),
+        Option("REPOINT_SQL_FILE", None, _PATH, "a file holding one UPDATE of the application's table, run "
+               "in the transaction that marks each row done (README, \"Re-pointing\")", COPYING),
+    ),
+    "Seed": (
+        Option("SEED_THREADS", "4", _whole(1, 64), "parts of the source one process lists at once; run more seed "
+               "processes anywhere to list more", ("seed", "run", "plan")),
+        Option("LOAD_FILES", "false", _BOOL, "run puts sample objects in the source first", ("run",)),
+    ),
+    "Copy": (
+        Option("WORKER_THREADS", "16", _whole(1, 256), "concurrent copies per worker process", COPYING),
+        Option("COPY_MODE", "auto", _one_of("auto", "server", "stream", lower=True), "server (CopyObject), stream "
+               "(GET then PUT through the worker), or auto: server when both sides share endpoint and "
+               "credentials", COPYING),
+        Option("COPY_ENGINE", "crt", _one_of("boto3", "crt", lower=True, then=_engine_installed),
+               "client for single-part copies: crt (awscrt) or boto3 (docs/benchmarks.md)", COPYING),
+        Option("MULTIPART_THRESHOLD", "64MiB", _sized(5 * MIB, 5 * GIB),
+               "objects this size or larger are copied in parts (always those above 5GiB)", COPYING),
+        Option("MULTIPART_CHUNKSIZE", "64MiB", _sized(5 * MIB, 5 * GIB),
+               "part size, grown as needed to stay within 10,000 parts", COPYING),
+        Option("PART_CONCURRENCY", "4", _whole(1, 64), "parts of one large object copied at once", COPYING),
+        Option("STREAM_MEMORY", "256MiB", _sized(5 * MIB, 64 * GIB),
+               "part buffers a worker process may hold while streaming (at least one part)", COPYING),
+    ),
+    "New objects": (
+        Option("NEW_ACL", None, _one_of("private", "public-read", "public-read-write", "authenticated-read",
+                                        "aws-exec-read", "bucket-owner-read", "bucket-owner-full-control",
+                                        optional=True, metavar="ACL"),
+               "canned ACL applied to each new object with PutObjectAcl", COPYING),
+        Option("NEW_SSE", None, _one_of("AES256", "aws:kms", "aws:kms:dsse", optional=True),
+               "server-side encryption of new objects", COPYING),
+        Option("NEW_SSE_KMS_KEY_ID", None, _KEY_ID, "KMS key for NEW_SSE=aws:kms or aws:kms:dsse", COPYING),
+        Option("WEBSITE_REDIRECTS", "auto", _one_of("auto", "always", "never", lower=True), "carry "
+               "x-amz-website-redirect-location: always (one HEAD per object), never, or auto (multipart, "
+               "streamed and zero-byte objects)", COPYING),
+        Option("COPY_TAGS", "true", _BOOL, "carry object tags (needs s3:GetObjectTagging/PutObjectTagging on AWS)",
+               COPYING),
+    ),
+    "Operation": (
+        Option("LOG_FORMAT", "auto", _one_of("auto", "json", "console", lower=True),
+               "auto: console on a terminal, else json", EVERY),
+        Option("LOG_LEVEL", "info", _one_of("debug", "info", "warning", "error", lower=True),
+               "debug adds one object_copied event per object", EVERY),
+        Option("METRICS_PORT", "0", _whole(0, 65535), "serve Prometheus metrics and /healthz on this port (0: off; "
+               "needs movers3[metrics]); run's workers take the variable's port, +1, +2, ...", ("worker",)),
+        # A container's metrics must be reachable from outside it; outside a container pass 127.0.0.1.
+        Option("METRICS_HOST", "0.0.0.0", Parser(lambda name, text: text, "address", "HOST"),
+               "address the metrics server listens on", ("worker",), blank_is_default=True),
+        Option("HEALTH_FILE", None, _PATH, "heartbeat file for movers3 healthcheck", HEALTH),
+        # Above the worker loop's longest idle wait (10 s), below the ledger's reconnect window (120 s).
+        Option("HEALTH_MAX_AGE", "60", _whole(MIN_HEALTH_MAX_AGE, 86400),
+               "seconds since the worker loop last passed after which it counts as stuck", HEALTH),
+    ),
+}
+OPTIONS: tuple[Option, ...] = tuple(option for group in GROUPS.values() for option in group)
+OPTION_BY_ENV = {o.env: o for o in OPTIONS}
+# The shared S3 variables are read through the OLD_*/NEW_* ones only, so that a value no side uses is not checked.
+_SHARED = {o.fallback for o in OPTIONS if o.fallback}
+# `movers3 healthcheck` judges a heartbeat without loading the settings.
+DEFAULT_HEALTH_MAX_AGE = int(OPTION_BY_ENV["HEALTH_MAX_AGE"].default)
+
+
+def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the settings from the environment with CLI overrides (keyed by env name) on top. Every
+    variable is read and checked, whichever command runs."""
+    given = {o.env: o.default for o in OPTIONS}
+    given.update({k: v for k, v in environ.items() if k in OPTION_BY_ENV})
+    given.update({k: str(v) for k, v in (overrides or {}).items() if v is not None})
+
+    def value(option: Option) -> Any:
+        text = given.get(option.env) or ""
+        text = text.strip() if option.parser.strip else text
+        if not text and option.fallback:
+            return value(OPTION_BY_ENV[option.fallback])
+        return option.parser.read(option.env, (text or option.default) if option.blank_is_default else text)
+
+    v = {o.env: value(o) for o in OPTIONS if o.env not in _SHARED}
+
+    def endpoint(side: str) -> Endpoint:
+        return Endpoint(url=v[f"{side}_URL_ENDPOINT"], access_key=v[f"{side}_AWS_ACCESS_KEY_ID"],
+                        secret_key=v[f"{side}_AWS_SECRET_ACCESS_KEY"], region=v[f"{side}_REGION"],
+                        addressing_style=v["S3_ADDRESSING_STYLE"], timeout_seconds=v["S3_TIMEOUT_SECONDS"])
+
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    s = Settings(source=endpoint("OLD"), dest=endpoint("NEW"), mysql=v["MYSQL_URL"],
+                 **{o.dest: v[o.env] for o in OPTIONS if o.dest in fields})
+    # Two endpoints are two namespaces: the same bucket name on each is two buckets.
+    if s.source.same_service_as(s.dest) and routes.overlaps(s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix):
+        raise ConfigError(
+            "NEW_BUCKET/NEW_PREFIX: must not be equal to, inside, or around OLD_BUCKET/OLD_PREFIX "
+            f"({s.new_bucket}/{s.new_prefix} vs {s.old_bucket}/{s.old_prefix}): the copy would feed on its own output"
+        )
+    if s.stream_memory < s.multipart_chunksize:
+        raise ConfigError(f"STREAM_MEMORY: must hold at least one part of MULTIPART_CHUNKSIZE "
+                          f"({s.multipart_chunksize // MIB}MiB; got {s.stream_memory // MIB}MiB)")
+    if s.new_sse_kms_key_id and not (s.new_sse or "").startswith("aws:kms"):
+        raise ConfigError("NEW_SSE_KMS_KEY_ID: needs NEW_SSE=aws:kms or aws:kms:dsse")
+    return s
+
+
+def parse_health_max_age(value: str) -> int:
+    return OPTION_BY_ENV["HEALTH_MAX_AGE"].parser.read("HEALTH_MAX_AGE", value.strip())
+
+
+_DOCS_INTRO = """\
+# Configuration
+
+<!-- Generated from the declaration in movers3/settings.py: edit that, then run `make docs`. -->
+
+Every setting is an environment variable, with the original tool's names and defaults, read and checked
+by every command but `healthcheck` and `completion` (a bad value stops it with one line naming the
+variable, and exit code 2). A flag overrides its variable for one command, and each command offers only
+the flags of the settings it uses: the Commands column (*all*: every command but those two), or
+`movers3 COMMAND --help`. Secrets (the S3 secret keys, and `MYSQL_URL` for its password) have no flag, so
+that they never show in a process listing. An `OLD_*` or `NEW_*` S3 variable that is unset or blank takes
+the shared one's value. Sizes are bytes or take a unit (`64MiB`, `5GiB`, `10MB`); booleans are
+`true`/`false`, `1`/`0`, `yes`/`no` or `on`/`off`.
+"""
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md: a table per group of the declaration."""
+    def code(text: str) -> str:
+        return f"`{text}`"
+
+    lines = [_DOCS_INTRO.rstrip("\n")]
+    for group, options in GROUPS.items():
+        lines += ["", f"## {group}", "", "| Variable | Flag | Default | Range or choices | Commands | Description |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for o in options:
+            cells = (code(o.env), "(environment only)" if o.secret else code(o.flag), o.shown_default(code),
+                     o.parser.accepts or "-", "*all*" if o.commands == EVERY else ", ".join(o.commands), o.help)
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m movers3.settings > docs/configuration.md
+    print(reference_markdown(), end="")

@@ -10,11 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Link targets (relative to the repository root) that another branch adds: a link to one of them may
-# point at a file that is not here yet. Emptied when that branch is merged, so that from then on the
-# links to them are checked like any other.
-PENDING_TARGETS = {"docs/configuration.md"}
-
 README_MAX_BYTES = 12_288
 
 FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -68,9 +63,7 @@ def test_every_relative_link_resolves(path):
         file_part, _, anchor = target.partition("#")
         resolved = (path.parent / file_part).resolve() if file_part else path
         if not resolved.exists():
-            pending = resolved.is_relative_to(ROOT) and resolved.relative_to(ROOT).as_posix() in PENDING_TARGETS
-            if not pending:
-                broken.append(f"{target}: no such file")
+            broken.append(f"{target}: no such file")
             continue
         if anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
             broken.append(f"{target}: no heading makes #{anchor}")

@@ -1,7 +1,7 @@
 import pytest
 
 from movers3.exceptions import ConfigError
-from movers3.settings import DEFAULT_MYSQL_URL, MIB, load, parse_mysql_url
+from movers3.settings import MIB, load, parse_mysql_url
 
 SECRET = "s3cr3t-Pa55word!"
 
@@ -10,7 +10,7 @@ def test_defaults_are_the_original_tools():
     s = load({})
     assert s.source.url == "http://localhost:8080"
     assert (s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix) == ("legacy-s3", "images", "production-s3", "avatar")
-    assert s.mysql == parse_mysql_url(DEFAULT_MYSQL_URL)
+    assert s.mysql == parse_mysql_url("mysql+pymysql://sketchUser:sketchPassword@localhost/sketch")
     assert (s.mysql.user, s.mysql.host, s.mysql.port, s.mysql.database) == ("sketchUser", "localhost", 3306, "sketch")
     assert s.mysql.password.reveal() == "sketchPassword"
     assert s.load_files is False
@@ -61,9 +61,14 @@ def test_destination_inside_source_is_refused(old, new):
         load(env)
 
 
-def test_sibling_folders_and_other_buckets_are_fine():
-    load({"OLD_BUCKET": "bk1", "OLD_PREFIX": "images", "NEW_BUCKET": "bk1", "NEW_PREFIX": "images-new"})
-    load({"OLD_BUCKET": "bk1", "OLD_PREFIX": "images", "NEW_BUCKET": "bk2", "NEW_PREFIX": "images"})
+@pytest.mark.parametrize("old,new", [
+    (("bk1", "images"), ("bk1", "images-new")),  # a sibling folder: images/ is not a prefix of images-new/
+    (("bk1", "images"), ("bk2", "images")),
+    (("bk1", "images/a"), ("bk1", "images/b")),
+])
+def test_sibling_folders_and_other_buckets_are_fine(old, new):
+    s = load({"OLD_BUCKET": old[0], "OLD_PREFIX": old[1], "NEW_BUCKET": new[0], "NEW_PREFIX": new[1]})
+    assert ((s.old_bucket, s.old_prefix), (s.new_bucket, s.new_prefix)) == (old, new)
 
 
 @pytest.mark.parametrize("url", [

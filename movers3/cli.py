@@ -16,8 +16,16 @@ import structlog
 
 from movers3 import __version__, logs, signals
 from movers3.delete_source import SourceDeleter
-from movers3.exceptions import (EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Interrupted,
-                                Movers3Error, SchemaError, StorageError)
+from movers3.exceptions import (
+    EXIT_FAILED_ROWS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    Interrupted,
+    Movers3Error,
+    SchemaError,
+    StorageError,
+)
 from movers3.ledger import repoint, schema
 from movers3.ledger.db import Database
 from movers3.ledger.reads import Reads

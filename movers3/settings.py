@@ -9,63 +9,15 @@ from the environment only, so that they never appear in a process listing.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from movers3 import routes
+from movers3 import routes, values
 from movers3.exceptions import ConfigError
-
-KIB = 1024
-MIB = 1024 * KIB
-GIB = 1024 * MIB
+from movers3.values import GIB, MIB, MysqlUrl, Parser, Secret, parse_mysql_url
 
 # An idle worker's loop passes every 10 s (worker.POLL_MAX_SECONDS): a shorter limit would flap.
 MIN_HEALTH_MAX_AGE = 15
-
-
-class Secret:
-    """A string that prints as *** wherever it ends up: repr, str, f-strings, logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-
-@dataclasses.dataclass(frozen=True)
-class MysqlUrl:
-    """`MYSQL_URL` in its SQLAlchemy form, parsed without SQLAlchemy."""
-
-    user: str
-    password: Secret
-    host: str
-    port: int
-    database: str
-    unix_socket: str | None = None
-
-    def safe(self) -> str:
-        where = self.unix_socket or f"{self.host}:{self.port}"
-        return f"mysql://{self.user}@{where}/{self.database}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,142 +93,6 @@ class Settings:
         return [v.reveal() for v in values if v]
 
 
-# --- parsers: text -> value, or a one-line ConfigError that names the variable --------------------
-
-@dataclasses.dataclass(frozen=True)
-class Parser:
-    read: Callable[[str, str], Any]  # (variable name, text) -> value
-    accepts: str = ""  # the range or choices, for --help and the docs
-    metavar: str = "VALUE"
-    strip: bool = True  # prefixes, secrets and MYSQL_URL are read as given
-
-
-def _whole(low: int, high: int) -> Parser:
-    def read(name: str, text: str) -> int:
-        try:
-            number = int(text)
-        except ValueError:
-            raise ConfigError(f"{name}: must be a whole number from {low} to {high} (got {text!r})") from None
-        if not low <= number <= high:
-            raise ConfigError(f"{name}: must be from {low} to {high} (got {number})")
-        return number
-    return Parser(read, f"{low}-{high}", "N")
-
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(|b|kib|mib|gib|tib|kb|mb|gb|tb)\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "kib": KIB, "mib": MIB, "gib": GIB, "tib": 1024 * GIB,
-               "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
-
-
-def _sized(low: int, high: int) -> Parser:
-    def read(name: str, text: str) -> int:
-        match = _SIZE.match(text)
-        if not match:
-            raise ConfigError(f"{name}: must be a size such as 64MiB or 8388608 (got {text!r})")
-        number = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-        if not low <= number <= high:
-            raise ConfigError(f"{name}: must be from {low // MIB}MiB to {high // GIB}GiB (got {text})")
-        return number
-    return Parser(read, f"{low // MIB}MiB-{high // GIB}GiB", "SIZE")
-
-
-def _one_of(*choices: str, lower: bool = False, optional: bool = False, metavar: str = "",
-            then: Callable[[str, str], str] = lambda name, value: value) -> Parser:
-    def read(name: str, text: str) -> str | None:
-        if optional and not text:
-            return None
-        value = text.lower() if lower else text
-        if value not in choices:
-            raise ConfigError(f"{name}: must be one of {', '.join(choices)} (got {value!r})")
-        return then(name, value)
-    return Parser(read, ", ".join(choices), metavar or "{" + ",".join(choices) + "}")
-
-
-def _matching(pattern: str, what: str, metavar: str) -> Parser:
-    regex = re.compile(pattern)
-
-    def read(name: str, text: str) -> str:
-        if not regex.match(text):
-            raise ConfigError(f"{name}: {text!r} is not a valid {what}")
-        return text
-    return Parser(read, what, metavar)
-
-
-def _bool(name: str, text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{name}: must be true or false (got {text!r})")
-
-
-def _endpoint_url(name: str, value: str) -> str:
-    # Checked first and never echoed: a password in the URL may hold '#', '/' or '@' and break its parsing.
-    if "@" in value:
-        raise ConfigError(f"{name}: must not carry credentials; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-                          "(value not shown)")
-    try:
-        parts = urlsplit(value)
-        parts.hostname  # noqa: B018 (parses the host: a malformed [IPv6] literal raises here)
-    except ValueError:
-        raise ConfigError(f"{name}: is not a valid URL ({value!r})") from None
-    try:
-        parts.port
-    except ValueError:
-        raise ConfigError(f"{name}: has an invalid port ({value!r})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{name}: must be an http:// or https:// URL (got {value!r})")
-    return value.rstrip("/")
-
-
-def parse_mysql_url(value: str) -> MysqlUrl:
-    """`mysql+pymysql://user:pass@host[:port]/db[?unix_socket=/path]`. Errors never quote the value:
-    it holds the password."""
-    name = "MYSQL_URL"
-    try:
-        parts = urlsplit(value.strip())
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"{name}: is not a URL of the form mysql+pymysql://user:pass@host[:port]/db") from None
-    if parts.scheme not in ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"):
-        raise ConfigError(f"{name}: scheme must be mysql+pymysql:// (got {parts.scheme or 'none'!r})")
-    query = parse_qs(parts.query)
-    unknown = sorted(set(query) - {"unix_socket", "charset"})
-    if unknown:
-        raise ConfigError(f"{name}: unsupported query parameter(s): {', '.join(unknown)}")
-    socket = query.get("unix_socket", [None])[0]
-    database = unquote(parts.path.lstrip("/"))
-    if not parts.username:
-        raise ConfigError(f"{name}: has no user name")
-    if not parts.hostname and not socket:
-        raise ConfigError(f"{name}: has no host")
-    if not database or "/" in database:
-        raise ConfigError(f"{name}: must name one database after the host, e.g. .../sketch")
-    return MysqlUrl(user=unquote(parts.username), password=Secret(unquote(parts.password or "")),
-                    host=parts.hostname or "localhost", port=port or 3306, database=database, unix_socket=socket)
-
-
-def _engine_installed(name: str, engine: str) -> str:
-    if engine == "crt":
-        try:
-            import awscrt.s3  # noqa: F401
-        except ImportError:
-            raise ConfigError(f"{name}: crt needs the awscrt package (pip install awscrt)") from None
-    return engine
-
-
-_URL = Parser(_endpoint_url, "http:// or https:// URL", "URL")
-_KEY_ID = Parser(lambda name, text: text or None, metavar="KEY_ID")
-_PATH = Parser(lambda name, text: text or None, metavar="PATH")
-_BOOL = Parser(_bool, "true, false", "BOOL")
-_SECRET = Parser(lambda name, text: Secret(text) if text else None, strip=False)
-# botocore refuses other region names when the client is built, far from the setting that caused it.
-_REGION = _matching(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$", "region name (e.g. us-east-1)", "REGION")
-_BUCKET = _matching(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$", "bucket name", "BUCKET")
-_FOLDER = Parser(routes.check_prefix, "folder: no leading /, no empty, . or .. segment", "FOLDER", strip=False)
-
-
 # --- the declaration ------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -317,95 +133,95 @@ HEALTH = ("worker", "healthcheck")
 
 
 def _side(side: str, where: str, commands: tuple[str, ...]) -> tuple[Option, ...]:
-    return (Option(f"{side}_URL_ENDPOINT", None, _URL, f"{where} S3 endpoint", commands, fallback="URL_ENDPOINT"),
-            Option(f"{side}_AWS_ACCESS_KEY_ID", None, _KEY_ID, f"{where} access key id", commands,
+    return (Option(f"{side}_URL_ENDPOINT", None, values.URL, f"{where} S3 endpoint", commands, fallback="URL_ENDPOINT"),
+            Option(f"{side}_AWS_ACCESS_KEY_ID", None, values.KEY_ID, f"{where} access key id", commands,
                    fallback="AWS_ACCESS_KEY_ID"),
-            Option(f"{side}_AWS_SECRET_ACCESS_KEY", None, _SECRET, f"{where} secret key", commands, secret=True,
+            Option(f"{side}_AWS_SECRET_ACCESS_KEY", None, values.SECRET, f"{where} secret key", commands, secret=True,
                    fallback="AWS_SECRET_ACCESS_KEY"),
-            Option(f"{side}_REGION", None, _REGION, f"{where} region", commands, fallback="AWS_REGION"))
+            Option(f"{side}_REGION", None, values.REGION, f"{where} region", commands, fallback="AWS_REGION"))
 
 
 GROUPS: dict[str, tuple[Option, ...]] = {
     "S3": (
-        Option("URL_ENDPOINT", "http://localhost:8080", _URL, "S3 endpoint of both sides", SOURCE),
-        Option("AWS_ACCESS_KEY_ID", None, _KEY_ID, "S3 access key id (unset: boto3's default chain)", SOURCE),
-        Option("AWS_SECRET_ACCESS_KEY", None, _SECRET, "S3 secret key (unset: boto3's default chain)", SOURCE,
+        Option("URL_ENDPOINT", "http://localhost:8080", values.URL, "S3 endpoint of both sides", SOURCE),
+        Option("AWS_ACCESS_KEY_ID", None, values.KEY_ID, "S3 access key id (unset: boto3's default chain)", SOURCE),
+        Option("AWS_SECRET_ACCESS_KEY", None, values.SECRET, "S3 secret key (unset: boto3's default chain)", SOURCE,
                secret=True),
-        Option("AWS_REGION", "us-east-1", _REGION, "S3 region", SOURCE, blank_is_default=True),
-        Option("S3_ADDRESSING_STYLE", "path", _one_of("path", "virtual", "auto"),
+        Option("AWS_REGION", "us-east-1", values.REGION, "S3 region", SOURCE, blank_is_default=True),
+        Option("S3_ADDRESSING_STYLE", "path", values.one_of("path", "virtual", "auto"),
                "bucket in the URL's path, or in its host name (virtual)", SOURCE),
-        Option("S3_TIMEOUT_SECONDS", "300", _whole(1, 3600), "seconds one S3 request may wait for the server", SOURCE),
+        Option("S3_TIMEOUT_SECONDS", "300", values.whole(1, 3600), "seconds one S3 request may wait for the server", SOURCE),
         *_side("OLD", "source", SOURCE),
         *_side("NEW", "destination", DEST),
     ),
     "Route": (
-        Option("OLD_BUCKET", "legacy-s3", _BUCKET, "source bucket", OLD_ROUTE),
-        Option("OLD_PREFIX", "images", _FOLDER, "source folder: images covers images/... and nothing else",
+        Option("OLD_BUCKET", "legacy-s3", values.BUCKET, "source bucket", OLD_ROUTE),
+        Option("OLD_PREFIX", "images", values.FOLDER, "source folder: images covers images/... and nothing else",
                OLD_ROUTE),
-        Option("NEW_BUCKET", "production-s3", _BUCKET, "destination bucket",
+        Option("NEW_BUCKET", "production-s3", values.BUCKET, "destination bucket",
                ("seed", "run", "status", "plan", "load-samples")),
-        Option("NEW_PREFIX", "avatar", _FOLDER, "destination folder: images/a/b.png becomes avatar/a/b.png",
+        Option("NEW_PREFIX", "avatar", values.FOLDER, "destination folder: images/a/b.png becomes avatar/a/b.png",
                ("seed", "run", "status", "plan")),
     ),
     "Ledger": (
         Option("MYSQL_URL", "mysql+pymysql://sketchUser:sketchPassword@localhost/sketch",
                Parser(lambda name, text: parse_mysql_url(text), "mysql+pymysql://user:pass@host[:port]/db",
                       strip=False), "the ledger database (?unix_socket=/path allowed)", LEDGER, secret=True),
-        Option("LEASE_SECONDS", "120", _whole(5, 86400), "how long a claimed row or seed part is held without "
+        Option("LEASE_SECONDS", "120", values.whole(5, 86400), "how long a claimed row or seed part is held without "
                "renewal (renewed every third of it)", ("seed", "worker", "run")),
-        Option("MAX_ATTEMPTS", "5", _whole(1, 100), "copy attempts before a row is failed; tries of each listing",
+        Option("MAX_ATTEMPTS", "5", values.whole(1, 100), "copy attempts before a row is failed; tries of each listing",
                ("seed", "worker", "run", "plan")),
-        Option("CLAIM_BATCH", "64", _whole(1, 1000), "rows claimed per transaction", COPYING),
-        Option("REPOINT_SQL_FILE", None, _PATH, "a file holding one UPDATE of the application's table, run "
+        Option("CLAIM_BATCH", "64", values.whole(1, 1000), "rows claimed per transaction", COPYING),
+        Option("REPOINT_SQL_FILE", None, values.PATH, "a file holding one UPDATE of the application's table, run "
                "in the transaction that marks each row done (README, \"Re-pointing\")", COPYING),
     ),
     "Seed": (
-        Option("SEED_THREADS", "4", _whole(1, 64), "parts of the source one process lists at once; run more seed "
+        Option("SEED_THREADS", "4", values.whole(1, 64), "parts of the source one process lists at once; run more seed "
                "processes anywhere to list more", ("seed", "run", "plan")),
-        Option("LOAD_FILES", "false", _BOOL, "run puts sample objects in the source first", ("run",)),
+        Option("LOAD_FILES", "false", values.BOOL, "run puts sample objects in the source first", ("run",)),
     ),
     "Copy": (
-        Option("WORKER_THREADS", "16", _whole(1, 256), "concurrent copies per worker process", COPYING),
-        Option("COPY_MODE", "auto", _one_of("auto", "server", "stream", lower=True), "server (CopyObject), stream "
+        Option("WORKER_THREADS", "16", values.whole(1, 256), "concurrent copies per worker process", COPYING),
+        Option("COPY_MODE", "auto", values.one_of("auto", "server", "stream", lower=True), "server (CopyObject), stream "
                "(GET then PUT through the worker), or auto: server when both sides share endpoint and "
                "credentials", COPYING),
-        Option("COPY_ENGINE", "crt", _one_of("boto3", "crt", lower=True, then=_engine_installed),
+        Option("COPY_ENGINE", "crt", values.one_of("boto3", "crt", lower=True, then=values.engine_installed),
                "client for single-part copies: crt (awscrt) or boto3 (docs/benchmarks.md)", COPYING),
-        Option("MULTIPART_THRESHOLD", "64MiB", _sized(5 * MIB, 5 * GIB),
+        Option("MULTIPART_THRESHOLD", "64MiB", values.sized(5 * MIB, 5 * GIB),
                "objects this size or larger are copied in parts (always those above 5GiB)", COPYING),
-        Option("MULTIPART_CHUNKSIZE", "64MiB", _sized(5 * MIB, 5 * GIB),
+        Option("MULTIPART_CHUNKSIZE", "64MiB", values.sized(5 * MIB, 5 * GIB),
                "part size, grown as needed to stay within 10,000 parts", COPYING),
-        Option("PART_CONCURRENCY", "4", _whole(1, 64), "parts of one large object copied at once", COPYING),
-        Option("STREAM_MEMORY", "256MiB", _sized(5 * MIB, 64 * GIB),
+        Option("PART_CONCURRENCY", "4", values.whole(1, 64), "parts of one large object copied at once", COPYING),
+        Option("STREAM_MEMORY", "256MiB", values.sized(5 * MIB, 64 * GIB),
                "part buffers a worker process may hold while streaming (at least one part)", COPYING),
     ),
     "New objects": (
-        Option("NEW_ACL", None, _one_of("private", "public-read", "public-read-write", "authenticated-read",
+        Option("NEW_ACL", None, values.one_of("private", "public-read", "public-read-write", "authenticated-read",
                                         "aws-exec-read", "bucket-owner-read", "bucket-owner-full-control",
                                         optional=True, metavar="ACL"),
                "canned ACL applied to each new object with PutObjectAcl", COPYING),
-        Option("NEW_SSE", None, _one_of("AES256", "aws:kms", "aws:kms:dsse", optional=True),
+        Option("NEW_SSE", None, values.one_of("AES256", "aws:kms", "aws:kms:dsse", optional=True),
                "server-side encryption of new objects", COPYING),
-        Option("NEW_SSE_KMS_KEY_ID", None, _KEY_ID, "KMS key for NEW_SSE=aws:kms or aws:kms:dsse", COPYING),
-        Option("WEBSITE_REDIRECTS", "auto", _one_of("auto", "always", "never", lower=True), "carry "
+        Option("NEW_SSE_KMS_KEY_ID", None, values.KEY_ID, "KMS key for NEW_SSE=aws:kms or aws:kms:dsse", COPYING),
+        Option("WEBSITE_REDIRECTS", "auto", values.one_of("auto", "always", "never", lower=True), "carry "
                "x-amz-website-redirect-location: always (one HEAD per object), never, or auto (multipart, "
                "streamed and zero-byte objects)", COPYING),
-        Option("COPY_TAGS", "true", _BOOL, "carry object tags (needs s3:GetObjectTagging/PutObjectTagging on AWS)",
+        Option("COPY_TAGS", "true", values.BOOL, "carry object tags (needs s3:GetObjectTagging/PutObjectTagging on AWS)",
                COPYING),
     ),
     "Operation": (
-        Option("LOG_FORMAT", "auto", _one_of("auto", "json", "console", lower=True),
+        Option("LOG_FORMAT", "auto", values.one_of("auto", "json", "console", lower=True),
                "auto: console on a terminal, else json", EVERY),
-        Option("LOG_LEVEL", "info", _one_of("debug", "info", "warning", "error", lower=True),
+        Option("LOG_LEVEL", "info", values.one_of("debug", "info", "warning", "error", lower=True),
                "debug adds one object_copied event per object", EVERY),
-        Option("METRICS_PORT", "0", _whole(0, 65535), "serve Prometheus metrics and /healthz on this port (0: off; "
+        Option("METRICS_PORT", "0", values.whole(0, 65535), "serve Prometheus metrics and /healthz on this port (0: off; "
                "needs movers3[metrics]); run's workers take the variable's port, +1, +2, ...", ("worker",)),
         # A container's metrics must be reachable from outside it; outside a container pass 127.0.0.1.
         Option("METRICS_HOST", "0.0.0.0", Parser(lambda name, text: text, "address", "HOST"),
                "address the metrics server listens on", ("worker",), blank_is_default=True),
-        Option("HEALTH_FILE", None, _PATH, "heartbeat file for movers3 healthcheck", HEALTH),
+        Option("HEALTH_FILE", None, values.PATH, "heartbeat file for movers3 healthcheck", HEALTH),
         # Above the worker loop's longest idle wait (10 s), below the ledger's reconnect window (120 s).
-        Option("HEALTH_MAX_AGE", "60", _whole(MIN_HEALTH_MAX_AGE, 86400),
+        Option("HEALTH_MAX_AGE", "60", values.whole(MIN_HEALTH_MAX_AGE, 86400),
                "seconds since the worker loop last passed after which it counts as stuck", HEALTH),
     ),
 }

@@ -22,7 +22,7 @@ import structlog
 import tenacity
 
 from movers3.exceptions import LedgerConflict, LedgerError, LedgerUnavailable, SchemaError
-from movers3.settings import MysqlUrl
+from movers3.values import MysqlUrl
 
 log = structlog.get_logger(__name__)
 

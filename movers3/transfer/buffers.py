@@ -13,8 +13,8 @@ from collections.abc import Callable
 import botocore.exceptions
 
 from movers3.exceptions import CopyError, Interrupted
-from movers3.settings import MIB
 from movers3.transfer import s3
+from movers3.values import MIB
 
 # How often a copy thread waiting for buffer space looks at the stop flag.
 WAIT_SLICE_SECONDS = 0.5

@@ -23,9 +23,9 @@ from botocore.client import BaseClient
 from movers3.exceptions import CopyError, Interrupted
 from movers3.ledger.uploads import UploadJournal
 from movers3.ledger.work import Row, Upload
-from movers3.settings import GIB, MIB
 from movers3.transfer import s3
 from movers3.transfer.buffers import Budget, OrderedMD5
+from movers3.values import GIB, MIB
 
 log = structlog.get_logger(__name__)
 

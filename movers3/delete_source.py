@@ -62,8 +62,17 @@ class DeleteStats:
 class SourceDeleter:
     threads = THREADS
 
-    def __init__(self, db: Database, source: BaseClient, dest: BaseClient, settings: Settings, *,
-                 max_deletes: int, dry_run: bool, stop_event: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        source: BaseClient,
+        dest: BaseClient,
+        settings: Settings,
+        *,
+        max_deletes: int,
+        dry_run: bool,
+        stop_event: threading.Event | None = None,
+    ) -> None:
         self.reads = Reads(db)
         self.work = WorkQueue(db)  # records each deleted source on its row
         self.source = source
@@ -80,8 +89,13 @@ class SourceDeleter:
         st = self.settings
         after = 0
         folder = folder_range(routes.folder(st.old_prefix))
-        log.info("delete_source_started", bucket=st.old_bucket, prefix=routes.folder(st.old_prefix),
-                 max_deletes=self.max_deletes, dry_run=self.dry_run)
+        log.info(
+            "delete_source_started",
+            bucket=st.old_bucket,
+            prefix=routes.folder(st.old_prefix),
+            max_deletes=self.max_deletes,
+            dry_run=self.dry_run,
+        )
         with ThreadPoolExecutor(THREADS, thread_name_prefix="delete") as pool:
             while not self._guard_reached():
                 if self.stopped.is_set():
@@ -91,11 +105,19 @@ class SourceDeleter:
                     break
                 after = candidates[-1].id
                 outcomes = list(pool.map(self._one, candidates))
-                self._record([(c, version) for c, (verdict, version) in zip(candidates, outcomes, strict=True)
-                              if verdict in ("deleted", "gone")])
+                self._record(
+                    [
+                        (c, version)
+                        for c, (verdict, version) in zip(candidates, outcomes, strict=True)
+                        if verdict in ("deleted", "gone")
+                    ]
+                )
         self.stats.guard_reached = self._guard_reached()
-        log.info("delete_source_finished", **{k: v for k, v in dataclasses.asdict(self.stats).items()
-                                              if k != "skipped"}, skipped=dict(self.stats.skipped))
+        log.info(
+            "delete_source_finished",
+            **{k: v for k, v in dataclasses.asdict(self.stats).items() if k != "skipped"},
+            skipped=dict(self.stats.skipped),
+        )
         return self.stats
 
     def _guard_reached(self) -> bool:
@@ -121,8 +143,9 @@ class SourceDeleter:
         dest = self._head(self.dest, c.new_bucket, c.new_key, None)
         if dest is None:
             return self._skip(clog, "destination missing")
-        if int(dest["ContentLength"]) != c.size or (c.dest_etag and s3.bare_etag(dest.get("ETag")) !=
-                                                     s3.bare_etag(c.dest_etag)):
+        if int(dest["ContentLength"]) != c.size or (
+            c.dest_etag and s3.bare_etag(dest.get("ETag")) != s3.bare_etag(c.dest_etag)
+        ):
             return self._skip(clog, "destination differs from the recorded copy")
         try:
             head = self._head(self.source, c.old_bucket, c.old_key, c.source_etag)

@@ -12,8 +12,23 @@ import json
 from collections.abc import Iterable
 from typing import IO
 
-REPORT_COLUMNS = ("old_bucket", "old_key", "new_bucket", "new_key", "state", "size", "attempts", "error",
-                  "source_etag", "dest_etag", "copy_method", "verified_by", "checksum", "done_at", "id")
+REPORT_COLUMNS = (
+    "old_bucket",
+    "old_key",
+    "new_bucket",
+    "new_key",
+    "state",
+    "size",
+    "attempts",
+    "error",
+    "source_etag",
+    "dest_etag",
+    "copy_method",
+    "verified_by",
+    "checksum",
+    "done_at",
+    "id",
+)
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 REPORT_FORMATS = ("csv", "jsonl")
 

@@ -21,7 +21,7 @@ def new_key(old_key: str, old_prefix: str, new_prefix: str) -> str:
     head = folder(old_prefix)
     if not old_key.startswith(head):
         raise ValueError(f"key is not under the folder {head!r}")
-    key = folder(new_prefix) + old_key[len(head):]
+    key = folder(new_prefix) + old_key[len(head) :]
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise ValueError(f"new key would exceed {MAX_KEY_BYTES} bytes")
     return key

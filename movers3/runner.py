@@ -35,8 +35,15 @@ KILL_AFTER_SECONDS = 30.0
 
 
 class Runner:
-    def __init__(self, reads: Reads, seeder: Seeder, *, workers: int, child_env: Mapping[str, str],
-                 progress: RunProgress | None = None) -> None:
+    def __init__(
+        self,
+        reads: Reads,
+        seeder: Seeder,
+        *,
+        workers: int,
+        child_env: Mapping[str, str],
+        progress: RunProgress | None = None,
+    ) -> None:
         self.reads = reads
         self.seeder = seeder
         self.workers = workers
@@ -61,8 +68,15 @@ class Runner:
             if self.progress is None:
                 self.children.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr))
                 continue
-            child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, errors="replace")
+            child = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
             self.children.append(child)
             reader = threading.Thread(target=self._forward, args=(child,), daemon=True, name=f"log-{index}")
             reader.start()
@@ -107,8 +121,12 @@ class Runner:
                     self.progress.update(counts)
                 else:
                     next_progress = time.monotonic() + PROGRESS_SECONDS
-                    log.info("run_progress", total=counts.total, **counts.rows,
-                             objects_per_second=round(counts.objects_per_second, 1))
+                    log.info(
+                        "run_progress",
+                        total=counts.total,
+                        **counts.rows,
+                        objects_per_second=round(counts.objects_per_second, 1),
+                    )
             time.sleep(0.2)
 
 
@@ -129,6 +147,3 @@ def worker_environment(env: Mapping[str, str], index: int) -> dict[str, str]:
         env["METRICS_PORT"] = str(int(port) + index)
     env["HEALTH_FILE"] = ""
     return env
-
-
-

@@ -59,9 +59,14 @@ def load_samples(client: BaseClient, dest_client: BaseClient, settings: Settings
 
     def put(index: int) -> None:
         try:
-            client.put_object(Bucket=settings.old_bucket, Key=sample_key(settings.old_prefix, index),
-                              Body=sample_body(index), ContentType="image/png", CacheControl="max-age=86400",
-                              Metadata={"sample-index": str(index), "origin": "movers3-samples"})
+            client.put_object(
+                Bucket=settings.old_bucket,
+                Key=sample_key(settings.old_prefix, index),
+                Body=sample_body(index),
+                ContentType="image/png",
+                CacheControl="max-age=86400",
+                Metadata={"sample-index": str(index), "origin": "movers3-samples"},
+            )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise s3.storage_error(exc, f"PutObject sample {index}") from exc
 

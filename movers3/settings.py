@@ -31,7 +31,9 @@ class Endpoint:
     region: str
     addressing_style: str
     # load() always passes it; the default is for endpoints built by hand (tests), and is the declaration's.
-    timeout_seconds: int = dataclasses.field(default_factory=lambda: int(OPTION_BY_ENV["S3_TIMEOUT_SECONDS"].default))
+    timeout_seconds: int = dataclasses.field(
+        default_factory=lambda: int(OPTION_BY_ENV["S3_TIMEOUT_SECONDS"].default or 0)
+    )
 
     def same_service_as(self, other: Endpoint) -> bool:
         return self.url == other.url
@@ -95,6 +97,7 @@ class Settings:
 
 # --- the declaration ------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     env: str
@@ -122,8 +125,19 @@ class Option:
 
 # Who reads what, from each cmd_* function in cli.py and what it calls. healthcheck and completion load
 # no settings; the others load and check all of them, but offer the flags of their own settings only.
-EVERY = ("init", "seed", "worker", "run", "status", "report", "retry", "verify", "delete-source", "plan",
-         "load-samples")
+EVERY = (
+    "init",
+    "seed",
+    "worker",
+    "run",
+    "status",
+    "report",
+    "retry",
+    "verify",
+    "delete-source",
+    "plan",
+    "load-samples",
+)
 LEDGER = tuple(c for c in EVERY if c != "load-samples")
 SOURCE = ("seed", "worker", "run", "verify", "delete-source", "plan", "load-samples")
 DEST = ("worker", "run", "verify", "delete-source", "load-samples")
@@ -133,14 +147,31 @@ HEALTH = ("worker", "healthcheck")
 
 
 def _side(side: str, where: str, commands: tuple[str, ...]) -> tuple[Option, ...]:
-    return (Option(f"{side}_URL_ENDPOINT", None, values.URL, f"{where} S3 endpoint", commands, fallback="URL_ENDPOINT"),
-            Option(f"{side}_AWS_ACCESS_KEY_ID", None, values.KEY_ID, f"{where} access key id", commands,
-                   fallback="AWS_ACCESS_KEY_ID"),
-            Option(f"{side}_AWS_SECRET_ACCESS_KEY", None, values.SECRET, f"{where} secret key", commands, secret=True,
-                   fallback="AWS_SECRET_ACCESS_KEY"),
-            Option(f"{side}_REGION", None, values.REGION, f"{where} region", commands, fallback="AWS_REGION"))
+    return (
+        Option(f"{side}_URL_ENDPOINT", None, values.URL, f"{where} S3 endpoint", commands, fallback="URL_ENDPOINT"),
+        Option(
+            f"{side}_AWS_ACCESS_KEY_ID",
+            None,
+            values.KEY_ID,
+            f"{where} access key id",
+            commands,
+            fallback="AWS_ACCESS_KEY_ID",
+        ),
+        Option(
+            f"{side}_AWS_SECRET_ACCESS_KEY",
+            None,
+            values.SECRET,
+            f"{where} secret key",
+            commands,
+            secret=True,
+            fallback="AWS_SECRET_ACCESS_KEY",
+        ),
+        Option(f"{side}_REGION", None, values.REGION, f"{where} region", commands, fallback="AWS_REGION"),
+    )
 
 
+# A table, one setting a few lines: kept as written, easier to scan than one argument a line.
+# fmt: off
 GROUPS: dict[str, tuple[Option, ...]] = {
     "S3": (
         Option("URL_ENDPOINT", "http://localhost:8080", values.URL, "S3 endpoint of both sides", SOURCE),
@@ -150,7 +181,8 @@ GROUPS: dict[str, tuple[Option, ...]] = {
         Option("AWS_REGION", "us-east-1", values.REGION, "S3 region", SOURCE, blank_is_default=True),
         Option("S3_ADDRESSING_STYLE", "path", values.one_of("path", "virtual", "auto"),
                "bucket in the URL's path, or in its host name (virtual)", SOURCE),
-        Option("S3_TIMEOUT_SECONDS", "300", values.whole(1, 3600), "seconds one S3 request may wait for the server", SOURCE),
+        Option("S3_TIMEOUT_SECONDS", "300", values.whole(1, 3600), "seconds one S3 request may wait for the server",
+               SOURCE),
         *_side("OLD", "source", SOURCE),
         *_side("NEW", "destination", DEST),
     ),
@@ -182,9 +214,9 @@ GROUPS: dict[str, tuple[Option, ...]] = {
     ),
     "Copy": (
         Option("WORKER_THREADS", "16", values.whole(1, 256), "concurrent copies per worker process", COPYING),
-        Option("COPY_MODE", "auto", values.one_of("auto", "server", "stream", lower=True), "server (CopyObject), stream "
-               "(GET then PUT through the worker), or auto: server when both sides share endpoint and "
-               "credentials", COPYING),
+        Option("COPY_MODE", "auto", values.one_of("auto", "server", "stream", lower=True),
+               "server (CopyObject), stream (GET then PUT through the worker), or auto: server when both sides "
+               "share endpoint and credentials", COPYING),
         Option("COPY_ENGINE", "crt", values.one_of("boto3", "crt", lower=True, then=values.engine_installed),
                "client for single-part copies: crt (awscrt) or boto3 (docs/benchmarks.md)", COPYING),
         Option("MULTIPART_THRESHOLD", "64MiB", values.sized(5 * MIB, 5 * GIB),
@@ -206,16 +238,17 @@ GROUPS: dict[str, tuple[Option, ...]] = {
         Option("WEBSITE_REDIRECTS", "auto", values.one_of("auto", "always", "never", lower=True), "carry "
                "x-amz-website-redirect-location: always (one HEAD per object), never, or auto (multipart, "
                "streamed and zero-byte objects)", COPYING),
-        Option("COPY_TAGS", "true", values.BOOL, "carry object tags (needs s3:GetObjectTagging/PutObjectTagging on AWS)",
-               COPYING),
+        Option("COPY_TAGS", "true", values.BOOL,
+               "carry object tags (needs s3:GetObjectTagging/PutObjectTagging on AWS)", COPYING),
     ),
     "Operation": (
         Option("LOG_FORMAT", "auto", values.one_of("auto", "json", "console", lower=True),
                "auto: console on a terminal, else json", EVERY),
         Option("LOG_LEVEL", "info", values.one_of("debug", "info", "warning", "error", lower=True),
                "debug adds one object_copied event per object", EVERY),
-        Option("METRICS_PORT", "0", values.whole(0, 65535), "serve Prometheus metrics and /healthz on this port (0: off; "
-               "needs movers3[metrics]); run's workers take the variable's port, +1, +2, ...", ("worker",)),
+        Option("METRICS_PORT", "0", values.whole(0, 65535),
+               "serve Prometheus metrics and /healthz on this port (0: off; needs movers3[metrics]); run's "
+               "workers take the variable's port, +1, +2, ...", ("worker",)),
         # A container's metrics must be reachable from outside it; outside a container pass 127.0.0.1.
         Option("METRICS_HOST", "0.0.0.0", Parser(lambda name, text: text, "address", "HOST"),
                "address the metrics server listens on", ("worker",), blank_is_default=True),
@@ -225,12 +258,13 @@ GROUPS: dict[str, tuple[Option, ...]] = {
                "seconds since the worker loop last passed after which it counts as stuck", HEALTH),
     ),
 }
+# fmt: on
 OPTIONS: tuple[Option, ...] = tuple(option for group in GROUPS.values() for option in group)
-OPTION_BY_ENV = {o.env: o for o in OPTIONS}
+OPTION_BY_ENV: dict[str, Option] = {o.env: o for o in OPTIONS}
 # The shared S3 variables are read through the OLD_*/NEW_* ones only, so that a value no side uses is not checked.
 _SHARED = {o.fallback for o in OPTIONS if o.fallback}
 # `movers3 healthcheck` judges a heartbeat without loading the settings.
-DEFAULT_HEALTH_MAX_AGE = int(OPTION_BY_ENV["HEALTH_MAX_AGE"].default)
+DEFAULT_HEALTH_MAX_AGE = int(OPTION_BY_ENV["HEALTH_MAX_AGE"].default or 0)
 
 
 def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -245,18 +279,27 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
         text = text.strip() if option.parser.strip else text
         if not text and option.fallback:
             return value(OPTION_BY_ENV[option.fallback])
-        return option.parser.read(option.env, (text or option.default) if option.blank_is_default else text)
+        return option.parser.read(option.env, (text or option.default or "") if option.blank_is_default else text)
 
     v = {o.env: value(o) for o in OPTIONS if o.env not in _SHARED}
 
     def endpoint(side: str) -> Endpoint:
-        return Endpoint(url=v[f"{side}_URL_ENDPOINT"], access_key=v[f"{side}_AWS_ACCESS_KEY_ID"],
-                        secret_key=v[f"{side}_AWS_SECRET_ACCESS_KEY"], region=v[f"{side}_REGION"],
-                        addressing_style=v["S3_ADDRESSING_STYLE"], timeout_seconds=v["S3_TIMEOUT_SECONDS"])
+        return Endpoint(
+            url=v[f"{side}_URL_ENDPOINT"],
+            access_key=v[f"{side}_AWS_ACCESS_KEY_ID"],
+            secret_key=v[f"{side}_AWS_SECRET_ACCESS_KEY"],
+            region=v[f"{side}_REGION"],
+            addressing_style=v["S3_ADDRESSING_STYLE"],
+            timeout_seconds=v["S3_TIMEOUT_SECONDS"],
+        )
 
     fields = {f.name for f in dataclasses.fields(Settings)}
-    s = Settings(source=endpoint("OLD"), dest=endpoint("NEW"), mysql=v["MYSQL_URL"],
-                 **{o.dest: v[o.env] for o in OPTIONS if o.dest in fields})
+    s = Settings(
+        source=endpoint("OLD"),
+        dest=endpoint("NEW"),
+        mysql=v["MYSQL_URL"],
+        **{o.dest: v[o.env] for o in OPTIONS if o.dest in fields},
+    )
     # Two endpoints are two namespaces: the same bucket name on each is two buckets.
     if s.source.same_service_as(s.dest) and routes.overlaps(s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix):
         raise ConfigError(
@@ -264,8 +307,10 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
             f"({s.new_bucket}/{s.new_prefix} vs {s.old_bucket}/{s.old_prefix}): the copy would feed on its own output"
         )
     if s.stream_memory < s.multipart_chunksize:
-        raise ConfigError(f"STREAM_MEMORY: must hold at least one part of MULTIPART_CHUNKSIZE "
-                          f"({s.multipart_chunksize // MIB}MiB; got {s.stream_memory // MIB}MiB)")
+        raise ConfigError(
+            f"STREAM_MEMORY: must hold at least one part of MULTIPART_CHUNKSIZE "
+            f"({s.multipart_chunksize // MIB}MiB; got {s.stream_memory // MIB}MiB)"
+        )
     if s.new_sse_kms_key_id and not (s.new_sse or "").startswith("aws:kms"):
         raise ConfigError("NEW_SSE_KMS_KEY_ID: needs NEW_SSE=aws:kms or aws:kms:dsse")
     return s
@@ -293,16 +338,28 @@ the shared one's value. Sizes are bytes or take a unit (`64MiB`, `5GiB`, `10MB`)
 
 def reference_markdown() -> str:
     """docs/configuration.md: a table per group of the declaration."""
+
     def code(text: str) -> str:
         return f"`{text}`"
 
     lines = [_DOCS_INTRO.rstrip("\n")]
     for group, options in GROUPS.items():
-        lines += ["", f"## {group}", "", "| Variable | Flag | Default | Range or choices | Commands | Description |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            f"## {group}",
+            "",
+            "| Variable | Flag | Default | Range or choices | Commands | Description |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for o in options:
-            cells = (code(o.env), "(environment only)" if o.secret else code(o.flag), o.shown_default(code),
-                     o.parser.accepts or "-", "*all*" if o.commands == EVERY else ", ".join(o.commands), o.help)
+            cells = (
+                code(o.env),
+                "(environment only)" if o.secret else code(o.flag),
+                o.shown_default(code),
+                o.parser.accepts or "-",
+                "*all*" if o.commands == EVERY else ", ".join(o.commands),
+                o.help,
+            )
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

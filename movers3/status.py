@@ -36,12 +36,16 @@ def render_status(status: dict) -> str:
         lines.append(f"{state:<12} {status[state]:>12,} {status['bytes'][state]:>16,}")
     lines.append(f"{'total':<12} {status['total']:>12,} {status['bytes_total']:>16,}")
     eta = status["eta_seconds"]
-    lines.append(f"rate (last minute): {status['objects_per_second_last_minute']} objects/s; "
-                 f"ETA: {duration(eta) if eta is not None else '-'}")
+    lines.append(
+        f"rate (last minute): {status['objects_per_second_last_minute']} objects/s; "
+        f"ETA: {duration(eta) if eta is not None else '-'}"
+    )
     for seed in status["seeds"]:
-        lines.append(f"seed {seed['old_bucket']}/{seed['old_prefix']}/: {seed['state']}"
-                     f"{_seed_detail(seed)}, {seed['listed']:,} listed, {seed['added']:,} added"
-                     f"{_nonzero(seed, 'changed')}{_nonzero(seed, 'skipped')}{_nonzero(seed, 'vanished')}")
+        lines.append(
+            f"seed {seed['old_bucket']}/{seed['old_prefix']}/: {seed['state']}"
+            f"{_seed_detail(seed)}, {seed['listed']:,} listed, {seed['added']:,} added"
+            f"{_nonzero(seed, 'changed')}{_nonzero(seed, 'skipped')}{_nonzero(seed, 'vanished')}"
+        )
     return "\n".join(lines)
 
 

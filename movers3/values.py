@@ -78,12 +78,23 @@ def whole(low: int, high: int) -> Parser:
         if not low <= number <= high:
             raise ConfigError(f"{name}: must be from {low} to {high} (got {number})")
         return number
+
     return Parser(read, f"{low}-{high}", "N")
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(|b|kib|mib|gib|tib|kb|mb|gb|tb)\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "kib": KIB, "mib": MIB, "gib": GIB, "tib": 1024 * GIB,
-               "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": KIB,
+    "mib": MIB,
+    "gib": GIB,
+    "tib": 1024 * GIB,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+}
 
 
 def sized(low: int, high: int) -> Parser:
@@ -95,11 +106,17 @@ def sized(low: int, high: int) -> Parser:
         if not low <= number <= high:
             raise ConfigError(f"{name}: must be from {low // MIB}MiB to {high // GIB}GiB (got {text})")
         return number
+
     return Parser(read, f"{low // MIB}MiB-{high // GIB}GiB", "SIZE")
 
 
-def one_of(*choices: str, lower: bool = False, optional: bool = False, metavar: str = "",
-            then: Callable[[str, str], str] = lambda name, value: value) -> Parser:
+def one_of(
+    *choices: str,
+    lower: bool = False,
+    optional: bool = False,
+    metavar: str = "",
+    then: Callable[[str, str], str] = lambda name, value: value,
+) -> Parser:
     def read(name: str, text: str) -> str | None:
         if optional and not text:
             return None
@@ -107,6 +124,7 @@ def one_of(*choices: str, lower: bool = False, optional: bool = False, metavar: 
         if value not in choices:
             raise ConfigError(f"{name}: must be one of {', '.join(choices)} (got {value!r})")
         return then(name, value)
+
     return Parser(read, ", ".join(choices), metavar or "{" + ",".join(choices) + "}")
 
 
@@ -117,6 +135,7 @@ def matching(pattern: str, what: str, metavar: str) -> Parser:
         if not regex.match(text):
             raise ConfigError(f"{name}: {text!r} is not a valid {what}")
         return text
+
     return Parser(read, what, metavar)
 
 
@@ -132,8 +151,9 @@ def read_bool(name: str, text: str) -> bool:
 def endpoint_url(name: str, value: str) -> str:
     # Checked first and never echoed: a password in the URL may hold '#', '/' or '@' and break its parsing.
     if "@" in value:
-        raise ConfigError(f"{name}: must not carry credentials; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-                          "(value not shown)")
+        raise ConfigError(
+            f"{name}: must not carry credentials; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (value not shown)"
+        )
     try:
         parts = urlsplit(value)
         parts.hostname  # noqa: B018 (parses the host: a malformed [IPv6] literal raises here)
@@ -171,8 +191,14 @@ def parse_mysql_url(value: str) -> MysqlUrl:
         raise ConfigError(f"{name}: has no host")
     if not database or "/" in database:
         raise ConfigError(f"{name}: must name one database after the host, e.g. .../sketch")
-    return MysqlUrl(user=unquote(parts.username), password=Secret(unquote(parts.password or "")),
-                    host=parts.hostname or "localhost", port=port or 3306, database=database, unix_socket=socket)
+    return MysqlUrl(
+        user=unquote(parts.username),
+        password=Secret(unquote(parts.password or "")),
+        host=parts.hostname or "localhost",
+        port=port or 3306,
+        database=database,
+        unix_socket=socket,
+    )
 
 
 def engine_installed(name: str, engine: str) -> str:

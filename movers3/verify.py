@@ -79,8 +79,11 @@ class Verifier:
             for name in (*CONTENT_FIELDS, "Metadata"):
                 if (old.get(name) or None) != (new.get(name) or None):
                     problems.append(f"{name} differs")
-            if self.full and not problems and \
-                    _md5(self.source, row.old_bucket, row.old_key) != _md5(self.dest, row.new_bucket, row.new_key):
+            if (
+                self.full
+                and not problems
+                and _md5(self.source, row.old_bucket, row.old_key) != _md5(self.dest, row.new_bucket, row.new_key)
+            ):
                 problems.append("bytes differ (MD5 of both sides)")
         return Finding(row, tuple(problems)) if problems else None
 

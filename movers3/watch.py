@@ -35,8 +35,15 @@ ERROR_MESSAGES_READ = 200
 _STATE_STYLES = {"pending": "yellow", "in_progress": "cyan", "done": "green", "failed": "red"}
 
 
-def render(status: dict, errors: list[tuple[str, int]], *, source: str, dest: str, now: datetime | None = None,
-           finished: bool = False) -> Panel:
+def render(
+    status: dict,
+    errors: list[tuple[str, int]],
+    *,
+    source: str,
+    dest: str,
+    now: datetime | None = None,
+    finished: bool = False,
+) -> Panel:
     """One screen of `status --watch`, from `status.status_dict` and `status.top_error_codes`."""
     now = now or datetime.now(UTC)
     counts = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
@@ -45,33 +52,44 @@ def render(status: dict, errors: list[tuple[str, int]], *, source: str, dest: st
     counts.add_column("bytes", justify="right")
     for state in STATES:
         counts.add_row(Text(state, style=_STATE_STYLES[state]), f"{status[state]:,}", decimal(status["bytes"][state]))
-    counts.add_row(Text("total", style="bold"), f"{status['total']:,}", decimal(status["bytes_total"]),
-                   end_section=True)
+    counts.add_row(
+        Text("total", style="bold"), f"{status['total']:,}", decimal(status["bytes_total"]), end_section=True
+    )
 
     finished_rows = status["done"] + status["failed"]
     total = status["total"]
     share = f"{100.0 * finished_rows / total:5.1f}%" if total else "  -  "
     bar = Table.grid(padding=(0, 1))
-    bar.add_row(ProgressBar(total=max(total, 1), completed=finished_rows, width=40), Text(share),
-                Text(f"{finished_rows:,} of {total:,} finished"))
+    bar.add_row(
+        ProgressBar(total=max(total, 1), completed=finished_rows, width=40),
+        Text(share),
+        Text(f"{finished_rows:,} of {total:,} finished"),
+    )
 
     eta = status["eta_seconds"]
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
-    facts.add_row("throughput (last minute)", f"{status['objects_per_second_last_minute']:,} objects/s, "
-                                              f"{decimal(int(status['bytes_per_second_last_minute']))}/s")
+    facts.add_row(
+        "throughput (last minute)",
+        f"{status['objects_per_second_last_minute']:,} objects/s, "
+        f"{decimal(int(status['bytes_per_second_last_minute']))}/s",
+    )
     facts.add_row("ETA", "done" if finished else (duration(eta) if eta is not None else "-"))
     for seed in status["seeds"]:
-        facts.add_row("seed", f"{seed['old_bucket']}/{seed['old_prefix']}/: {seed['state']}, "
-                              f"{seed['listed']:,} listed, {seed['added']:,} added")
+        facts.add_row(
+            "seed",
+            f"{seed['old_bucket']}/{seed['old_prefix']}/: {seed['state']}, "
+            f"{seed['listed']:,} listed, {seed['added']:,} added",
+        )
     if not status["seeds"]:
         facts.add_row("seed", "not started (run `movers3 seed`)")
     facts.add_row("top errors", ", ".join(f"{code} {count:,}" for code, count in errors) if errors else "none")
 
     title = f"movers3  {source} -> {dest}"
-    subtitle = ("migration finished" if finished else "watching; Ctrl-C to leave") + \
-        f"  {now.strftime('%Y-%m-%d %H:%M:%S')} UTC"
+    subtitle = (
+        "migration finished" if finished else "watching; Ctrl-C to leave"
+    ) + f"  {now.strftime('%Y-%m-%d %H:%M:%S')} UTC"
     return Panel(Group(counts, bar, Text(""), facts), title=title, subtitle=subtitle, expand=False)
 
 
@@ -79,9 +97,17 @@ class Watcher:
     """Redraws the status every `interval` seconds until the ledger has nothing left to do (the seed
     finished and no row pending or in progress) or `stop` is set."""
 
-    def __init__(self, db: Database, *, source: str, dest: str, interval: float = DEFAULT_INTERVAL_SECONDS,
-                 console: Console | None = None, stop: threading.Event | None = None,
-                 on_status: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        source: str,
+        dest: str,
+        interval: float = DEFAULT_INTERVAL_SECONDS,
+        console: Console | None = None,
+        stop: threading.Event | None = None,
+        on_status: Callable[[dict], None] | None = None,
+    ) -> None:
         self.reads = Reads(db)
         self.work = WorkQueue(db)  # only to ask whether any work is left
         self.source, self.dest = source, dest
@@ -101,8 +127,13 @@ class Watcher:
         if self.on_status is not None:
             return self._run_plain(self.on_status)
         status, errors, finished = self.snapshot()
-        with Live(self._screen(status, errors, finished), console=self.console, auto_refresh=False,
-                  redirect_stdout=False, redirect_stderr=False) as live:
+        with Live(
+            self._screen(status, errors, finished),
+            console=self.console,
+            auto_refresh=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ) as live:
             while not finished and not self.stop.wait(self.interval):
                 status, errors, finished = self.snapshot()
                 live.update(self._screen(status, errors, finished), refresh=True)
@@ -126,9 +157,18 @@ class RunProgress:
     grows while the seed lists), and the workers' log lines printed above it."""
 
     def __init__(self, console: Console) -> None:
-        self.progress = Progress(TextColumn("[bold]copying"), BarColumn(), MofNCompleteColumn(),
-                                 TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                                 console=console, transient=False, redirect_stdout=False, redirect_stderr=False)
+        self.progress = Progress(
+            TextColumn("[bold]copying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
         self.task = self.progress.add_task("copying", total=None, rate="")
         self._lock = threading.Lock()
 
@@ -148,4 +188,3 @@ class RunProgress:
     def print(self, line: str) -> None:
         with self._lock:
             self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
-

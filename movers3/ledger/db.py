@@ -94,7 +94,7 @@ class Tx:
         while self._cursor.nextset():
             counts.append(self._cursor.rowcount)
         self.committed = True
-        return counts[:len(statements)]
+        return counts[: len(statements)]
 
     def execute(self, name: str, params: Any = None) -> int:
         return self._cursor.execute(QUERIES[name], params)

@@ -29,8 +29,17 @@ class DoneRow(RowRoute):
     @classmethod
     def from_record(cls, record: tuple) -> DoneRow:
         id_, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, method = record
-        return cls(id_, old_bucket, routes.from_db(old_key), new_bucket, routes.from_db(new_key), size, source_etag,
-                   dest_etag, method)
+        return cls(
+            id_,
+            old_bucket,
+            routes.from_db(old_key),
+            new_bucket,
+            routes.from_db(new_key),
+            size,
+            source_etag,
+            dest_etag,
+            method,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,12 +78,40 @@ class Reads:
             rows, sizes = _per_state(tx, exact=exact)
             done, done_bytes, to_now, to_last = tx.row("rows_done_since", {"seconds": RATE_WINDOW_SECONDS})
             seeds = [
-                {"old_bucket": b, "old_prefix": routes.from_db(p), "state": s, "round": int(rnd), "input": input_,
-                 "pages": int(pages), "listed": int(listed), "added": int(added), "changed": int(changed),
-                 "skipped": int(skipped), "vanished": int(vanished), "parts": int(parts),
-                 "parts_finished": int(finished_parts), "started_at": _iso(started), "finished_at": _iso(finished)}
-                for (b, p, s, rnd, input_, pages, listed, added, changed, skipped, vanished, parts, finished_parts,
-                     started, finished) in tx.all("seeds_all")
+                {
+                    "old_bucket": b,
+                    "old_prefix": routes.from_db(p),
+                    "state": s,
+                    "round": int(rnd),
+                    "input": input_,
+                    "pages": int(pages),
+                    "listed": int(listed),
+                    "added": int(added),
+                    "changed": int(changed),
+                    "skipped": int(skipped),
+                    "vanished": int(vanished),
+                    "parts": int(parts),
+                    "parts_finished": int(finished_parts),
+                    "started_at": _iso(started),
+                    "finished_at": _iso(finished),
+                }
+                for (
+                    b,
+                    p,
+                    s,
+                    rnd,
+                    input_,
+                    pages,
+                    listed,
+                    added,
+                    changed,
+                    skipped,
+                    vanished,
+                    parts,
+                    finished_parts,
+                    started,
+                    finished,
+                ) in tx.all("seeds_all")
             ]
             remaining = rows["pending"] + rows["in_progress"]
             span = (to_now if remaining else to_last) or 0
@@ -90,13 +127,37 @@ class Reads:
         else:
             stream = self.db.stream("rows_report_in_state", {"state": state})
         with stream as records:
-            for (id_, old_bucket, old_key, new_bucket, new_key, state, size, attempts, error, source_etag,
-                 dest_etag, copy_method, verified_by, checksum, done_at) in records:
+            for (
+                id_,
+                old_bucket,
+                old_key,
+                new_bucket,
+                new_key,
+                state,
+                size,
+                attempts,
+                error,
+                source_etag,
+                dest_etag,
+                copy_method,
+                verified_by,
+                checksum,
+                done_at,
+            ) in records:
                 yield {
-                    "id": id_, "old_bucket": old_bucket, "old_key": routes.from_db(old_key),
-                    "new_bucket": new_bucket, "new_key": routes.from_db(new_key), "state": state, "size": size,
-                    "attempts": attempts, "error": error or "", "source_etag": source_etag,
-                    "dest_etag": dest_etag or "", "copy_method": copy_method or "", "verified_by": verified_by or "",
+                    "id": id_,
+                    "old_bucket": old_bucket,
+                    "old_key": routes.from_db(old_key),
+                    "new_bucket": new_bucket,
+                    "new_key": routes.from_db(new_key),
+                    "state": state,
+                    "size": size,
+                    "attempts": attempts,
+                    "error": error or "",
+                    "source_etag": source_etag,
+                    "dest_etag": dest_etag or "",
+                    "copy_method": copy_method or "",
+                    "verified_by": verified_by or "",
                     "checksum": checksum or "",
                     "done_at": _iso(done_at) or "",
                 }
@@ -123,8 +184,10 @@ class Reads:
 
     def failed_errors(self, limit: int) -> list[tuple[str, int]]:
         """The commonest `last_error` values of failed rows, with their counts."""
-        return [(error or "", int(n)) for error, n in
-                self.db.transaction(lambda tx: tx.all("rows_failed_top_errors", {"limit": limit}))]
+        return [
+            (error or "", int(n))
+            for error, n in self.db.transaction(lambda tx: tx.all("rows_failed_top_errors", {"limit": limit}))
+        ]
 
     def done_count(self) -> int:
         """Done rows, from the trigger-kept counters."""

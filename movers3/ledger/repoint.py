@@ -82,8 +82,10 @@ def parse(text: str) -> Repoint:
     names = _PLACEHOLDER.findall(statement)
     unknown = sorted(set(names) - set(NAMES))
     if unknown:
-        raise ConfigError(f"{SETTING}: unknown parameter(s) {', '.join(unknown)}; "
-                          f"allowed: {', '.join('%(' + n + ')s' for n in NAMES)}")
+        raise ConfigError(
+            f"{SETTING}: unknown parameter(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join('%(' + n + ')s' for n in NAMES)}"
+        )
     stray = _PLACEHOLDER.sub("", statement).replace("%%", "")
     if "%" in stray:
         raise ConfigError(f"{SETTING}: a '%' that is not a parameter; write '%%' for a literal '%'")

@@ -63,8 +63,11 @@ def check(db: Database) -> None:
     row = db.transaction(lambda tx: tx.one("schema_version"))
     version = row[0] if row else 0
     if version < SCHEMA_VERSION:
-        raise SchemaError(f"the ledger schema is version {version}, this movers3 needs {SCHEMA_VERSION}: "
-                          "run `movers3 init` to upgrade it")
+        raise SchemaError(
+            f"the ledger schema is version {version}, this movers3 needs {SCHEMA_VERSION}: "
+            "run `movers3 init` to upgrade it"
+        )
     if version > SCHEMA_VERSION:
-        raise SchemaError(f"the ledger schema is version {version}, newer than this movers3 knows "
-                          f"({SCHEMA_VERSION}): upgrade movers3")
+        raise SchemaError(
+            f"the ledger schema is version {version}, newer than this movers3 knows ({SCHEMA_VERSION}): upgrade movers3"
+        )

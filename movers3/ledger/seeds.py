@@ -45,8 +45,16 @@ class PartSpec:
         return b"L" + routes.to_db(self.prefix or "") + b"\0" + routes.to_db(self.after or "")
 
     def row(self, seed: SeedRound) -> tuple:
-        return (seed.id, seed.round, self.key(), _db_or_none(self.prefix), _db_or_none(self.after),
-                _db_or_none(self.upto), self.file, self.file_md5)
+        return (
+            seed.id,
+            seed.round,
+            self.key(),
+            _db_or_none(self.prefix),
+            _db_or_none(self.after),
+            _db_or_none(self.upto),
+            self.file,
+            self.file_md5,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +73,16 @@ class Part:
     @classmethod
     def from_record(cls, record: tuple) -> Part:
         id_, prefix, after, upto, file, md5, cursor, rows = record
-        return cls(id_, _str_or_none(prefix), _str_or_none(after), _str_or_none(upto), file, md5,
-                   _str_or_none(cursor), int(rows))
+        return cls(
+            id_,
+            _str_or_none(prefix),
+            _str_or_none(after),
+            _str_or_none(upto),
+            file,
+            md5,
+            _str_or_none(cursor),
+            int(rows),
+        )
 
 
 @dataclasses.dataclass
@@ -102,8 +118,16 @@ class Seeds:
     def for_another_thread(self) -> Seeds:
         return Seeds(self.db.another())
 
-    def seed_round(self, old_bucket: str, old_prefix: str, new_bucket: str, new_prefix: str, *,
-                   input: str | None, restart: bool = False) -> SeedRound:
+    def seed_round(
+        self,
+        old_bucket: str,
+        old_prefix: str,
+        new_bucket: str,
+        new_prefix: str,
+        *,
+        input: str | None,
+        restart: bool = False,
+    ) -> SeedRound:
         """Join the unfinished round of this source, or start a new one (after a finished round,
         or with `restart`, which abandons an unfinished one)."""
         key = {"old_bucket": old_bucket, "old_prefix": routes.to_db(old_prefix)}
@@ -113,8 +137,10 @@ class Seeds:
             if found is None:
                 # Two seeders may start together: the second one's insert waits for the first's and
                 # is ignored, and it joins the round the first one started.
-                if tx.execute("seeds_insert", {**key, "new_bucket": new_bucket,
-                                               "new_prefix": routes.to_db(new_prefix), "input": input}):
+                if tx.execute(
+                    "seeds_insert",
+                    {**key, "new_bucket": new_bucket, "new_prefix": routes.to_db(new_prefix), "input": input},
+                ):
                     return SeedRound(tx.row("seeds_get_for_update", key)[0], 1, input, planned=False)
                 found = tx.row("seeds_get_for_update", key)
             seed_id, state, start_after, round_, current = found
@@ -122,8 +148,10 @@ class Seeds:
                 tx.execute("seeds_new_round", {"id": seed_id, "input": input})
                 return SeedRound(seed_id, round_ + 1, input, planned=False)
             if current != input:
-                raise ConfigError(f"a seed of {old_bucket}/{old_prefix}/ from {current or 'the listing'} is "
-                                  "unfinished: run it again to finish it, or pass --restart to abandon it")
+                raise ConfigError(
+                    f"a seed of {old_bucket}/{old_prefix}/ from {current or 'the listing'} is "
+                    "unfinished: run it again to finish it, or pass --restart to abandon it"
+                )
             planned = tx.row("parts_count", {"seed_id": seed_id, "round": round_})[0] > 0
             resume = routes.from_db(start_after) if start_after is not None and not planned else None
             return SeedRound(seed_id, round_, input, planned, resume)
@@ -158,10 +186,16 @@ class Seeds:
             return Known({}, {})
 
         def work(tx: Tx) -> Known:
-            by_old = {bytes(k): (bytes(n), int(size), etag, state) for k, n, size, etag, state in
-                      tx.all("rows_known_by_old_route", {"bucket": old_bucket, "keys": tuple(old_keys)})}
-            by_new = {bytes(n): (b, bytes(k)) for n, b, k in
-                      tx.all("rows_known_by_new_route", {"bucket": new_bucket, "keys": tuple(new_keys)})}
+            by_old = {
+                bytes(k): (bytes(n), int(size), etag, state)
+                for k, n, size, etag, state in tx.all(
+                    "rows_known_by_old_route", {"bucket": old_bucket, "keys": tuple(old_keys)}
+                )
+            }
+            by_new = {
+                bytes(n): (b, bytes(k))
+                for n, b, k in tx.all("rows_known_by_new_route", {"bucket": new_bucket, "keys": tuple(new_keys)})
+            }
             return Known(by_old, by_new)
 
         return self.db.transaction(work)
@@ -178,12 +212,23 @@ class Seeds:
             if page.parts:
                 tx.executemany("parts_insert", [p.row(seed) for p in page.parts])
             if page.narrow_to is not None:
-                tx.execute("parts_narrow_if_owned", {"id": part.id, "owner": owner,
-                                                     "upto_key": routes.to_db(page.narrow_to)})
-            moved = tx.execute("parts_advance_if_owned", {
-                "id": part.id, "owner": owner, "lease_seconds": lease_seconds,
-                "cursor_key": _db_or_none(page.cursor), "rows": page.consumed, "listed": page.listed,
-                "added": added, "changed": len(page.changes), "skipped": page.skipped})
+                tx.execute(
+                    "parts_narrow_if_owned", {"id": part.id, "owner": owner, "upto_key": routes.to_db(page.narrow_to)}
+                )
+            moved = tx.execute(
+                "parts_advance_if_owned",
+                {
+                    "id": part.id,
+                    "owner": owner,
+                    "lease_seconds": lease_seconds,
+                    "cursor_key": _db_or_none(page.cursor),
+                    "rows": page.consumed,
+                    "listed": page.listed,
+                    "added": added,
+                    "changed": len(page.changes),
+                    "skipped": page.skipped,
+                },
+            )
             if not moved:
                 raise PartLost(f"seed part {part.id}: another seeder took it over")
             return added
@@ -201,8 +246,9 @@ class Seeds:
             unfinished, _ = tx.row("parts_unfinished", {"seed_id": seed.id, "round": seed.round})
             if unfinished:
                 return False
-            pages, listed, added, changed, skipped, parts = tx.row("seeds_progress",
-                                                                   {"seed_id": seed.id, "round": seed.round})
+            pages, listed, added, changed, skipped, parts = tx.row(
+                "seeds_progress", {"seed_id": seed.id, "round": seed.round}
+            )
             in_ledger = tx.row("rows_count_in_folder", {"bucket": old_bucket, **folder_range(folder)})[0]
             vanished = max(0, int(in_ledger) - (int(listed) - int(skipped))) if seed.input is None else 0
             tx.execute("seeds_finish", {"id": seed.id, "round": seed.round, "vanished": vanished})
@@ -219,8 +265,11 @@ class Seeds:
         return int(found[0]), int(found[1])
 
     def rows_in_folder(self, old_bucket: str, folder: str) -> int:
-        return int(self.db.transaction(
-            lambda tx: tx.row("rows_count_in_folder", {"bucket": old_bucket, **folder_range(folder)})[0]))
+        return int(
+            self.db.transaction(
+                lambda tx: tx.row("rows_count_in_folder", {"bucket": old_bucket, **folder_range(folder)})[0]
+            )
+        )
 
 
 def _db_or_none(value: str | None) -> bytes | None:

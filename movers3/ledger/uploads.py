@@ -34,14 +34,18 @@ class UploadJournal:
             return self._latest.get(row.id, row.upload)  # None here: forgotten in this process
 
     def started(self, row: Row, upload: Upload) -> None:
-        self._write(row, "rows_upload_start_if_owned", {"upload_id": upload.id, "source_etag": upload.source_etag,
-                                                        "part_size": upload.part_size})
+        self._write(
+            row,
+            "rows_upload_start_if_owned",
+            {"upload_id": upload.id, "source_etag": upload.source_etag, "part_size": upload.part_size},
+        )
         with self._lock:
             self._latest[row.id] = dataclasses.replace(upload, parts={})
 
     def part_done(self, row: Row, upload_id: str, number: int, etag: str, md5: str | None) -> None:
-        self._write(row, "rows_upload_part_if_owned", {"upload_id": upload_id, "number": number, "etag": etag,
-                                                       "md5": md5})
+        self._write(
+            row, "rows_upload_part_if_owned", {"upload_id": upload_id, "number": number, "etag": etag, "md5": md5}
+        )
         with self._lock:
             upload = self._latest.get(row.id)
             if upload is not None and upload.id == upload_id:
@@ -64,5 +68,3 @@ class UploadJournal:
             written = self.db.transaction(lambda tx: tx.execute(query, {**params, "id": row.id, "owner": self.owner}))
         if not written:
             raise LeaseLost(f"row {row.id}: lease lost while recording its multipart upload")
-
-

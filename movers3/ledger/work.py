@@ -33,8 +33,9 @@ class Upload:
     parts: dict[int, tuple[str, str | None]] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def from_columns(cls, upload_id: str | None, source_etag: str | None, part_size: int | None,
-                     parts: str | None) -> Upload | None:
+    def from_columns(
+        cls, upload_id: str | None, source_etag: str | None, part_size: int | None, parts: str | None
+    ) -> Upload | None:
         if not upload_id:
             return None
         finished = {int(n): (etag, md5) for n, etag, md5 in json.loads(parts or "[]")}
@@ -64,11 +65,34 @@ class Row(RowRoute):
 
     @classmethod
     def from_claim(cls, record: tuple) -> Row:
-        (id_, old_bucket, old_key, new_bucket, new_key, size, etag, attempts, storage_class,
-         upload_id, upload_etag, part_size, parts) = record
+        (
+            id_,
+            old_bucket,
+            old_key,
+            new_bucket,
+            new_key,
+            size,
+            etag,
+            attempts,
+            storage_class,
+            upload_id,
+            upload_etag,
+            part_size,
+            parts,
+        ) = record
         # The claim UPDATE adds one attempt in the same transaction.
-        return cls(id_, old_bucket, routes.from_db(old_key), new_bucket, routes.from_db(new_key), size, etag,
-                   attempts + 1, storage_class, Upload.from_columns(upload_id, upload_etag, part_size, parts))
+        return cls(
+            id_,
+            old_bucket,
+            routes.from_db(old_key),
+            new_bucket,
+            routes.from_db(new_key),
+            size,
+            etag,
+            attempts + 1,
+            storage_class,
+            Upload.from_columns(upload_id, upload_etag, part_size, parts),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +127,9 @@ class WorkQueue:
         self.db = db
         self.repoint = repoint  # the application's UPDATE, run with each row finished as done
 
-    def claim_and_finish(self, owner: str, limit: int, lease_seconds: int,
-                         finished: Sequence[Outcome] = ()) -> tuple[list[Row], int]:
+    def claim_and_finish(
+        self, owner: str, limit: int, lease_seconds: int, finished: Sequence[Outcome] = ()
+    ) -> tuple[list[Row], int]:
         """Lease up to `limit` pending rows to `owner`, and write the outcomes of `finished` rows in
         the same commit: two round trips for a claimed batch, results included. Returns the rows and
         how many outcomes were written (see `finish`). With re-pointing, the batch is claimed first
@@ -149,8 +174,10 @@ class WorkQueue:
             owned = tx.all("rows_done_owned_lock", {"ids": done, "owner": owner})
             written = tx.execute("rows_finish_if_owned", params)
             for _, old_bucket, old_key, new_bucket, new_key in owned:
-                tx.operator(repoint.statement, repoint.params(old_bucket, routes.from_db(old_key), new_bucket,
-                                                              routes.from_db(new_key)))
+                tx.operator(
+                    repoint.statement,
+                    repoint.params(old_bucket, routes.from_db(old_key), new_bucket, routes.from_db(new_key)),
+                )
             return written
 
         return self.db.transaction(work)

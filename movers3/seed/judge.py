@@ -24,8 +24,13 @@ class Listed:
 
     @classmethod
     def from_listing(cls, obj: dict) -> Listed:
-        return cls(obj["Key"], int(obj.get("Size", 0)), s3.bare_etag(obj.get("ETag")), obj.get("StorageClass"),
-                   obj.get("RestoreStatus"))
+        return cls(
+            obj["Key"],
+            int(obj.get("Size", 0)),
+            s3.bare_etag(obj.get("ETag")),
+            obj.get("StorageClass"),
+            obj.get("RestoreStatus"),
+        )
 
 
 @dataclasses.dataclass
@@ -41,8 +46,9 @@ class Judgement:
     unchanged_states: dict[str, int] = dataclasses.field(default_factory=dict)  # ledger state -> count
 
 
-def judge(entries: Iterable[Listed], settings: Settings, lookup: Callable[[list[bytes], list[bytes]], Known]
-          ) -> Judgement:
+def judge(
+    entries: Iterable[Listed], settings: Settings, lookup: Callable[[list[bytes], list[bytes]], Known]
+) -> Judgement:
     """Sort a page into new, changed, unchanged and skipped keys. A key is skipped when it can't be
     mapped (its new key would exceed 1024 bytes) or when its new key already belongs to another
     source's row: two objects must never be copied onto one destination key."""

@@ -86,13 +86,17 @@ def plan(source: str, client: BaseClient, old_bucket: str) -> list[PartSpec]:
         raise ConfigError(f"--manifest: {source} is not valid JSON ({exc})") from None
     fmt = str(doc.get("fileFormat", "")).upper()
     if fmt != "CSV":
-        raise ConfigError(f"--manifest: inventory format {fmt or 'unknown'} is not supported: configure the "
-                          "S3 Inventory report as CSV (Parquet and ORC would need pyarrow)")
+        raise ConfigError(
+            f"--manifest: inventory format {fmt or 'unknown'} is not supported: configure the "
+            "S3 Inventory report as CSV (Parquet and ORC would need pyarrow)"
+        )
     schema = tuple(c.strip() for c in str(doc.get("fileSchema", "")).split(","))
     missing = [c for c in ("Bucket", "Key", "Size", "ETag") if c not in schema]
     if missing:
-        raise ConfigError(f"--manifest: the inventory's fileSchema lacks {', '.join(missing)}: add the Size "
-                          "and ETag fields to the inventory configuration")
+        raise ConfigError(
+            f"--manifest: the inventory's fileSchema lacks {', '.join(missing)}: add the Size "
+            "and ETag fields to the inventory configuration"
+        )
     source_bucket = doc.get("sourceBucket")
     if source_bucket and source_bucket != old_bucket:
         raise ConfigError(f"--manifest: the inventory is of bucket {source_bucket!r}, not OLD_BUCKET {old_bucket!r}")
@@ -102,13 +106,24 @@ def plan(source: str, client: BaseClient, old_bucket: str) -> list[PartSpec]:
     parts = []
     for ordinal, item in enumerate(files):
         uri = _data_file_uri(source, str(doc.get("destinationBucket", "")), item["key"])
-        parts.append(PartSpec(file=DataFile(uri, "inventory-csv", schema).encode(),
-                              file_md5=item.get("MD5checksum"), ordinal=ordinal))
+        parts.append(
+            PartSpec(
+                file=DataFile(uri, "inventory-csv", schema).encode(), file_md5=item.get("MD5checksum"), ordinal=ordinal
+            )
+        )
     return parts
 
 
-def chunks(file: str, md5: str | None, client: BaseClient, *, skip: int, size: int, stop: threading.Event,
-           keep: Callable[[Entry], bool] = lambda e: True) -> Iterator[Chunk]:
+def chunks(
+    file: str,
+    md5: str | None,
+    client: BaseClient,
+    *,
+    skip: int,
+    size: int,
+    stop: threading.Event,
+    keep: Callable[[Entry], bool] = lambda e: True,
+) -> Iterator[Chunk]:
     """The file's entries that `keep` accepts, in chunks of `size` data rows, after the first `skip`
     rows. A read that fails midway is reopened and skipped forward, a few times."""
     data = DataFile.decode(file)
@@ -124,8 +139,16 @@ def chunks(file: str, md5: str | None, client: BaseClient, *, skip: int, size: i
                 raise StorageError(f"reading {data.uri}: {exc}") from exc
 
 
-def _chunks_once(data: DataFile, md5: str | None, client: BaseClient, *, skip: int, size: int,
-                 stop: threading.Event, keep: Callable[[Entry], bool]) -> Iterator[Chunk]:
+def _chunks_once(
+    data: DataFile,
+    md5: str | None,
+    client: BaseClient,
+    *,
+    skip: int,
+    size: int,
+    stop: threading.Event,
+    keep: Callable[[Entry], bool],
+) -> Iterator[Chunk]:
     with _open(data.uri, client) as raw:
         hashed = _Hashing(raw)
         text = io.TextIOWrapper(_maybe_gunzip(hashed, data), encoding="utf-8", newline="")
@@ -171,8 +194,13 @@ def _inventory_row(schema: tuple[str, ...]):
             return None
         if len(record) < len(schema):
             raise StorageError(f"an inventory row has {len(record)} fields, the fileSchema {len(schema)}")
-        return Entry(cell("Bucket"), unquote_plus(cell("Key")), int(cell("Size") or 0), s3.bare_etag(cell("ETag")),
-                     cell("StorageClass") or None)
+        return Entry(
+            cell("Bucket"),
+            unquote_plus(cell("Key")),
+            int(cell("Size") or 0),
+            s3.bare_etag(cell("ETag")),
+            cell("StorageClass") or None,
+        )
 
     return parse
 
@@ -210,8 +238,13 @@ def _complete(entries: list[Entry], client: BaseClient, stop: threading.Event) -
             response = client.head_object(Bucket=entry.bucket, Key=entry.key)
         except Exception as exc:  # sorted by s3.storage_error
             raise s3.storage_error(exc, f"HeadObject {entry.bucket}/{entry.key}") from exc
-        return Entry(entry.bucket, entry.key, int(response["ContentLength"]), s3.bare_etag(response.get("ETag")),
-                     response.get("StorageClass") or "STANDARD")
+        return Entry(
+            entry.bucket,
+            entry.key,
+            int(response["ContentLength"]),
+            s3.bare_etag(response.get("ETag")),
+            response.get("StorageClass") or "STANDARD",
+        )
 
     with ThreadPoolExecutor(HEAD_THREADS) as pool:
         completed = list(pool.map(head, [entries[i] for i in missing]))
@@ -222,6 +255,7 @@ def _complete(entries: list[Entry], client: BaseClient, stop: threading.Event) -
 
 
 # -- where the files are ------------------------------------------------------------------------
+
 
 def _data_file_uri(manifest: str, destination_bucket: str, key: str) -> str:
     if manifest.startswith("s3://"):

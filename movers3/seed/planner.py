@@ -88,23 +88,41 @@ class PlanResult:
             return {"objects": t.objects, "bytes": t.bytes}
 
         return {
-            "source": self.source, "destination": self.destination, "ledger": self.ledger,
-            "listed": tally(self.listed), "to_copy": tally(self.to_copy), "new": tally(self.new),
-            "changed": tally(self.changed), "unchanged_by_state": dict(self.unchanged),
+            "source": self.source,
+            "destination": self.destination,
+            "ledger": self.ledger,
+            "listed": tally(self.listed),
+            "to_copy": tally(self.to_copy),
+            "new": tally(self.new),
+            "changed": tally(self.changed),
+            "unchanged_by_state": dict(self.unchanged),
             "by_storage_class": {k: tally(v) for k, v in sorted(self.by_class.items())},
-            "needs_restore": tally(self.needs_restore), "restore_in_progress": tally(self.restoring),
-            "restored": tally(self.restored), "maybe_in_archive_access_tier": tally(self.maybe_archived),
+            "needs_restore": tally(self.needs_restore),
+            "restore_in_progress": tally(self.restoring),
+            "restored": tally(self.restored),
+            "maybe_in_archive_access_tier": tally(self.maybe_archived),
             "restore_status_known": self.restore_status_known,
-            "too_long_for_destination": tally(self.too_long), "destination_taken": tally(self.collisions),
-            "keep_other_destination": self.retargeted, "vanished": self.vanished,
-            "parts": self.parts, "list_requests": self.requests, "samples": dict(self.samples),
+            "too_long_for_destination": tally(self.too_long),
+            "destination_taken": tally(self.collisions),
+            "keep_other_destination": self.retargeted,
+            "vanished": self.vanished,
+            "parts": self.parts,
+            "list_requests": self.requests,
+            "samples": dict(self.samples),
             "blocking": self.blocking,
         }
 
 
 class Planner:
-    def __init__(self, seeds: Seeds | None, client: BaseClient, settings: Settings,
-                 stop_event: threading.Event | None = None, *, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        seeds: Seeds | None,
+        client: BaseClient,
+        settings: Settings,
+        stop_event: threading.Event | None = None,
+        *,
+        threads: int | None = None,
+    ) -> None:
         self.seeds = seeds
         self.client = client
         self.settings = settings
@@ -112,8 +130,9 @@ class Planner:
         self.threads = threads or settings.seed_threads
         self.folder = routes.folder(settings.old_prefix)
         st = settings
-        self.result = PlanResult(f"{st.old_bucket}/{self.folder}", f"{st.new_bucket}/{routes.folder(st.new_prefix)}",
-                                 seeds is not None)
+        self.result = PlanResult(
+            f"{st.old_bucket}/{self.folder}", f"{st.new_bucket}/{routes.folder(st.new_prefix)}", seeds is not None
+        )
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._queue: list[walk.Level] = []
@@ -200,8 +219,10 @@ class Planner:
             def lookup(old: list[bytes], new: list[bytes]) -> Known:
                 return seeds.known(st.old_bucket, old, st.new_bucket, new)
         else:
+
             def lookup(old: list[bytes], new: list[bytes]) -> Known:
                 return Known({}, {})
+
         judgement = judge(entries, st, lookup)
         with self._lock:
             r = self.result
@@ -262,8 +283,10 @@ def render(result: PlanResult) -> str:
     def t(tally: Tally) -> str:
         return f"{tally.objects:,} objects, {tally.bytes:,} bytes"
 
-    lines = [f"plan: {r.source} -> {r.destination} (dry run: nothing was written)",
-             f"listed: {t(r.listed)} in {r.parts:,} parts, {r.requests:,} list requests"]
+    lines = [
+        f"plan: {r.source} -> {r.destination} (dry run: nothing was written)",
+        f"listed: {t(r.listed)} in {r.parts:,} parts, {r.requests:,} list requests",
+    ]
     if not r.ledger:
         lines.append("ledger: no schema yet (`movers3 init`): every object counts as new")
     lines.append(f"to copy: {t(r.to_copy)} (new {t(r.new)}; changed since seeded {t(r.changed)})")
@@ -273,19 +296,29 @@ def render(result: PlanResult) -> str:
     lines.append("by storage class:")
     for name, tally in sorted(r.by_class.items()):
         lines.append(f"  {name:<20} {t(tally)}")
-    lines.append(f"need a restore before they can be copied (GLACIER, DEEP_ARCHIVE): {t(r.needs_restore)}"
-                 + ("" if r.restore_status_known else " (this endpoint gives no restore status: "
-                                                        "restored ones are counted here too)"))
+    lines.append(
+        f"need a restore before they can be copied (GLACIER, DEEP_ARCHIVE): {t(r.needs_restore)}"
+        + (
+            ""
+            if r.restore_status_known
+            else " (this endpoint gives no restore status: restored ones are counted here too)"
+        )
+    )
     if r.restoring.objects or r.restored.objects:
         lines.append(f"  restore in progress: {t(r.restoring)}; restored (copyable until expiry): {t(r.restored)}")
     if r.maybe_archived.objects:
-        lines.append(f"INTELLIGENT_TIERING (may be in an archive access tier; HeadObject shows ArchiveStatus): "
-                     f"{t(r.maybe_archived)}")
-    lines.append(f"can't be copied, a seed skips them: too long for the destination (> 1024 bytes): {t(r.too_long)}; "
-                 f"new key already taken by another source: {t(r.collisions)}")
+        lines.append(
+            f"INTELLIGENT_TIERING (may be in an archive access tier; HeadObject shows ArchiveStatus): "
+            f"{t(r.maybe_archived)}"
+        )
+    lines.append(
+        f"can't be copied, a seed skips them: too long for the destination (> 1024 bytes): {t(r.too_long)}; "
+        f"new key already taken by another source: {t(r.collisions)}"
+    )
     if r.retargeted:
-        lines.append("in the ledger with another destination (NEW_PREFIX changed?), kept as they are: "
-                     f"{r.retargeted:,}")
+        lines.append(
+            f"in the ledger with another destination (NEW_PREFIX changed?), kept as they are: {r.retargeted:,}"
+        )
     if r.ledger:
         lines.append(f"in the ledger but no longer in the source (vanished; rows left alone): {r.vanished:,}")
     for kind, keys in sorted(r.samples.items()):

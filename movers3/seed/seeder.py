@@ -52,9 +52,17 @@ class SeedStats:
 
 
 class Seeder:
-    def __init__(self, seeds: Seeds, client: BaseClient, settings: Settings,
-                 stop_event: threading.Event | None = None, *, manifest_uri: str | None = None,
-                 restart: bool = False, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        seeds: Seeds,
+        client: BaseClient,
+        settings: Settings,
+        stop_event: threading.Event | None = None,
+        *,
+        manifest_uri: str | None = None,
+        restart: bool = False,
+        threads: int | None = None,
+    ) -> None:
         self.seeds = seeds
         self.client = client
         self.settings = settings
@@ -69,16 +77,26 @@ class Seeder:
 
     def run(self) -> SeedStats:
         st = self.settings
-        seed = self.seeds.seed_round(st.old_bucket, st.old_prefix, st.new_bucket, st.new_prefix,
-                                      input=self.manifest_uri, restart=self.restart)
+        seed = self.seeds.seed_round(
+            st.old_bucket, st.old_prefix, st.new_bucket, st.new_prefix, input=self.manifest_uri, restart=self.restart
+        )
         self._stats.round = seed.round
-        log.info("seed_started", bucket=st.old_bucket, prefix=self.folder, round=seed.round,
-                 manifest=self.manifest_uri, threads=self.threads, joined=seed.planned)
+        log.info(
+            "seed_started",
+            bucket=st.old_bucket,
+            prefix=self.folder,
+            round=seed.round,
+            manifest=self.manifest_uri,
+            threads=self.threads,
+            joined=seed.planned,
+        )
         if not seed.planned:
             self.seeds.seed_plan(seed, self._plan())
         errors: list[BaseException] = []
-        workers = [threading.Thread(target=self._thread, args=(seed, i, errors), name=f"seed-{i}", daemon=True)
-                   for i in range(self.threads)]
+        workers = [
+            threading.Thread(target=self._thread, args=(seed, i, errors), name=f"seed-{i}", daemon=True)
+            for i in range(self.threads)
+        ]
         for t in workers:
             t.start()
         for t in workers:
@@ -147,8 +165,13 @@ class Seeder:
         for step in walk.walk(self._list, self.settings.old_bucket, level, part.cursor):
             self._check_stop()
             page = step.page
-            write = self._page(seeds, [Listed.from_listing(o) for o in page.files], cursor=page.cursor,
-                               consumed=0, parts=[PartSpec(prefix=f) for f in page.folders])
+            write = self._page(
+                seeds,
+                [Listed.from_listing(o) for o in page.files],
+                cursor=page.cursor,
+                consumed=0,
+                parts=[PartSpec(prefix=f) for f in page.folders],
+            )
             if step.split:
                 # The part now stops where the split begins; the ranges after it are parts of their own.
                 write.narrow_to = step.split[0].after
@@ -163,8 +186,9 @@ class Seeder:
         def mine(entry: manifest.Entry) -> bool:
             return entry.bucket == st.old_bucket and entry.key.startswith(self.folder)
 
-        for chunk in manifest.chunks(file, part.file_md5, self.client, skip=part.cursor_rows,
-                                     size=walk.PAGE_SIZE, stop=self.stopped, keep=mine):
+        for chunk in manifest.chunks(
+            file, part.file_md5, self.client, skip=part.cursor_rows, size=walk.PAGE_SIZE, stop=self.stopped, keep=mine
+        ):
             self._check_stop()
             entries = [Listed(e.key, e.size, e.etag, e.storage_class) for e in chunk.entries]
             write = self._page(seeds, _latest(entries), cursor=None, consumed=chunk.consumed, parts=[])
@@ -172,22 +196,35 @@ class Seeder:
 
     # -- one page ------------------------------------------------------------------------------
 
-    def _page(self, seeds: Seeds, entries: list[Listed], *, cursor: str | None, consumed: int,
-              parts: list[PartSpec]) -> PageWrite:
+    def _page(
+        self, seeds: Seeds, entries: list[Listed], *, cursor: str | None, consumed: int, parts: list[PartSpec]
+    ) -> PageWrite:
         st = self.settings
         judgement = judge(entries, st, lambda old, new: seeds.known(st.old_bucket, old, st.new_bucket, new))
         for entry, reason in judgement.skipped:
             log.error("key_skipped", key=entry.key, reason=reason)
         if judgement.retargeted:
-            log.warning("rows_keep_their_destination", count=judgement.retargeted,
-                        reason="these keys are in the ledger with another new key (NEW_PREFIX changed?)")
+            log.warning(
+                "rows_keep_their_destination",
+                count=judgement.retargeted,
+                reason="these keys are in the ledger with another new key (NEW_PREFIX changed?)",
+            )
         return PageWrite(
             old_bucket=st.old_bucket,
-            new_rows=[(st.old_bucket, routes.to_db(e.key), st.new_bucket, routes.to_db(n), e.size, e.etag,
-                       e.storage_class) for e, n in judgement.new],
-            changes=[{"key": routes.to_db(e.key).hex(), "size": e.size, "etag": e.etag,
-                      "storage_class": e.storage_class} for e, _ in judgement.changed],
-            parts=parts, cursor=cursor, consumed=consumed, listed=len(entries), skipped=len(judgement.skipped))
+            new_rows=[
+                (st.old_bucket, routes.to_db(e.key), st.new_bucket, routes.to_db(n), e.size, e.etag, e.storage_class)
+                for e, n in judgement.new
+            ],
+            changes=[
+                {"key": routes.to_db(e.key).hex(), "size": e.size, "etag": e.etag, "storage_class": e.storage_class}
+                for e, _ in judgement.changed
+            ],
+            parts=parts,
+            cursor=cursor,
+            consumed=consumed,
+            listed=len(entries),
+            skipped=len(judgement.skipped),
+        )
 
     def _write(self, seeds: Seeds, seed: SeedRound, part: Part, owner: str, write: PageWrite) -> None:
         added = seeds.seed_page(part, owner, self.settings.lease_seconds, write, seed)
@@ -199,8 +236,15 @@ class Seeder:
             stats.changed += len(write.changes)
             stats.skipped += write.skipped
             pages, listed = stats.pages, stats.listed
-        log.info("seed_page", part=part.id, page=pages, listed=listed, added=added, changed=len(write.changes),
-                 parts_found=len(write.parts))
+        log.info(
+            "seed_page",
+            part=part.id,
+            page=pages,
+            listed=listed,
+            added=added,
+            changed=len(write.changes),
+            parts_found=len(write.parts),
+        )
 
     def _check_stop(self) -> None:
         if self.stopped.is_set():

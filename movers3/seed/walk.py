@@ -55,8 +55,9 @@ class Page:
     truncated: bool  # the server had more entries (even if past the range)
 
 
-def pages(call: List, bucket: str, level: Level, cursor: str | None, *, page_size: int = PAGE_SIZE,
-          extra: dict | None = None) -> Iterator[Page]:
+def pages(
+    call: List, bucket: str, level: Level, cursor: str | None, *, page_size: int = PAGE_SIZE, extra: dict | None = None
+) -> Iterator[Page]:
     """The part's pages, from `cursor` (or its lower bound). Files come in byte order relative to each
     other on any server, so the first file past `upto` ends the part."""
     start = cursor if cursor is not None else level.after
@@ -98,8 +99,9 @@ class Step:
     split: list[Level]  # the rest of a flat level, for others to list; this walk stops before them
 
 
-def walk(call: List, bucket: str, level: Level, cursor: str | None = None, *, extra: dict | None = None
-         ) -> Iterator[Step]:
+def walk(
+    call: List, bucket: str, level: Level, cursor: str | None = None, *, extra: dict | None = None
+) -> Iterator[Step]:
     """The pages of one part, from `cursor`. The first page that shows the level is flat (mostly
     files, and more to come) splits the rest of it: the ranges past the first split point are handed
     to the caller in that page's step, and this walk goes on only up to that point."""
@@ -107,8 +109,12 @@ def walk(call: List, bucket: str, level: Level, cursor: str | None = None, *, ex
     while True:
         split: list[Level] = []
         for page in pages(call, bucket, level, cursor, extra=extra):
-            if may_split and not page.end and page.cursor is not None and \
-                    len(page.files) >= FLAT_SHARE * (len(page.files) + len(page.folders)):
+            if (
+                may_split
+                and not page.end
+                and page.cursor is not None
+                and len(page.files) >= FLAT_SHARE * (len(page.files) + len(page.folders))
+            ):
                 may_split = False
                 points = split_points(call, bucket, level, page.cursor)
                 if points:
@@ -133,8 +139,9 @@ def _last_entry(contents: list[dict], folders: list[str]) -> str | None:
     return max(candidates, key=lambda k: utf8(k.rstrip(DELIMITER)) + (b"\x00" if k.endswith(DELIMITER) else b""))
 
 
-def split_points(call: List, bucket: str, level: Level, cursor: str, *, parts: int = SPLIT_PARTS,
-                 probes: int = SPLIT_PROBES) -> list[str]:
+def split_points(
+    call: List, bucket: str, level: Level, cursor: str, *, parts: int = SPLIT_PARTS, probes: int = SPLIT_PROBES
+) -> list[str]:
     """Boundaries that cut the rest of a flat level (files after `cursor`, up to `level.upto`) into
     up to `parts` ranges. Each request skips from one next character to the following one (a loose
     index scan); where the names after the cursor share the cursor's next characters, it looks one
@@ -152,8 +159,9 @@ def split_points(call: List, bucket: str, level: Level, cursor: str, *, parts: i
                 params["StartAfter"] = after
             response = call(params)
             spent += 1
-            names = [o["Key"] for o in response.get("Contents") or []] + \
-                    [p["Prefix"] for p in response.get("CommonPrefixes") or []]
+            names = [o["Key"] for o in response.get("Contents") or []] + [
+                p["Prefix"] for p in response.get("CommonPrefixes") or []
+            ]
             if not names:
                 break
             name = min(names, key=utf8)

@@ -26,8 +26,15 @@ log = structlog.get_logger(__name__)
 
 # Headers a GET/HEAD of the source reports and a PutObject/CreateMultipartUpload/CopyObject(REPLACE)
 # accepts under the same boto3 name.
-CONTENT_FIELDS = ("ContentType", "ContentEncoding", "ContentLanguage", "ContentDisposition", "CacheControl",
-                  "Expires", "WebsiteRedirectLocation")
+CONTENT_FIELDS = (
+    "ContentType",
+    "ContentEncoding",
+    "ContentLanguage",
+    "ContentDisposition",
+    "CacheControl",
+    "Expires",
+    "WebsiteRedirectLocation",
+)
 # The storage class S3 gives when none is asked for: no need to send it.
 DEFAULT_STORAGE_CLASS = "STANDARD"
 
@@ -100,8 +107,11 @@ class Destination:
         if not self._storage_class_kept or not storage_class or code != "InvalidStorageClass":
             return False
         self._storage_class_kept = False
-        self.gaps.warn("storage_class_not_kept", storage_class=storage_class,
-                       reason="the destination refused it (InvalidStorageClass); new objects get its default class")
+        self.gaps.warn(
+            "storage_class_not_kept",
+            storage_class=storage_class,
+            reason="the destination refused it (InvalidStorageClass); new objects get its default class",
+        )
         return True
 
     def tagging(self, source: BaseClient, bucket: str, key: str, attributes: SourceAttributes) -> str | None:
@@ -112,9 +122,12 @@ class Destination:
             tags = source.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
         except botocore.exceptions.ClientError as exc:
             if s3.status_code(exc) in (403, 501):
-                self.gaps.warn("tags_not_carried", code=s3.error_code(exc),
-                               reason="the source role lacks s3:GetObjectTagging (or the endpoint has no tagging); "
-                                      "set COPY_TAGS=false to silence this")
+                self.gaps.warn(
+                    "tags_not_carried",
+                    code=s3.error_code(exc),
+                    reason="the source role lacks s3:GetObjectTagging (or the endpoint has no tagging); "
+                    "set COPY_TAGS=false to silence this",
+                )
                 return None
             raise s3.classify(exc, "GetObjectTagging on the source") from exc
         except botocore.exceptions.BotoCoreError as exc:

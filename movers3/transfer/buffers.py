@@ -105,7 +105,7 @@ def read_exact(body, size: int, what: str) -> bytearray:
     filled = 0
     try:
         while filled < size:
-            count = body.readinto(view[filled:filled + READ_SLICE])
+            count = body.readinto(view[filled : filled + READ_SLICE])
             if not count:
                 break
             filled += count
@@ -118,6 +118,7 @@ def read_exact(body, size: int, what: str) -> bytearray:
         view.release()
         body.close()
     if filled != size or extra:
-        raise CopyError(f"{what}: expected {size} bytes, got {filled}{'+' if extra else ''}", code="IncompleteBody",
-                        retryable=True)
+        raise CopyError(
+            f"{what}: expected {size} bytes, got {filled}{'+' if extra else ''}", code="IncompleteBody", retryable=True
+        )
     return buffer

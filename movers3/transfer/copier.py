@@ -46,6 +46,7 @@ from movers3.transfer.parts import ServerParts, StreamParts
 
 log = structlog.get_logger(__name__)
 
+
 @dataclasses.dataclass(frozen=True)
 class Copied:
     size: int
@@ -67,8 +68,16 @@ class Copier(Protocol):
 class ObjectCopier:
     """Copies rows between two S3 clients; one per worker process, shared by its copy threads."""
 
-    def __init__(self, settings: Settings, source: BaseClient, dest: BaseClient, journal: UploadJournal,
-                 stop: threading.Event, *, engine: CopyEngine | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        source: BaseClient,
+        dest: BaseClient,
+        journal: UploadJournal,
+        stop: threading.Event,
+        *,
+        engine: CopyEngine | None = None,
+    ) -> None:
         self.source = source
         self.dest = dest
         self.journal = journal
@@ -94,9 +103,13 @@ class ObjectCopier:
 
     def describe(self) -> dict[str, Any]:
         """What the worker logs at start: the path and its settings, once."""
-        return {"copy_mode": "server" if self.server_side else "stream", "engine": self.engine.name,
-                "multipart_threshold": self.threshold, "part_size": self.chunksize,
-                "website_redirects": self.redirects}
+        return {
+            "copy_mode": "server" if self.server_side else "stream",
+            "engine": self.engine.name,
+            "multipart_threshold": self.threshold,
+            "part_size": self.chunksize,
+            "website_redirects": self.redirects,
+        }
 
     # -- the entry points ------------------------------------------------------------------------
 
@@ -120,8 +133,11 @@ class ObjectCopier:
         """The source's current size and ETag, after a SourceChanged."""
         head = s3.head_or_none(self.source, "HeadObject on the source", Bucket=row.old_bucket, Key=row.old_key)
         if head is None:
-            raise CopyError("HeadObject on the source: NoSuchKey: the source object no longer exists",
-                            code="NoSuchKey", retryable=False)
+            raise CopyError(
+                "HeadObject on the source: NoSuchKey: the source object no longer exists",
+                code="NoSuchKey",
+                retryable=False,
+            )
         return int(head["ContentLength"]), s3.bare_etag(head["ETag"])
 
     def abandon(self, row: Row) -> bool:
@@ -170,16 +186,28 @@ class ObjectCopier:
     def _stream_single(self, row: Row) -> Copied:
         self.budget.acquire(row.size, self.stop.is_set)
         try:
-            response = s3.request(self.source.get_object, "GetObject on the source", Bucket=row.old_bucket,
-                            Key=row.old_key, IfMatch=s3.quoted_etag(row.source_etag))
+            response = s3.request(
+                self.source.get_object,
+                "GetObject on the source",
+                Bucket=row.old_bucket,
+                Key=row.old_key,
+                IfMatch=s3.quoted_etag(row.source_etag),
+            )
             data = read_exact(response["Body"], row.size, "GetObject on the source")
             md5 = hashlib.md5(data).hexdigest()  # noqa: S324 (S3's ETag format)
             if s3.is_md5(s3.bare_etag(row.source_etag)) and md5 != s3.bare_etag(row.source_etag):
                 # Checked before the PUT: damaged bytes never become the new object.
                 raise s3.mismatch("GetObject: bytes read from the source", md5, s3.bare_etag(row.source_etag))
             params = self._create_params(row, SourceAttributes.from_response(response))()
-            put = s3.request(self.dest.put_object, "PutObject", Bucket=row.new_bucket, Key=row.new_key, Body=data,
-                       ContentMD5=s3.content_md5(md5), **params)
+            put = s3.request(
+                self.dest.put_object,
+                "PutObject",
+                Bucket=row.new_bucket,
+                Key=row.new_key,
+                Body=data,
+                ContentMD5=s3.content_md5(md5),
+                **params,
+            )
         finally:
             self.budget.release(row.size)
         dest_etag = s3.bare_etag(put.get("ETag"))
@@ -196,16 +224,23 @@ class ObjectCopier:
         create = self._create_params(row, SourceAttributes.from_response(head))
         source_etag = s3.bare_etag(row.source_etag)
         parts = StreamParts(self.source, self.dest, row, self.budget, self.stop)
-        dest_etag, md5s, whole = self.uploads.run(row, part_size_for(row.size, self.chunksize), create, parts,
-                                                  expected_md5=source_etag if s3.is_md5(source_etag) else None)
+        dest_etag, md5s, whole = self.uploads.run(
+            row,
+            part_size_for(row.size, self.chunksize),
+            create,
+            parts,
+            expected_md5=source_etag if s3.is_md5(source_etag) else None,
+        )
         expected = s3.composite_etag([m for m in md5s if m])
         if "-" in dest_etag and self.destination.etag_is_md5 and dest_etag != expected:
             self.journal.forget(row)
             raise s3.mismatch("CompleteMultipartUpload: destination ETag", dest_etag, expected)
         if "-" not in dest_etag:
-            self.gaps.warn("multipart_etag_not_comparable", etag=dest_etag,
-                           reason="the destination's multipart ETags are not MD5 composites; parts are still "
-                                  "checked one by one")
+            self.gaps.warn(
+                "multipart_etag_not_comparable",
+                etag=dest_etag,
+                reason="the destination's multipart ETags are not MD5 composites; parts are still checked one by one",
+            )
         if whole is None:
             return Copied(row.size, source_etag, dest_etag, "multipart-stream", "parts-md5", f"etag:{expected}")
         return Copied(row.size, source_etag, dest_etag, "multipart-stream", "md5+parts", f"md5:{whole}")
@@ -213,8 +248,13 @@ class ObjectCopier:
     # -- shared steps ------------------------------------------------------------------------------
 
     def _head(self, row: Row) -> dict:
-        return s3.request(self.source.head_object, "HeadObject on the source", Bucket=row.old_bucket, Key=row.old_key,
-                    IfMatch=s3.quoted_etag(row.source_etag))
+        return s3.request(
+            self.source.head_object,
+            "HeadObject on the source",
+            Bucket=row.old_bucket,
+            Key=row.old_key,
+            IfMatch=s3.quoted_etag(row.source_etag),
+        )
 
     def _create_params(self, row: Row, attributes: SourceAttributes):
         """Parameters of the request that creates the new object, computed when it is sent (a

@@ -59,9 +59,14 @@ class Boto3Engine:
 
     def copy_object(self, request: CopyRequest) -> str:
         response = s3.request(
-            self.dest.copy_object, "CopyObject", Bucket=request.dest_bucket, Key=request.dest_key,
+            self.dest.copy_object,
+            "CopyObject",
+            Bucket=request.dest_bucket,
+            Key=request.dest_key,
             CopySource={"Bucket": request.source_bucket, "Key": request.source_key},
-            CopySourceIfMatch=s3.quoted_etag(request.source_etag), **request.extra)
+            CopySourceIfMatch=s3.quoted_etag(request.source_etag),
+            **request.extra,
+        )
         return s3.bare_etag(response.get("CopyObjectResult", {}).get("ETag"))
 
 
@@ -69,8 +74,9 @@ class Boto3Engine:
 
 # CopyObject parameters that botocore turns into headers through its own handlers (SSE-C keys are
 # base64-encoded and get an MD5 computed), so the CRT engine hands such requests to boto3 instead.
-_BOTO3_ONLY = frozenset({"SSECustomerKey", "CopySourceSSECustomerKey", "SSECustomerKeyMD5",
-                         "CopySourceSSECustomerKeyMD5"})
+_BOTO3_ONLY = frozenset(
+    {"SSECustomerKey", "CopySourceSSECustomerKey", "SSECustomerKeyMD5", "CopySourceSSECustomerKeyMD5"}
+)
 # Parameters the engine sets itself from the CopyRequest.
 _OWN = frozenset({"Bucket", "Key", "CopySource", "CopySourceIfMatch"})
 # A CopyObject response or error is a few hundred bytes; anything longer is cut, never buffered whole.
@@ -90,8 +96,7 @@ def _header_map(model: Any = None) -> dict[str, tuple[str, str, str | None]]:
     for name, member in shape.members.items():
         where = member.serialization.get("location")
         if where in ("header", "headers") and name not in _OWN:
-            found[name] = (member.serialization["name"], member.type_name,
-                           member.serialization.get("timestampFormat"))
+            found[name] = (member.serialization["name"], member.type_name, member.serialization.get("timestampFormat"))
     return found
 
 
@@ -102,8 +107,11 @@ def _header_value(name: str, value: object, type_name: str, stamp: str | None) -
         if not isinstance(value, datetime.datetime):
             raise ValueError(f"CopyObject parameter {name} must be a datetime")
         value = value.astimezone(datetime.UTC) if value.tzinfo else value.replace(tzinfo=datetime.UTC)
-        text = value.strftime("%Y-%m-%dT%H:%M:%SZ") if stamp == "iso8601" else \
-            email.utils.format_datetime(value, usegmt=True)
+        text = (
+            value.strftime("%Y-%m-%dT%H:%M:%SZ")
+            if stamp == "iso8601"
+            else email.utils.format_datetime(value, usegmt=True)
+        )
     else:
         text = str(value)
     if any(ch in text for ch in "\r\n\0"):
@@ -121,16 +129,24 @@ class CrtEngine:
 
     name = "crt"
 
-    def __init__(self, endpoint: Endpoint, credentials: botocore.credentials.Credentials | None,
-                 fallback: CopyEngine, service_model: Any = None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        credentials: botocore.credentials.Credentials | None,
+        fallback: CopyEngine,
+        service_model: Any = None,
+    ) -> None:
         from awscrt import auth, io  # optional dependency: imported only when chosen
         from awscrt import s3 as crt_s3
 
         self._crt_s3 = crt_s3
         self.fallback = fallback
         if credentials is None:
-            raise CopyError("CopyObject: no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
-                            code="NoCredentials", retryable=False)
+            raise CopyError(
+                "CopyObject: no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+                code="NoCredentials",
+                retryable=False,
+            )
         parts = urllib.parse.urlsplit(endpoint.url)
         self.endpoint_url = endpoint.url
         self.scheme = parts.scheme
@@ -153,10 +169,13 @@ class CrtEngine:
         signing = crt_s3.create_default_s3_signing_config(region=endpoint.region, credential_provider=provider)
         tls = crt_s3.S3RequestTlsMode.ENABLED if self.scheme == "https" else crt_s3.S3RequestTlsMode.DISABLED
         self.client = crt_s3.S3Client(
-            bootstrap=io.ClientBootstrap.get_or_create_static_default(), region=endpoint.region,
-            signing_config=signing, tls_mode=tls,
+            bootstrap=io.ClientBootstrap.get_or_create_static_default(),
+            region=endpoint.region,
+            signing_config=signing,
+            tls_mode=tls,
             retry_config=crt_s3.S3RetryConfig(retry_mode=crt_s3.S3RetryMode.NONE),
-            connect_timeout_ms=int(min(s3.CONNECT_TIMEOUT_SECONDS, self.timeout) * 1000))
+            connect_timeout_ms=int(min(s3.CONNECT_TIMEOUT_SECONDS, self.timeout) * 1000),
+        )
 
     # -- the request -------------------------------------------------------------------------
 
@@ -172,10 +191,15 @@ class CrtEngine:
 
         def on_body(chunk: bytes, **_: object) -> None:  # awscrt passes offset= too
             if len(body) < _MAX_BODY:
-                body.extend(chunk[:_MAX_BODY - len(body)])
+                body.extend(chunk[: _MAX_BODY - len(body)])
 
-        started = self.client.make_request(type=self._crt_s3.S3RequestType.DEFAULT, operation_name="CopyObject",
-                                           request=http_request, on_headers=on_headers, on_body=on_body)
+        started = self.client.make_request(
+            type=self._crt_s3.S3RequestType.DEFAULT,
+            operation_name="CopyObject",
+            request=http_request,
+            on_headers=on_headers,
+            on_body=on_body,
+        )
         try:
             started.finished_future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
@@ -184,8 +208,9 @@ class CrtEngine:
                 started.finished_future.result(timeout=_CANCEL_GRACE_SECONDS)
             except Exception:  # the cancellation itself; the timeout is what we report
                 pass
-            raise s3.classify(botocore.exceptions.ReadTimeoutError(endpoint_url=self.endpoint_url), "CopyObject") \
-                from None
+            raise s3.classify(
+                botocore.exceptions.ReadTimeoutError(endpoint_url=self.endpoint_url), "CopyObject"
+            ) from None
         except Exception as exc:
             raise self._failure(exc, status) from exc
         return self._etag(bytes(body), status[0] if status else 200)
@@ -198,9 +223,12 @@ class CrtEngine:
             host, path = f"{bucket}.{self.authority}", f"{self.base_path}/{_quote(key)}"
         else:
             host, path = self.authority, f"{self.base_path}/{bucket}/{_quote(key)}"
-        headers = [("Host", host), ("Content-Length", "0"),
-                   ("x-amz-copy-source", _quote(f"{request.source_bucket}/{request.source_key}")),
-                   ("x-amz-copy-source-if-match", request.source_etag)]
+        headers = [
+            ("Host", host),
+            ("Content-Length", "0"),
+            ("x-amz-copy-source", _quote(f"{request.source_bucket}/{request.source_key}")),
+            ("x-amz-copy-source-if-match", request.source_etag),
+        ]
         for name, value in request.extra.items():
             if name == "Metadata":
                 for meta_key, meta_value in value.items():
@@ -245,8 +273,8 @@ class CrtEngine:
         code = (_child(root, "Code") if root is not None else None) or str(status)
         message = (_child(root, "Message") if root is not None else None) or ""
         error = botocore.exceptions.ClientError(
-            {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
-            "CopyObject")
+            {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, "CopyObject"
+        )
         return s3.failure(error, "CopyObject")
 
 
@@ -285,13 +313,27 @@ def _child(root: ElementTree.Element, name: str) -> str | None:
 
 # awscrt's transport failures as the botocore exceptions boto3 raises for the same event, so that
 # `s3.classify` gives them the same codes: unreachable is systemic, a drop or timeout is retryable.
-_UNREACHABLE = ("AWS_IO_SOCKET_CONNECTION_REFUSED", "AWS_IO_DNS_", "AWS_IO_SOCKET_NO_ROUTE_TO_HOST",
-                "AWS_IO_SOCKET_NETWORK_DOWN", "AWS_IO_SOCKET_INVALID_ADDRESS")
+_UNREACHABLE = (
+    "AWS_IO_SOCKET_CONNECTION_REFUSED",
+    "AWS_IO_DNS_",
+    "AWS_IO_SOCKET_NO_ROUTE_TO_HOST",
+    "AWS_IO_SOCKET_NETWORK_DOWN",
+    "AWS_IO_SOCKET_INVALID_ADDRESS",
+)
 _TIMEOUT = ("AWS_IO_SOCKET_TIMEOUT", "AWS_ERROR_HTTP_RESPONSE_FIRST_BYTE_TIMEOUT", "AWS_IO_TLS_NEGOTIATION_TIMEOUT")
-_DROPPED = ("AWS_IO_SOCKET_CLOSED", "AWS_ERROR_HTTP_CONNECTION_CLOSED", "AWS_ERROR_HTTP_SERVER_CLOSED",
-            "AWS_IO_BROKEN_PIPE", "AWS_IO_SOCKET_CONNECT_ABORTED", "AWS_ERROR_S3_CANCELED",
-            "AWS_ERROR_HTTP_PROTOCOL_ERROR", "AWS_ERROR_HTTP_CONNECTION_MANAGER_SHUTTING_DOWN",
-            "AWS_IO_TLS_ERROR_", "AWS_ERROR_HTTP_", "AWS_IO_")
+_DROPPED = (
+    "AWS_IO_SOCKET_CLOSED",
+    "AWS_ERROR_HTTP_CONNECTION_CLOSED",
+    "AWS_ERROR_HTTP_SERVER_CLOSED",
+    "AWS_IO_BROKEN_PIPE",
+    "AWS_IO_SOCKET_CONNECT_ABORTED",
+    "AWS_ERROR_S3_CANCELED",
+    "AWS_ERROR_HTTP_PROTOCOL_ERROR",
+    "AWS_ERROR_HTTP_CONNECTION_MANAGER_SHUTTING_DOWN",
+    "AWS_IO_TLS_ERROR_",
+    "AWS_ERROR_HTTP_",
+    "AWS_IO_",
+)
 
 
 # For 503 and 500 responses (and a 200 with an <Error> body) awscrt keeps the body to itself and
@@ -306,13 +348,20 @@ def _transport_error(exc: BaseException, url: str) -> BaseException:
     if name in _SERVER_CLASSES:
         code, status = _SERVER_CLASSES[name]
         return botocore.exceptions.ClientError(
-            {"Error": {"Code": code, "Message": "reported by awscrt without the response body"},
-             "ResponseMetadata": {"HTTPStatusCode": status}}, "CopyObject")
+            {
+                "Error": {"Code": code, "Message": "reported by awscrt without the response body"},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
+            "CopyObject",
+        )
     if name.startswith(_UNREACHABLE):
         return botocore.exceptions.EndpointConnectionError(endpoint_url=url)
     if name.startswith(_TIMEOUT):
-        return botocore.exceptions.ConnectTimeoutError(endpoint_url=url) if "SOCKET" in name or "TLS" in name \
+        return (
+            botocore.exceptions.ConnectTimeoutError(endpoint_url=url)
+            if "SOCKET" in name or "TLS" in name
             else botocore.exceptions.ReadTimeoutError(endpoint_url=url)
+        )
     if name.startswith(_DROPPED):
         return botocore.exceptions.ConnectionClosedError(endpoint_url=url)
     return CopyError(f"CopyObject: awscrt: {name}", code=name, retryable=False)
@@ -323,6 +372,7 @@ def from_settings(settings: Settings, dest: BaseClient) -> CopyEngine:
     credentials and region (the same ones its boto3 client uses)."""
     boto = Boto3Engine(dest)
     if settings.copy_engine == "crt":
-        return CrtEngine(settings.dest, s3.credentials(settings.dest), fallback=boto,
-                         service_model=dest.meta.service_model)
+        return CrtEngine(
+            settings.dest, s3.credentials(settings.dest), fallback=boto, service_model=dest.meta.service_model
+        )
     return boto

@@ -58,23 +58,31 @@ class PartSource(Protocol):
 
     streams: bool  # parts pass through this process (and take buffer space)
 
-    def __call__(self, upload_id: str, number: int, first: int, last: int, hasher: OrderedMD5 | None
-                 ) -> tuple[str, str | None]: ...
+    def __call__(
+        self, upload_id: str, number: int, first: int, last: int, hasher: OrderedMD5 | None
+    ) -> tuple[str, str | None]: ...
 
 
 class Uploads:
     """Create, resume, complete and abort multipart uploads on the destination."""
 
-    def __init__(self, dest: BaseClient, journal: UploadJournal, budget: Budget, *, concurrency: int,
-                 stop: threading.Event) -> None:
+    def __init__(
+        self, dest: BaseClient, journal: UploadJournal, budget: Budget, *, concurrency: int, stop: threading.Event
+    ) -> None:
         self.dest = dest
         self.journal = journal
         self.budget = budget
         self.concurrency = concurrency
         self.stop = stop
 
-    def run(self, row: Row, part_size: int, create: Callable[[], dict[str, Any]], source: PartSource,
-            expected_md5: str | None = None) -> tuple[str, list[str | None], str | None]:
+    def run(
+        self,
+        row: Row,
+        part_size: int,
+        create: Callable[[], dict[str, Any]],
+        source: PartSource,
+        expected_md5: str | None = None,
+    ) -> tuple[str, list[str | None], str | None]:
         """Upload every part not yet recorded and complete. Returns the destination ETag, every part's
         MD5 (None where S3 made the part) and the whole object's MD5 when it could be computed (a
         fresh streamed upload). With `expected_md5`, that MD5 is checked before the upload is
@@ -84,8 +92,14 @@ class Uploads:
         todo = [(n, first, last) for n, (first, last) in enumerate(ranges, start=1) if n not in upload.parts]
         fresh = len(todo) == len(ranges)
         hasher = OrderedMD5(self.budget) if expected_md5 and source.streams and fresh else None
-        log.info("multipart_started" if len(todo) == len(ranges) else "multipart_resumed", row_id=row.id,
-                 upload_id=upload.id, parts=len(ranges), todo=len(todo), part_size=upload.part_size)
+        log.info(
+            "multipart_started" if len(todo) == len(ranges) else "multipart_resumed",
+            row_id=row.id,
+            upload_id=upload.id,
+            parts=len(ranges),
+            todo=len(todo),
+            part_size=upload.part_size,
+        )
         finished = dict(upload.parts)
         try:
             finished.update(self._parts(row, upload, todo, source, hasher))
@@ -101,8 +115,9 @@ class Uploads:
                 # Aborted by a lifecycle rule or an operator, or completed by a worker that lost its
                 # lease: the next attempt starts a new upload.
                 self.journal.forget(row)
-                raise CopyError(f"{exc} (the recorded upload is gone; starting a new one)", code=exc.code,
-                                retryable=True) from exc
+                raise CopyError(
+                    f"{exc} (the recorded upload is gone; starting a new one)", code=exc.code, retryable=True
+                ) from exc
             raise
         finally:
             if hasher is not None:
@@ -120,9 +135,12 @@ class Uploads:
             self.dest.abort_multipart_upload(Bucket=row.new_bucket, Key=row.new_key, UploadId=upload.id)
         except botocore.exceptions.ClientError as exc:
             if s3.error_code(exc) != "NoSuchUpload":
-                gaps_warn("multipart_abort_failed", code=s3.error_code(exc),
-                          hint="the upload stays recorded on its row; grant s3:AbortMultipartUpload or add a "
-                               "lifecycle rule AbortIncompleteMultipartUpload on the destination bucket")
+                gaps_warn(
+                    "multipart_abort_failed",
+                    code=s3.error_code(exc),
+                    hint="the upload stays recorded on its row; grant s3:AbortMultipartUpload or add a "
+                    "lifecycle rule AbortIncompleteMultipartUpload on the destination bucket",
+                )
                 return False
         except botocore.exceptions.BotoCoreError:
             return False
@@ -138,16 +156,27 @@ class Uploads:
             # Its parts and its metadata are of another version of the source: start over.
             log.info("multipart_restarted", row_id=row.id, upload_id=upload.id, reason="source changed")
             if not self.abort(row, log.warning):
-                log.warning("multipart_upload_orphaned", row_id=row.id, key=row.new_key, upload_id=upload.id,
-                            hint="a lifecycle rule AbortIncompleteMultipartUpload on the destination cleans it up")
-        created = s3.request(self.dest.create_multipart_upload, "CreateMultipartUpload",
-                       Bucket=row.new_bucket, Key=row.new_key, **create())
+                log.warning(
+                    "multipart_upload_orphaned",
+                    row_id=row.id,
+                    key=row.new_key,
+                    upload_id=upload.id,
+                    hint="a lifecycle rule AbortIncompleteMultipartUpload on the destination cleans it up",
+                )
+        created = s3.request(
+            self.dest.create_multipart_upload,
+            "CreateMultipartUpload",
+            Bucket=row.new_bucket,
+            Key=row.new_key,
+            **create(),
+        )
         upload = Upload(created["UploadId"], row.source_etag, part_size)
         self.journal.started(row, upload)
         return upload
 
-    def _parts(self, row: Row, upload: Upload, todo: list[tuple[int, int, int]], source: PartSource,
-               hasher: OrderedMD5 | None) -> dict[int, tuple[str, str | None]]:
+    def _parts(
+        self, row: Row, upload: Upload, todo: list[tuple[int, int, int]], source: PartSource, hasher: OrderedMD5 | None
+    ) -> dict[int, tuple[str, str | None]]:
         done: dict[int, tuple[str, str | None]] = {}
 
         def one(number: int, first: int, last: int) -> None:
@@ -183,7 +212,12 @@ class Uploads:
         return done
 
     def _complete(self, row: Row, upload_id: str, parts: list[tuple[int, str]]) -> str:
-        response = s3.request(self.dest.complete_multipart_upload, "CompleteMultipartUpload",
-                        Bucket=row.new_bucket, Key=row.new_key, UploadId=upload_id,
-                        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]})
+        response = s3.request(
+            self.dest.complete_multipart_upload,
+            "CompleteMultipartUpload",
+            Bucket=row.new_bucket,
+            Key=row.new_key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
+        )
         return s3.bare_etag(response.get("ETag"))

@@ -27,13 +27,24 @@ class ServerParts:
     def __init__(self, dest: BaseClient, row: Row, stop: threading.Event) -> None:
         self.dest, self.row, self.stop = dest, row, stop
 
-    def __call__(self, upload_id: str, number: int, first: int, last: int, hasher: OrderedMD5 | None
-                 ) -> tuple[str, str | None]:
+    def __call__(
+        self, upload_id: str, number: int, first: int, last: int, hasher: OrderedMD5 | None
+    ) -> tuple[str, str | None]:
         row = self.row
-        part = _retried(lambda: s3.request(
-            self.dest.upload_part_copy, "UploadPartCopy", Bucket=row.new_bucket, Key=row.new_key,
-            UploadId=upload_id, PartNumber=number, CopySource={"Bucket": row.old_bucket, "Key": row.old_key},
-            CopySourceRange=f"bytes={first}-{last}", CopySourceIfMatch=s3.quoted_etag(row.source_etag)), self.stop)
+        part = _retried(
+            lambda: s3.request(
+                self.dest.upload_part_copy,
+                "UploadPartCopy",
+                Bucket=row.new_bucket,
+                Key=row.new_key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": row.old_bucket, "Key": row.old_key},
+                CopySourceRange=f"bytes={first}-{last}",
+                CopySourceIfMatch=s3.quoted_etag(row.source_etag),
+            ),
+            self.stop,
+        )
         return s3.bare_etag(part["CopyPartResult"]["ETag"]), None
 
 
@@ -46,21 +57,37 @@ class StreamParts:
     def __init__(self, source: BaseClient, dest: BaseClient, row: Row, budget: Budget, stop: threading.Event):
         self.source, self.dest, self.row, self.budget, self.stop = source, dest, row, budget, stop
 
-    def __call__(self, upload_id: str, number: int, first: int, last: int, hasher: OrderedMD5 | None
-                 ) -> tuple[str, str | None]:
+    def __call__(
+        self, upload_id: str, number: int, first: int, last: int, hasher: OrderedMD5 | None
+    ) -> tuple[str, str | None]:
         row, size = self.row, last - first + 1
         try:
+
             def get() -> bytearray:
-                response = s3.request(self.source.get_object, "GetObject on the source", Bucket=row.old_bucket,
-                                Key=row.old_key, IfMatch=s3.quoted_etag(row.source_etag), Range=f"bytes={first}-{last}")
+                response = s3.request(
+                    self.source.get_object,
+                    "GetObject on the source",
+                    Bucket=row.old_bucket,
+                    Key=row.old_key,
+                    IfMatch=s3.quoted_etag(row.source_etag),
+                    Range=f"bytes={first}-{last}",
+                )
                 return read_exact(response["Body"], size, "GetObject on the source")
 
             data = _retried(get, self.stop)
             md5 = hashlib.md5(data).hexdigest()  # noqa: S324 (S3's ETag format)
 
             def put() -> str:
-                part = s3.request(self.dest.upload_part, "UploadPart", Bucket=row.new_bucket, Key=row.new_key,
-                            UploadId=upload_id, PartNumber=number, Body=data, ContentMD5=s3.content_md5(md5))
+                part = s3.request(
+                    self.dest.upload_part,
+                    "UploadPart",
+                    Bucket=row.new_bucket,
+                    Key=row.new_key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=data,
+                    ContentMD5=s3.content_md5(md5),
+                )
                 etag = s3.bare_etag(part.get("ETag"))
                 if s3.is_md5(etag) and etag != md5:
                     raise s3.mismatch(f"UploadPart {number}: destination ETag", etag, md5)

@@ -29,9 +29,17 @@ class Attempts:
     used: int = 0
 
 
-def call(fn: Callable[[], T], *, tries: int, stop: threading.Event, attempts: Attempts,
-         initial: float = INITIAL_BACKOFF_SECONDS, maximum: float = MAX_BACKOFF_SECONDS,
-         exclude: tuple[type[BaseException], ...] = (), on_retry: Callable[[str], None] | None = None) -> T:
+def call(
+    fn: Callable[[], T],
+    *,
+    tries: int,
+    stop: threading.Event,
+    attempts: Attempts,
+    initial: float = INITIAL_BACKOFF_SECONDS,
+    maximum: float = MAX_BACKOFF_SECONDS,
+    exclude: tuple[type[BaseException], ...] = (),
+    on_retry: Callable[[str], None] | None = None,
+) -> T:
     """Call `fn` until it succeeds, raises a permanent error (or one of `exclude`), or `tries` are
     spent; the last error is raised as it was. `on_retry` hears the error code of every failed attempt
     that will be retried."""
@@ -51,7 +59,8 @@ def call(fn: Callable[[], T], *, tries: int, stop: threading.Event, attempts: At
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(
-            lambda e: isinstance(e, CopyError) and e.retryable and not isinstance(e, exclude)),
+            lambda e: isinstance(e, CopyError) and e.retryable and not isinstance(e, exclude)
+        ),
         stop=tenacity.stop_after_attempt(max(1, tries)) | tenacity.stop_when_event_set(stop),
         wait=tenacity.wait_random_exponential(multiplier=initial, max=maximum),
         sleep=sleep,

@@ -28,17 +28,41 @@ from movers3.transfer import retry
 CONNECT_TIMEOUT_SECONDS = 10
 
 # Codes worth another try; anything else with a 4xx status is permanent.
-RETRYABLE_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-    "InternalError", "ServiceUnavailable", "503", "500", "502", "504", "OperationAborted",
-    "RequestLimitExceeded", "TooManyRequests", "BandwidthLimitExceeded", "ExpiredToken",
-})
+RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "503",
+        "500",
+        "502",
+        "504",
+        "OperationAborted",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "BandwidthLimitExceeded",
+        "ExpiredToken",
+    }
+)
 # Codes that say the whole configuration is wrong, not this object: a worker that meets one stops
 # and releases its rows rather than failing every row in the ledger.
-SYSTEMIC_CODES = frozenset({
-    "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "InvalidBucketName", "AccountProblem",
-    "AllAccessDisabled", "NoCredentials", "InvalidToken", "EndpointConnectionError",
-})
+SYSTEMIC_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "NoSuchBucket",
+        "InvalidBucketName",
+        "AccountProblem",
+        "AllAccessDisabled",
+        "NoCredentials",
+        "InvalidToken",
+        "EndpointConnectionError",
+    }
+)
 RETRYABLE_EXCEPTIONS = (
     botocore.exceptions.ConnectionError,  # resets, closed connections, endpoint unreachable
     botocore.exceptions.HTTPClientError,
@@ -72,8 +96,9 @@ def client(endpoint: Endpoint, *, pool_size: int = 10, parse_timestamps: bool = 
     )
     session = _session(parse_timestamps)
     keys = _keys(endpoint)
-    return session.client("s3", endpoint_url=endpoint.url, config=config, aws_access_key_id=keys[0],
-                          aws_secret_access_key=keys[1])
+    return session.client(
+        "s3", endpoint_url=endpoint.url, config=config, aws_access_key_id=keys[0], aws_secret_access_key=keys[1]
+    )
 
 
 def credentials(endpoint: Endpoint) -> botocore.credentials.Credentials | None:
@@ -103,6 +128,7 @@ def _session(parse_timestamps: bool = True) -> boto3.session.Session:
 
 # -- ETags and checksums ------------------------------------------------------------------------
 
+
 def bare_etag(etag: str | None) -> str:
     return (etag or "").strip().strip('"')
 
@@ -131,11 +157,13 @@ def content_md5(md5_hex: str) -> str:
 def mismatch(what: str, got: str, expected: str) -> CopyError:
     """A copy whose proof failed: retryable (the bytes may have been damaged on the way), and a failed
     row once attempts are spent, never a done one."""
-    return CopyError(f"{what}: checksum mismatch: got {got!r}, expected {expected!r}", code="ChecksumMismatch",
-                     retryable=True)
+    return CopyError(
+        f"{what}: checksum mismatch: got {got!r}, expected {expected!r}", code="ChecksumMismatch", retryable=True
+    )
 
 
 # -- requests and their errors -------------------------------------------------------------------
+
 
 def request(method: Callable[..., dict], what: str, **params: Any) -> dict:
     """One S3 request, its failure sorted into our error types (`failure`)."""
@@ -160,8 +188,9 @@ def head_or_none(client: BaseClient, what: str, **params: Any) -> dict | None:
 def failure(exc: BaseException, what: str) -> CopyError:
     """A failed request as our error: a 412 is a changed source (every request that reads the source
     pins its version with an If-Match), anything else is classified."""
-    if isinstance(exc, botocore.exceptions.ClientError) and (status_code(exc) == 412 or
-                                                             error_code(exc) == "PreconditionFailed"):
+    if isinstance(exc, botocore.exceptions.ClientError) and (
+        status_code(exc) == 412 or error_code(exc) == "PreconditionFailed"
+    ):
         return SourceChanged()
     return classify(exc, what)
 
@@ -187,8 +216,11 @@ def classify(exc: BaseException, what: str) -> CopyError:
     if isinstance(exc, RETRYABLE_EXCEPTIONS):
         return CopyError(f"{what}: {type(exc).__name__}: {exc}", code=type(exc).__name__, retryable=True)
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return CopyError(f"{what}: no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
-                         code="NoCredentials", retryable=False)
+        return CopyError(
+            f"{what}: no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+            code="NoCredentials",
+            retryable=False,
+        )
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return CopyError(f"{what}: {type(exc).__name__}: {exc}", code=type(exc).__name__, retryable=False)
     raise exc
@@ -210,6 +242,7 @@ def storage_error(exc: BaseException, what: str) -> StorageError:
 def list_page(client: BaseClient, params: dict, *, tries: int, stop: threading.Event) -> dict:
     """One ListObjectsV2 request, retried like any copy; a CopyError once the attempts are spent (its
     cause the last botocore error), for the caller to turn into a storage error or to work around."""
+
     def attempt() -> dict:
         try:
             return client.list_objects_v2(**params)

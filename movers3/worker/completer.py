@@ -42,8 +42,15 @@ class Stats:
 class Completer:
     """Used by the worker loop's thread only."""
 
-    def __init__(self, work: WorkQueue, owner: str, stats: Stats, observer: WorkerObserver,
-                 journal: UploadJournal | None, log: structlog.typing.FilteringBoundLogger) -> None:
+    def __init__(
+        self,
+        work: WorkQueue,
+        owner: str,
+        stats: Stats,
+        observer: WorkerObserver,
+        journal: UploadJournal | None,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
         self.work = work
         self.owner = owner
         self.stats = stats
@@ -60,7 +67,8 @@ class Completer:
 
     def due(self) -> bool:
         return len(self._outcomes) >= FLUSH_ROWS or (
-            bool(self._outcomes) and time.monotonic() - self._oldest >= FLUSH_SECONDS)
+            bool(self._outcomes) and time.monotonic() - self._oldest >= FLUSH_SECONDS
+        )
 
     def flush(self) -> None:
         if self._outcomes:
@@ -96,5 +104,6 @@ class Completer:
         if written < len(outcomes):
             # Another worker rescued these rows after our lease ran out; its result stands.
             self.stats.lost += len(outcomes) - written
-            self.log.warning("results_dropped_lease_lost", count=len(outcomes) - written,
-                             ids=[o.id for o in outcomes][:50])
+            self.log.warning(
+                "results_dropped_lease_lost", count=len(outcomes) - written, ids=[o.id for o in outcomes][:50]
+            )

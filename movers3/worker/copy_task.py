@@ -20,8 +20,16 @@ Log = structlog.typing.FilteringBoundLogger
 
 
 class CopyTask:
-    def __init__(self, copier: Copier, *, max_attempts: int, stopped: threading.Event, observer: WorkerObserver,
-                 on_fatal: Callable[[CopyError, Log], None], log: Log) -> None:
+    def __init__(
+        self,
+        copier: Copier,
+        *,
+        max_attempts: int,
+        stopped: threading.Event,
+        observer: WorkerObserver,
+        on_fatal: Callable[[CopyError, Log], None],
+        log: Log,
+    ) -> None:
         self.copier = copier
         self.max_attempts = max_attempts
         self.stopped = stopped
@@ -54,8 +62,13 @@ class CopyTask:
             return Outcome(row.id, "pending", attempts=spent() - 1, error=error)
 
         try:
-            copied = retry.call(attempt, tries=max(1, self.max_attempts - row.attempts + 1),
-                                stop=self.stopped, attempts=attempts, on_retry=self.observer.copy_retrying)
+            copied = retry.call(
+                attempt,
+                tries=max(1, self.max_attempts - row.attempts + 1),
+                stop=self.stopped,
+                attempts=attempts,
+                on_retry=self.observer.copy_retrying,
+            )
         except Interrupted:
             return released()
         except LeaseLost as exc:
@@ -69,17 +82,38 @@ class CopyTask:
             if exc.retryable and self.stopped.is_set():
                 return released(str(exc))
             olog.warning("copy_failed", code=exc.code, error=str(exc), attempts=spent())
-            return Outcome(row.id, "failed", attempts=spent(), size=current.size, source_etag=current.source_etag,
-                           error=str(exc), code=exc.code, clear_upload=self._abandon(current))
+            return Outcome(
+                row.id,
+                "failed",
+                attempts=spent(),
+                size=current.size,
+                source_etag=current.source_etag,
+                error=str(exc),
+                code=exc.code,
+                clear_upload=self._abandon(current),
+            )
         except Exception as exc:  # a bug, not a storage error: fail the row, keep the worker
             olog.exception("copy_crashed")
-            return Outcome(row.id, "failed", attempts=max(spent(), row.attempts),
-                           error=f"internal error: {type(exc).__name__}: {exc}")
+            return Outcome(
+                row.id,
+                "failed",
+                attempts=max(spent(), row.attempts),
+                error=f"internal error: {type(exc).__name__}: {exc}",
+            )
         self.observer.copy_succeeded(copied.size, time.monotonic() - started)
-        olog.debug("object_copied", method=copied.method, size=copied.size, verified_by=copied.verified_by,
-                   new_key=row.new_key)
-        return Outcome(row.id, "done", attempts=spent(), size=copied.size, source_etag=copied.source_etag,
-                       dest_etag=copied.dest_etag, copy_method=copied.method, verified_by=copied.verified_by)
+        olog.debug(
+            "object_copied", method=copied.method, size=copied.size, verified_by=copied.verified_by, new_key=row.new_key
+        )
+        return Outcome(
+            row.id,
+            "done",
+            attempts=spent(),
+            size=copied.size,
+            source_etag=copied.source_etag,
+            dest_etag=copied.dest_etag,
+            copy_method=copied.method,
+            verified_by=copied.verified_by,
+        )
 
     def _abandon(self, row: Row) -> bool:
         """A row failed for good: abort its multipart upload, if it has one and the role may."""

@@ -43,8 +43,13 @@ class Heartbeat(WorkerObserver):
     """Tracks the loop's last pass in memory (for /healthz) and, given a path, in a file (for
     `movers3 healthcheck`). The file is replaced atomically and removed when the worker stops."""
 
-    def __init__(self, path: str | os.PathLike | None, *, clock: Callable[[], float] = time.monotonic,
-                 write_every: float = WRITE_EVERY_SECONDS) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        write_every: float = WRITE_EVERY_SECONDS,
+    ) -> None:
         self.path = Path(path) if path else None
         self.clock = clock
         self.write_every = write_every
@@ -60,8 +65,9 @@ class Heartbeat(WorkerObserver):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise ConfigError(f"HEALTH_FILE: cannot create the folder of {str(self.path)!r}: "
-                                  f"{exc.strerror}") from None
+                raise ConfigError(
+                    f"HEALTH_FILE: cannot create the folder of {str(self.path)!r}: {exc.strerror}"
+                ) from None
 
     # -- observer hooks (worker main thread) ------------------------------------------------
 
@@ -97,9 +103,17 @@ class Heartbeat(WorkerObserver):
         return not self._stopped and self.age() <= max_age
 
     def snapshot(self) -> dict:
-        return {"version": FORMAT_VERSION, "pid": os.getpid(), "worker": self.worker_id, "state": self.state,
-                "in_flight": self.in_flight, "done": self.done, "failed": self.failed,
-                "monotonic": self.last_tick, "time": datetime.now(UTC).isoformat(timespec="seconds")}
+        return {
+            "version": FORMAT_VERSION,
+            "pid": os.getpid(),
+            "worker": self.worker_id,
+            "state": self.state,
+            "in_flight": self.in_flight,
+            "done": self.done,
+            "failed": self.failed,
+            "monotonic": self.last_tick,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -124,8 +138,13 @@ class Verdict:
     message: str
 
 
-def check(path: str | os.PathLike, max_age: float = DEFAULT_MAX_AGE_SECONDS, *,
-          clock: Callable[[], float] = time.monotonic, pid_alive: Callable[[int], bool] | None = None) -> Verdict:
+def check(
+    path: str | os.PathLike,
+    max_age: float = DEFAULT_MAX_AGE_SECONDS,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    pid_alive: Callable[[int], bool] | None = None,
+) -> Verdict:
     """Judge a heartbeat file written by another process (of the same machine or container)."""
     pid_alive = pid_alive or _pid_alive
     try:
@@ -140,10 +159,16 @@ def check(path: str | os.PathLike, max_age: float = DEFAULT_MAX_AGE_SECONDS, *,
     if not pid_alive(pid):
         return Verdict(False, f"{who} is gone: process {pid} no longer exists")
     if age > max_age:
-        return Verdict(False, f"{who} is stuck: its loop last passed {age:.0f}s ago (limit {max_age:g}s), "
-                              f"state {data.get('state')}, {data.get('in_flight', 0)} in flight")
-    return Verdict(True, f"{who} is {data.get('state')}: loop passed {age:.1f}s ago, "
-                         f"{data.get('in_flight', 0)} in flight, {data.get('done', 0)} done")
+        return Verdict(
+            False,
+            f"{who} is stuck: its loop last passed {age:.0f}s ago (limit {max_age:g}s), "
+            f"state {data.get('state')}, {data.get('in_flight', 0)} in flight",
+        )
+    return Verdict(
+        True,
+        f"{who} is {data.get('state')}: loop passed {age:.1f}s ago, "
+        f"{data.get('in_flight', 0)} in flight, {data.get('done', 0)} done",
+    )
 
 
 def run(path: str | None, max_age: str | None) -> int:

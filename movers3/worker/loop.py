@@ -55,8 +55,9 @@ class WorkerConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, exit_when_done: bool = False) -> WorkerConfig:
-        return cls(settings.worker_threads, settings.lease_seconds, settings.max_attempts, settings.claim_batch,
-                   exit_when_done)
+        return cls(
+            settings.worker_threads, settings.lease_seconds, settings.max_attempts, settings.claim_batch, exit_when_done
+        )
 
 
 class Every:
@@ -74,9 +75,17 @@ class Every:
 
 
 class Worker:
-    def __init__(self, work: WorkQueue, copier: Copier, config: WorkerConfig, *, worker_id: str,
-                 stop_event: threading.Event | None = None, journal: UploadJournal | None = None,
-                 observer: WorkerObserver | None = None) -> None:
+    def __init__(
+        self,
+        work: WorkQueue,
+        copier: Copier,
+        config: WorkerConfig,
+        *,
+        worker_id: str,
+        stop_event: threading.Event | None = None,
+        journal: UploadJournal | None = None,
+        observer: WorkerObserver | None = None,
+    ) -> None:
         self.work = work
         self.copier = copier
         self.config = config
@@ -88,8 +97,14 @@ class Worker:
         self.log = log.bind(worker=worker_id)
         self.completer = Completer(work, worker_id, self.stats, self.observer, journal, self.log)
         self.breaker = AccessDeniedBreaker()
-        self._copy = CopyTask(copier, max_attempts=config.max_attempts, stopped=self.stopped, observer=self.observer,
-                              on_fatal=self._fail_fast, log=self.log)
+        self._copy = CopyTask(
+            copier,
+            max_attempts=config.max_attempts,
+            stopped=self.stopped,
+            observer=self.observer,
+            on_fatal=self._fail_fast,
+            log=self.log,
+        )
         self._fatal_lock = threading.Lock()  # copy threads and the loop may both find a fatal error
         self._inflight: dict[int, tuple[Row, Future]] = {}
         # Finished copies announce themselves here: the loop never scans the futures in flight.
@@ -104,8 +119,14 @@ class Worker:
 
     def run(self) -> Stats:
         describe = getattr(self.copier, "describe", dict)
-        self.log.info("worker_started", threads=self.config.threads, lease_seconds=self.config.lease_seconds,
-                      max_attempts=self.config.max_attempts, exit_when_done=self.config.exit_when_done, **describe())
+        self.log.info(
+            "worker_started",
+            threads=self.config.threads,
+            lease_seconds=self.config.lease_seconds,
+            max_attempts=self.config.max_attempts,
+            exit_when_done=self.config.exit_when_done,
+            **describe(),
+        )
         self.observer.worker_started(self.id)
         pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="copy")
         try:
@@ -113,8 +134,9 @@ class Worker:
         finally:
             self._shutdown(pool)
             self.observer.worker_stopped()
-        self.log.info("worker_stopped", **dataclasses.asdict(self.stats),
-                      seconds=round(time.monotonic() - self._started, 3))
+        self.log.info(
+            "worker_stopped", **dataclasses.asdict(self.stats), seconds=round(time.monotonic() - self._started, 3)
+        )
         return self.stats
 
     # -- the loop ----------------------------------------------------------------------------
@@ -183,10 +205,15 @@ class Worker:
     def _record(self, outcome: Outcome) -> None:
         self.completer.add(self.breaker.admit(outcome))
         if self.breaker.tripped:
-            self._fail_fast(CopyError(
-                f"AccessDenied on the first {self.breaker.held} copies and no success: check that the "
-                "credentials may GetObject on OLD_BUCKET and PutObject on NEW_BUCKET",
-                code="AccessDenied", retryable=False), self.log)
+            self._fail_fast(
+                CopyError(
+                    f"AccessDenied on the first {self.breaker.held} copies and no success: check that the "
+                    "credentials may GetObject on OLD_BUCKET and PutObject on NEW_BUCKET",
+                    code="AccessDenied",
+                    retryable=False,
+                ),
+                self.log,
+            )
 
     def _fail_fast(self, exc: CopyError, olog: structlog.typing.FilteringBoundLogger) -> None:
         """Stop the worker: every copy would fail the same way. The first such error is the one told."""
@@ -214,8 +241,14 @@ class Worker:
                 self.log.warning("leases_rescued", requeued=requeued, failed=failed)
         if self._progress.due(now):
             s = self.stats
-            self.log.info("progress", done=s.done, failed=s.failed, bytes=s.bytes, in_flight=len(self._inflight),
-                          objects_per_second=round(s.done / (now - self._started), 1))
+            self.log.info(
+                "progress",
+                done=s.done,
+                failed=s.failed,
+                bytes=s.bytes,
+                in_flight=len(self._inflight),
+                objects_per_second=round(s.done / (now - self._started), 1),
+            )
 
     # -- shutdown ----------------------------------------------------------------------------
 

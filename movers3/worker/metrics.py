@@ -36,34 +36,42 @@ UNKNOWN_CODE = "Unknown"
 class Metrics(WorkerObserver):
     def __init__(self, registry: Any = None) -> None:
         if prometheus_client is None:
-            raise ConfigError("METRICS_PORT: Prometheus metrics need prometheus-client: "
-                              "pip install 'movers3[metrics]'")
+            raise ConfigError("METRICS_PORT: Prometheus metrics need prometheus-client: pip install 'movers3[metrics]'")
         p = prometheus_client
         self.registry = registry or p.CollectorRegistry()
         r = self.registry
         self.info = p.Info("movers3", "The movers3 worker process", registry=r)
         self.info.info({"version": __version__, "worker": ""})
-        self.objects = p.Counter("movers3_objects_copied", "Objects copied and verified, as written to the ledger",
-                                 registry=r)
+        self.objects = p.Counter(
+            "movers3_objects_copied", "Objects copied and verified, as written to the ledger", registry=r
+        )
         self.bytes = p.Counter("movers3_bytes_copied", "Bytes of the objects copied", registry=r)
         self.failures = p.Counter("movers3_copy_failures", "Rows failed, by S3 error code", ["code"], registry=r)
-        self.retries = p.Counter("movers3_copy_retries", "Copy attempts that failed and were retried, by error code",
-                                 ["code"], registry=r)
-        self.released = p.Counter("movers3_rows_released",
-                                  "Rows given back unfinished (shutdown, misconfigured credentials)", registry=r)
-        self.dropped = p.Counter("movers3_results_dropped",
-                                 "Results dropped because another worker had taken the row over after the lease "
-                                 "ran out",
-                                 registry=r)
+        self.retries = p.Counter(
+            "movers3_copy_retries", "Copy attempts that failed and were retried, by error code", ["code"], registry=r
+        )
+        self.released = p.Counter(
+            "movers3_rows_released", "Rows given back unfinished (shutdown, misconfigured credentials)", registry=r
+        )
+        self.dropped = p.Counter(
+            "movers3_results_dropped",
+            "Results dropped because another worker had taken the row over after the lease ran out",
+            registry=r,
+        )
         self.claimed = p.Counter("movers3_rows_claimed", "Rows claimed from the ledger", registry=r)
-        self.claim_seconds = p.Histogram("movers3_claim_duration_seconds", "Time of one claim transaction",
-                                         buckets=CLAIM_BUCKETS, registry=r)
-        self.copy_seconds = p.Histogram("movers3_copy_duration_seconds",
-                                        "Time to copy and verify one object, retries included",
-                                        buckets=COPY_BUCKETS, registry=r)
+        self.claim_seconds = p.Histogram(
+            "movers3_claim_duration_seconds", "Time of one claim transaction", buckets=CLAIM_BUCKETS, registry=r
+        )
+        self.copy_seconds = p.Histogram(
+            "movers3_copy_duration_seconds",
+            "Time to copy and verify one object, retries included",
+            buckets=COPY_BUCKETS,
+            registry=r,
+        )
         self.in_flight = p.Gauge("movers3_rows_in_flight", "Rows claimed and not yet written back", registry=r)
-        self.loop_age = p.Gauge("movers3_loop_heartbeat_age_seconds",
-                                "Seconds since the worker loop last passed (liveness)", registry=r)
+        self.loop_age = p.Gauge(
+            "movers3_loop_heartbeat_age_seconds", "Seconds since the worker loop last passed (liveness)", registry=r
+        )
 
     def watch_heartbeat(self, heartbeat: Heartbeat) -> None:
         self.loop_age.set_function(heartbeat.age)
@@ -115,15 +123,17 @@ class MetricsServer:
     """`/healthz` answers 200 while the worker loop is passing and 503 once it is stuck or stopped;
     every other path is the Prometheus exposition."""
 
-    def __init__(self, metrics: Metrics, host: str, port: int, heartbeat: Heartbeat,
-                 max_age: float = DEFAULT_MAX_AGE_SECONDS) -> None:
+    def __init__(
+        self, metrics: Metrics, host: str, port: int, heartbeat: Heartbeat, max_age: float = DEFAULT_MAX_AGE_SECONDS
+    ) -> None:
         self.metrics = metrics
         self.heartbeat = heartbeat
         self.max_age = max_age
         self._exposition = prometheus_client.make_wsgi_app(metrics.registry)
         try:
-            self._server = make_server(host, port, self._app, server_class=_ThreadingServer,
-                                       handler_class=_QuietHandler)
+            self._server = make_server(
+                host, port, self._app, server_class=_ThreadingServer, handler_class=_QuietHandler
+            )
         except OSError as exc:
             raise ConfigError(f"METRICS_PORT: cannot listen on {host}:{port}: {exc.strerror}") from None
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
@@ -144,10 +154,17 @@ class MetricsServer:
     def _app(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/healthz":
             healthy = self.heartbeat.healthy(self.max_age)
-            body = json.dumps({"healthy": healthy, "state": self.heartbeat.state,
-                               "loop_age_seconds": round(self.heartbeat.age(), 3),
-                               "in_flight": self.heartbeat.in_flight}).encode()
-            start_response("200 OK" if healthy else "503 Service Unavailable",
-                           [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            body = json.dumps(
+                {
+                    "healthy": healthy,
+                    "state": self.heartbeat.state,
+                    "loop_age_seconds": round(self.heartbeat.age(), 3),
+                    "in_flight": self.heartbeat.in_flight,
+                }
+            ).encode()
+            start_response(
+                "200 OK" if healthy else "503 Service Unavailable",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
             return [body]
         return self._exposition(environ, start_response)

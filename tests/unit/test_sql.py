@@ -1,6 +1,7 @@
 """The named queries: every one used, every one used exists, each module of movers3.ledger runs only
 its own file's queries, and the worker's files hold nothing its database role may not run."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -15,13 +16,21 @@ WORKER_MAY_UPDATE = {"movers3_objects", "movers3_seeds", "movers3_schema"}
 WORKER_TABLES = WORKER_MAY_UPDATE | {"movers3_seed_parts", "movers3_counts"}
 # The modules a worker process runs queries through, beside schema.check (init.sql's schema_version).
 WORKER_FILES = ("work", "uploads", "repoint")
+QUERY_CALLS = {"execute", "executemany", "one", "row", "all", "stream", "_write"}
 
 
 def used_queries(path: Path) -> set[str]:
-    text = path.read_text()
-    used = set(re.findall(r'\.(?:execute|executemany|one|row|all|stream|_write)\((?:row, )?"(\w+)"', text))
-    # (name, params) pairs handed to execute_and_commit
-    used |= set(re.findall(r'(?<![\w.])\("([a-z]+_[a-z_]+)", [\w{]', text))
+    """Query names a module hands to a transaction: the first argument of tx.execute/one/row/all/...
+    (after the row for the journal's _write), and (name, params) pairs for execute_and_commit."""
+    used = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in QUERY_CALLS:
+            args = node.args[1:] if node.func.attr == "_write" else node.args
+            if args and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str):
+                used.add(args[0].value)
+        if isinstance(node, ast.Tuple) and len(node.elts) == 2 and isinstance(node.elts[0], ast.Constant) \
+                and isinstance(node.elts[0].value, str) and re.fullmatch(r"[a-z]+_[a-z_]+", node.elts[0].value):
+            used.add(node.elts[0].value)
     return used
 
 

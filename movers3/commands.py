@@ -1,0 +1,263 @@
+"""What each `movers3` command does, once its settings are loaded: open what it needs, run, print a
+summary line. cli.py parses the command line and turns our errors into one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import threading
+
+import structlog
+
+from movers3 import logs, signals
+from movers3.delete_source import SourceDeleter
+from movers3.exceptions import (
+    EXIT_FAILED_ROWS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Movers3Error,
+    SchemaError,
+    StorageError,
+)
+from movers3.ledger import repoint, schema
+from movers3.ledger.db import Database
+from movers3.ledger.reads import Reads
+from movers3.ledger.seeds import Seeds
+from movers3.ledger.uploads import UploadJournal
+from movers3.ledger.work import WorkQueue
+from movers3.report import write_report
+from movers3.runner import Runner, child_environment
+from movers3.samples import load_samples
+from movers3.seed.planner import Planner
+from movers3.seed.planner import render as render_plan
+from movers3.seed.seeder import Seeder
+from movers3.settings import Settings
+from movers3.status import render_status, status_dict
+from movers3.transfer import s3
+from movers3.transfer.copier import ObjectCopier
+from movers3.verify import Verifier
+from movers3.worker import health
+from movers3.worker.loop import Worker, WorkerConfig, new_worker_id
+from movers3.worker.observer import Observers, WorkerObserver
+
+log = structlog.get_logger(__name__)
+
+
+def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    version = schema.create(Database(settings.mysql))
+    print(f"ledger schema is at version {version} in database {settings.mysql.database!r}")
+    return EXIT_OK
+
+
+def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    seeds = Seeds(open_ledger(settings))
+    client = s3.client(settings.source, pool_size=settings.seed_threads + 16, parse_timestamps=False)
+    seeder = Seeder(seeds, client, settings, manifest_uri=args.manifest, restart=args.restart)
+    with signals.on_stop(seeder.stopped.set):
+        stats = seeder.run()
+    print(
+        f"seeded {settings.old_bucket}/{settings.old_prefix}/ (round {stats.round}"
+        f"{', from ' + args.manifest if args.manifest else ''}): {stats.listed:,} listed, {stats.added:,} added, "
+        f"{stats.changed:,} changed, {stats.skipped:,} skipped by this process"
+    )
+    return EXIT_FAILED_ROWS if stats.skipped else EXIT_OK
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    db = open_ledger(settings)
+    work = WorkQueue(db)
+    if settings.repoint_sql_file:
+        work.repoint = repoint.load(settings.repoint_sql_file)
+        repoint.check(db, work.repoint)
+    stop = threading.Event()
+    worker_id = args.worker_id or new_worker_id()
+    journal = UploadJournal.open(db, worker_id)
+    copier = ObjectCopier.from_settings(settings, journal, stop)
+    s3.check_listable(copier.source, settings.old_bucket, settings.old_prefix + "/", tries=settings.max_attempts)
+    heartbeat = health.Heartbeat(settings.health_file)
+    observers: list[WorkerObserver] = [heartbeat]
+    server = None
+    if settings.metrics_port:
+        from movers3.worker.metrics import Metrics, MetricsServer  # prometheus-client is an optional extra
+
+        metrics = Metrics()
+        metrics.watch_heartbeat(heartbeat)
+        server = MetricsServer(
+            metrics, settings.metrics_host, settings.metrics_port, heartbeat, max_age=settings.health_max_age
+        ).start()
+        observers.append(metrics)
+        log.info("metrics_serving", address="{}:{}".format(*server.address))
+    config = WorkerConfig.from_settings(settings, exit_when_done=args.exit_when_done)
+    worker = Worker(
+        work, copier, config, worker_id=worker_id, stop_event=stop, journal=journal, observer=Observers(*observers)
+    )
+    try:
+        with signals.on_stop(worker.stop):
+            stats = worker.run()
+    finally:
+        if server is not None:
+            server.stop()
+    if worker.fatal is not None:
+        raise StorageError(f"worker stopped: {worker.fatal} (every copy would fail the same way; rows released)")
+    if stats.abandoned:
+        # Copy threads still blocked in a request would hold the interpreter at exit past the
+        # orchestrator's grace period; their rows are already released.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
+    return EXIT_OK
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    db = Database(settings.mysql)
+    schema.create(db)
+    seeds, reads = Seeds(db), Reads(db)
+    client = s3.client(settings.source, pool_size=settings.seed_threads + 16, parse_timestamps=False)
+    if settings.load_files:
+        load_samples(client, s3.client(settings.dest), settings, args.count)
+    child_env = child_environment(os.environ, args.overrides)
+    if not sys.stderr.isatty():
+        runner = Runner(reads, Seeder(seeds, client, settings), workers=args.workers, child_env=child_env)
+        with signals.on_stop(runner.stop):
+            codes = runner.run()
+    else:
+        from rich.console import Console
+
+        from movers3.watch import RunProgress
+
+        if settings.log_format == "auto":
+            child_env["LOG_FORMAT"] = "console"  # the workers write to a pipe read by this process
+        with RunProgress(Console(stderr=True)) as progress:
+            runner = Runner(
+                reads, Seeder(seeds, client, settings), workers=args.workers, child_env=child_env, progress=progress
+            )
+            with signals.on_stop(runner.stop):
+                codes = runner.run()
+    status = status_dict(reads.counts())
+    print(render_status(status))
+    if runner.stopped.is_set():
+        return EXIT_INTERRUPTED
+    if any(codes):
+        raise Movers3Error(f"worker processes exited with codes {codes}")
+    return EXIT_FAILED_ROWS if status["failed"] else EXIT_OK
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    db = open_ledger(settings)
+    if args.watch:
+        return watch_status(db, settings, args)
+    status = status_dict(Reads(db).counts(exact=args.exact))
+    print(json.dumps(status) if args.json else render_status(status))
+    return EXIT_OK
+
+
+def watch_status(db: Database, settings: Settings, args: argparse.Namespace) -> int:
+    from movers3.watch import Watcher  # rich is only needed here and in `run`
+
+    stop = threading.Event()
+
+    def emit(status: dict) -> None:
+        print(json.dumps(status), flush=True)
+
+    watcher = Watcher(
+        db,
+        source=f"{settings.old_bucket}/{settings.old_prefix}/",
+        dest=f"{settings.new_bucket}/{settings.new_prefix}/",
+        interval=args.interval,
+        stop=stop,
+        on_status=emit if args.json else None,
+    )
+    with signals.on_stop(stop.set):
+        watcher.run()
+    return EXIT_OK  # leaving the watch early is not a failure of anything
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    rows = Reads(open_ledger(settings)).report(state=args.state)
+    if args.output in (None, "-"):
+        count = write_report(rows, sys.stdout, args.format)
+    else:
+        with open(args.output, "w", newline="", encoding="utf-8") as out:
+            count = write_report(rows, out, args.format)
+        print(f"wrote {count:,} rows to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
+    db = Database(settings.mysql)
+    seeds: Seeds | None = Seeds(db)
+    try:
+        schema.check(db)
+    except SchemaError:
+        seeds = None  # nothing seeded yet: the plan still lists and counts
+    client = s3.client(settings.source, pool_size=settings.seed_threads + 16)
+    planner = Planner(seeds, client, settings)
+    with signals.on_stop(planner.stopped.set):
+        result = planner.run()
+    print(json.dumps(result.as_dict()) if args.json else render_plan(result))
+    return EXIT_FAILED_ROWS if result.blocking else EXIT_OK
+
+
+def cmd_delete_source(settings: Settings, args: argparse.Namespace) -> int:
+    db = open_ledger(settings)
+    source = s3.client(settings.source, pool_size=SourceDeleter.threads + 4)
+    dest = source if settings.dest == settings.source else s3.client(settings.dest, pool_size=SourceDeleter.threads + 4)
+    deleter = SourceDeleter(db, source, dest, settings, max_deletes=args.max_deletes, dry_run=args.dry_run)
+    with signals.on_stop(deleter.stopped.set):
+        stats = deleter.run()
+    verb = "would delete" if args.dry_run else "deleted"
+    count = stats.would_delete if args.dry_run else stats.deleted
+    skipped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(stats.skipped.items())) or "none"
+    print(
+        f"{verb} {count:,} source objects under {settings.old_bucket}/{settings.old_prefix}/; "
+        f"{stats.already_gone:,} already gone; skipped: {skipped}"
+        + (f"; stopped at --max-deletes {args.max_deletes:,}" if stats.guard_reached else "")
+    )
+    return EXIT_FAILED_ROWS if stats.skipped else EXIT_OK
+
+
+def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
+    count = WorkQueue(open_ledger(settings)).retry_failed()
+    print(f"{count:,} failed rows are pending again")
+    return EXIT_OK
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    db = open_ledger(settings)
+    verifier = Verifier(s3.client(settings.source), s3.client(settings.dest), full=args.full)
+    rows = Reads(db).done_rows(args.sample, random.Random())
+    checked = bad = marked = 0
+    for row, finding in verifier.run(rows):
+        checked += 1
+        if finding is None:
+            continue
+        bad += 1
+        problems = "; ".join(finding.problems)
+        print(
+            f"MISMATCH id={row.id} {row.old_bucket}/{logs.escape_controls(row.old_key)} -> "
+            f"{row.new_bucket}/{logs.escape_controls(row.new_key)}: {problems}"
+        )
+        if args.mark_failed and WorkQueue(db).fail_done(row.id, f"verify: {problems}"):
+            marked += 1
+    tail = f"; {marked:,} marked failed (`movers3 retry` copies them again)" if args.mark_failed else ""
+    print(
+        f"verified {checked:,} done rows{' (full: bytes compared)' if args.full else ''}: "
+        f"{checked - bad:,} ok, {bad:,} mismatched{tail}"
+    )
+    return EXIT_FAILED_ROWS if bad else EXIT_OK
+
+
+def cmd_load_samples(settings: Settings, args: argparse.Namespace) -> int:
+    count = load_samples(s3.client(settings.source), s3.client(settings.dest), settings, args.count)
+    print(f"put {count:,} sample objects under {settings.old_bucket}/{settings.old_prefix}/")
+    return EXIT_OK
+
+
+def open_ledger(settings: Settings) -> Database:
+    """The ledger's connection, once its schema is known to be current."""
+    db = Database(settings.mysql)
+    schema.check(db)
+    return db

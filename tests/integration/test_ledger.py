@@ -13,7 +13,7 @@ from movers3.ledger.db import Database
 from movers3.exceptions import LedgerError, SchemaError
 from movers3.ledger.schema import SCHEMA_VERSION
 from movers3.ledger.seeds import PageWrite, PartSpec
-from movers3.ledger.work import Outcome
+from movers3.ledger.work import RESCUE_PAGE, Outcome
 from movers3.settings import load, parse_mysql_url
 from tests.support.services import DATABASE
 
@@ -113,6 +113,32 @@ def test_expired_leases_are_rescued_or_failed_when_attempts_are_spent(route, see
     assert rows[c.id]["state"] == "in_progress"  # its lease still runs
     again = ledger.claim_and_finish("alive", 10, 60)[0]
     assert [r.id for r in again] == [a.id] and again[0].attempts == 2
+
+
+def test_more_expired_leases_than_a_rescue_page_all_come_back_a_page_at_a_time(route, seeder_ledger, ledger):
+    """RESCUE_PAGE (1000) rows per statement and pass: 1,150 expired rows with attempts left and 1,050
+    with none, all expired at once, come back (or fail) over a few passes, none twice."""
+    make_rows(seeder_ledger, route, 2200)
+    claimed = ledger.claim_and_finish("dead", 2200, 60)[0]
+    assert len(claimed) == 2200
+    spent = {r.id for r in claimed[1150:]}
+    admin_exec(route, "UPDATE movers3_objects SET lease_expires_at = NOW(6) - INTERVAL 1 SECOND")
+    admin_exec(route, "UPDATE movers3_objects SET attempts = 5 WHERE id IN %s", (tuple(spent),))
+    passes = []
+    while (found := ledger.rescue_expired(max_attempts=5)) != (0, 0):
+        passes.append(found)
+        assert len(passes) <= 3, passes
+    assert all(requeued <= RESCUE_PAGE and failed <= RESCUE_PAGE for requeued, failed in passes)
+    assert passes[0] == (RESCUE_PAGE, RESCUE_PAGE)  # a full page of each, then the rest
+    assert (sum(p[0] for p in passes), sum(p[1] for p in passes)) == (1150, 1050)
+    states = {i: (state, owner) for i, state, owner in admin_exec(
+        route, "SELECT id, state, lease_owner FROM movers3_objects")}
+    assert {i for i, (state, _) in states.items() if state == "failed"} == spent
+    assert {i for i, (state, owner) in states.items() if state == "pending" and owner is None} == \
+        {r.id for r in claimed} - spent
+    again = ledger.claim_and_finish("alive", 5000, 60)[0]
+    assert sorted(r.id for r in again) == sorted({r.id for r in claimed} - spent)
+    assert all(r.attempts == 2 for r in again)
 
 
 def test_retry_puts_failed_rows_back(route, seeder_ledger, ledger):
@@ -240,26 +266,66 @@ def test_status_counters_match_the_rows_through_claims_finishes_rescues_and_dele
     assert len(truth) == 4
 
 
+class CountingRandom(random.Random):
+    """Counts the random points drawn: only the sampling branch of `done_rows` draws any."""
+
+    draws = 0
+
+    def randint(self, a, b):
+        self.draws += 1
+        return super().randint(a, b)
+
+
 def test_a_verify_sample_is_of_distinct_rows_and_every_row_when_there_are_no_more(route, seeder_ledger, ledger):
-    make_rows(seeder_ledger, route, 40)
-    admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6)")
-    rng = random.Random(7)
-    some = [r.id for r in Reads(ledger.db).done_rows(10, rng)]
-    assert len(some) == len(set(some)) == 10
-    every = {r.id for r in Reads(ledger.db).done_rows(40, rng)}
-    assert every == {r.id for r in Reads(ledger.db).done_rows(0, rng)} and len(every) == 40
+    make_rows(seeder_ledger, route, 60)
+    # Two rows in three done, the others pending in between: a random point that lands on a pending
+    # row must move on to the next done one.
+    admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6), dest_etag = CONCAT('d', id) "
+                      "WHERE id % 3 <> 0")
+    done = {i: (routes.from_db(k), routes.from_db(n)) for i, k, n in admin_exec(
+        route, "SELECT id, old_key, new_key FROM movers3_objects WHERE state = 'done' ORDER BY id")}
+    assert len(done) == 40
+
+    # A sample smaller than the done rows: distinct done rows found at random points.
+    rng = CountingRandom(7)
+    some = list(Reads(ledger.db).done_rows(10, rng))
+    assert len(some) == len({r.id for r in some}) == 10 and rng.draws >= 10
+    for r in some:
+        assert r.id in done and (r.old_key, r.new_key) == done[r.id] and r.dest_etag == f"d{r.id}"
+    # Another sample draws other points: it is not simply the first rows.
+    assert {r.id for r in some} != set(list(done)[:10])
+    assert {r.id for r in Reads(ledger.db).done_rows(10, CountingRandom(8))} != {r.id for r in some}
+    # One short of every done row is still a sample: distinct rows, a bounded number of draws.
+    rng = CountingRandom(7)
+    nearly = [r.id for r in Reads(ledger.db).done_rows(39, rng)]
+    assert len(nearly) == len(set(nearly)) <= 39 and set(nearly) <= set(done) and 39 <= rng.draws <= 4 * 39
+
+    # 0, or a sample at least as large as the done rows: every done row, once, in id order, no draws.
+    for sample in (0, 40, 41):
+        rng = CountingRandom(7)
+        every = list(Reads(ledger.db).done_rows(sample, rng))
+        assert [r.id for r in every] == list(done) and rng.draws == 0, sample
+        assert all((r.old_key, r.new_key) == done[r.id] for r in every)
 
 
 def test_the_rate_covers_the_time_its_rows_span_not_a_whole_minute(route, seeder_ledger, ledger):
     make_rows(seeder_ledger, route, 30)
-    # 20 rows finished over the last 10 s, 10 still pending: 2 rows/s, not 20 / 60.
-    admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6) - INTERVAL MOD(id, 20) * 0.5 SECOND "
-                      "ORDER BY id LIMIT 20")
+    # Times are set from one instant of the server's clock and the status is bracketed by two readings
+    # of it, so that however long a loaded machine takes between the statements, the bounds hold.
+    ((anchor,),) = admin_exec(route, "SELECT NOW(6)")
+    # 20 rows finished over the 9.5 s before the anchor, 10 still pending: about 2 rows/s, not 20 / 60.
+    admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = %s - INTERVAL MOD(id, 20) * 0.5 SECOND "
+                      "ORDER BY id LIMIT 20", (anchor,))
     counts = Reads(ledger.db).counts(exact=True)
-    assert counts.done_last_minute == 20 and 9.0 <= counts.window_seconds <= 12.0
-    assert 1.6 <= counts.objects_per_second <= 2.3
+    ((after,),) = admin_exec(route, "SELECT NOW(6)")
+    # While rows remain, the window runs from the first of them to now.
+    elapsed = (after - anchor).total_seconds()
+    assert counts.done_last_minute == 20 and 9.5 <= counts.window_seconds <= 9.5 + elapsed
+    assert counts.objects_per_second == pytest.approx(20 / counts.window_seconds)
+    assert counts.window_seconds < 60  # unless the machine stood still for 50 s between two statements
     # Once nothing remains, the rate is that of the work itself: from the first to the last row done.
-    admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6) - INTERVAL 30 SECOND "
-                      "WHERE state = 'pending'")
+    admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = %s - INTERVAL 30 SECOND "
+                      "WHERE state = 'pending'", (anchor,))
     counts = Reads(ledger.db).counts(exact=True)
-    assert counts.done_last_minute == 30 and 29.0 <= counts.window_seconds <= 32.0
+    assert counts.done_last_minute == 30 and counts.window_seconds == pytest.approx(30.0, abs=1e-6)
+    assert counts.objects_per_second == pytest.approx(1.0)

@@ -2,6 +2,8 @@
 exactly the ledger rows a plain listing gives, with hostile keys, flat and nested layouts, and more
 than 1000 keys per level so that pagination and splitting are exercised."""
 
+import re
+import signal
 import threading
 
 import pytest
@@ -11,9 +13,10 @@ from movers3.ledger.seeds import Seeds
 from movers3.ledger.work import WorkQueue
 from movers3.transfer import s3
 from movers3.ledger.db import Database
+from movers3.ledger.seeds import PartSpec
 from movers3.seed.seeder import Seeder
 from movers3.settings import load
-from tests.support.helpers import run_cli
+from tests.support.helpers import json_events, run_cli, start_cli, wait_for
 from tests.support.keys import HOSTILE, LONG
 from tests.support.services import DATABASE
 
@@ -25,6 +28,12 @@ COLUMNS = ("old_bucket", "old_key", "new_bucket", "new_key", "size", "source_eta
 # Names whose order differs between S3 (UTF-8 bytes: 'x-y' < 'x/') and a file-tree server (SeaweedFS
 # lists the folder 'x/' where 'x' sorts): a key range across folders would lose some of them.
 ORDER_TRAPS = ["x/a", "x/b/c", "x-y", "x.z", "x!", "x-d/1", "x-d/2", "x0", "x /s", "x~"]
+
+
+def admin_exec(route, sql, params=None):
+    with route.stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
 
 
 def ledger_rows(route) -> list[tuple]:
@@ -133,20 +142,76 @@ def test_a_catch_up_round_adds_new_requeues_changed_and_counts_vanished(route, s
     assert status.seeds[0]["vanished"] == 1 and status.seeds[0]["changed"] == 2
 
 
-def test_two_seed_processes_share_the_parts(route, tmp_path):
-    route.put_many((f"p{i % 7}/{i:04d}", b"x") for i in range(1500))
+def stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(") ", 1)[1].startswith("T")
+
+
+def test_two_seed_processes_share_the_parts(route, seeder_ledger, tmp_path):
+    """Which process claims which part is a race, and one process can list everything before the other
+    has started. So the share is made by construction: the first process is held (SIGSTOP) once it has
+    listed the parts it may take, the second takes the others, then the first resumes and ends."""
+    keys = [f"p{i % 7}/{i:04d}" for i in range(1500)]
+    route.put_many((k, b"x") for k in keys)
+    folder = route.old_prefix + "/"
+    # The round is planned as the first seeder plans it (the root folder), with its seven folders
+    # already added as parts (the root's listing adds them again, which the ledger ignores), so that
+    # three of them can be held back from the first process: leased to nobody that runs, for an hour.
+    seed = seeder_ledger.seed_round(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix,
+                                    input=None)
+    seeder_ledger.seed_plan(seed, [PartSpec(prefix=folder)] + [PartSpec(prefix=f"{folder}p{i}/")
+                                                                for i in range(7)])
+    later = tuple(f"{folder}p{i}/".encode() for i in (4, 5, 6))
+    admin_exec(route, "UPDATE movers3_seed_parts SET state = 'listing', owner = 'held-by-the-test', "
+                      "lease_expires_at = NOW(6) + INTERVAL 1 HOUR WHERE prefix IN %s", (later,))
     env = route.env("seeder", "m3_seeder", SEED_THREADS="2")
-    from tests.support.helpers import start_cli
-    procs = [start_cli("seed", env=env, log=tmp_path / f"seed{i}.log") for i in range(2)]
-    for p in procs:
-        assert p.wait(120) == 0, (tmp_path / "seed0.log").read_text()[-2000:]
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    first = start_cli("seed", env=env, log=logs[0])
+    second = None
+    try:
+        def first_listed_its_share():
+            assert first.poll() is None, logs[0].read_text()[-3000:]  # it waits for the held parts
+            return admin_exec(route, "SELECT COUNT(*) FROM movers3_seed_parts WHERE state = 'finished'")[0][0] == 5
+
+        wait_for(first_listed_its_share, timeout=120, what="the first seeder to finish the root and p0-p3")
+        # Stopped while it only polls for a part: it holds no part and no lock (READ COMMITTED, nothing
+        # is claimable), so the second process finds the released parts free and nothing in its way.
+        first.send_signal(signal.SIGSTOP)
+        wait_for(lambda: stopped(first.pid), timeout=10, what="the first seeder to be stopped")
+        admin_exec(route, "UPDATE movers3_seed_parts SET state = 'pending', owner = NULL, lease_expires_at = NULL "
+                          "WHERE owner = 'held-by-the-test'")
+        second = start_cli("seed", env=env, log=logs[1])
+        assert second.wait(120) == 0, logs[1].read_text()[-3000:]
+        first.send_signal(signal.SIGCONT)  # it finds the round finished and ends
+        assert first.wait(60) == 0, logs[0].read_text()[-3000:]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:  # the test failed: SIGKILL ends a stopped process too
+                proc.kill()
+                proc.wait(10)
+
+    def share(log):
+        text = log.read_text()
+        (summary,) = [e for e in json_events(text) if e.get("event") == "seed_finished"]
+        listed = int(re.search(r"seeded .*: ([\d,]+) listed", text).group(1).replace(",", ""))
+        return summary["parts"], summary["listed"], listed
+
+    in_first = sum(1 for k in keys if int(k[1]) < 4)
+    # Each process listed its share, and says so: the parts it claimed, the keys it listed.
+    assert share(logs[0]) == (5, in_first, in_first)  # the root, p0-p3
+    assert share(logs[1]) == (3, len(keys) - in_first, len(keys) - in_first)  # p4-p6
     assert ledger_rows(route) == plain_listing_rows(route)
     out = run_cli("status", "--json", env=route.env("worker", "m3_worker")).stdout
     assert '"pending": 1500' in out
+    with route.stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
+        cur.execute("SELECT state, listed, added FROM movers3_seeds")
+        assert cur.fetchall() == (("finished", 1500, 1500),)
 
 
 def test_a_killed_seeders_part_is_taken_over_after_its_lease(route, seeder_ledger):
     route.put_many((f"{i:04d}", b"x") for i in range(1200))
+    # 5 s is for the dead seeder's lease, which the test waits out; the live seeder is alone, so its own
+    # lease running out between two pages on a loaded machine takes nothing from it.
     settings = load(route.env("seeder", "m3_seeder", LEASE_SECONDS="5"))
     first = Seeder(seeder_ledger, s3.client(settings.source), settings, threads=1)
     seed = seeder_ledger.seed_round(settings.old_bucket, settings.old_prefix, settings.new_bucket,

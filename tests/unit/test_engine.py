@@ -2,11 +2,14 @@
 
 import datetime
 
+import boto3
+import botocore.config
 import botocore.credentials
 import pytest
+from botocore.stub import Stubber
 
 from movers3.transfer.copy_object import Boto3Engine, CopyRequest, CrtEngine
-from movers3.exceptions import ConfigError
+from movers3.exceptions import ConfigError, CopyError, SourceChanged
 from movers3.settings import Endpoint, load
 
 CREDS = botocore.credentials.Credentials("AKIDEXAMPLE", "secret-example-0123456789")
@@ -120,4 +123,55 @@ def test_copy_engine_setting():
 def test_no_secret_in_the_engine_repr():
     engine = crt()
     assert "secret-example" not in repr(vars(engine))
-    assert isinstance(Boto3Engine(None), Boto3Engine)
+
+
+def stubbed_client():
+    """A real botocore S3 client whose requests are answered by botocore's Stubber: it validates every
+    parameter against the service model and checks them against what the test expects, and no request
+    leaves the process."""
+    return boto3.client("s3", endpoint_url="http://127.0.0.1:9", region_name="eu-west-3",
+                        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret-example-0123456789",
+                        config=botocore.config.Config(s3={"addressing_style": "path"}))
+
+
+def test_the_boto3_engine_sends_one_copy_pinned_to_the_source_etag():
+    client = stubbed_client()
+    extra = {"StorageClass": "STANDARD_IA", "ServerSideEncryption": "AES256", "MetadataDirective": "REPLACE",
+             "ContentType": "image/png", "Metadata": {"owner": "42"}}
+    with Stubber(client) as stub:
+        stub.add_response("copy_object", {"CopyObjectResult": {"ETag": '"0123456789abcdef0123456789abcdef"'}},
+                          expected_params={"Bucket": "new-bucket", "Key": "a b/+c.png",
+                                           "CopySource": {"Bucket": "old-bucket", "Key": "old/ k+%.png"},
+                                           "CopySourceIfMatch": '"etag1"', **extra})
+        etag = Boto3Engine(client).copy_object(
+            CopyRequest("old-bucket", "old/ k+%.png", "etag1", "new-bucket", "a b/+c.png", extra))
+        stub.assert_no_pending_responses()
+    assert etag == "0123456789abcdef0123456789abcdef"  # quotes stripped, as the crt engine returns it
+
+
+@pytest.mark.parametrize("code, status, expected", [
+    ("PreconditionFailed", 412, SourceChanged),
+    ("SlowDown", 503, ("SlowDown", True)),
+    ("NoSuchKey", 404, ("NoSuchKey", False)),
+    ("AccessDenied", 403, ("AccessDenied", False)),
+])
+def test_both_engines_sort_an_s3_error_alike(code, status, expected):
+    """The same S3 answer, whichever engine received it, is the same error with the same code and
+    retryability: the crt engine from the S3ResponseError awscrt raises for it, the boto3 one from
+    botocore's ClientError."""
+    from awscrt.s3 import S3ResponseError
+
+    client = stubbed_client()
+    with Stubber(client) as stub:
+        stub.add_client_error("copy_object", service_error_code=code, http_status_code=status)
+        with pytest.raises(CopyError) as boto3_error:
+            Boto3Engine(client).copy_object(CopyRequest("old", "k", "e", "new", "k"))
+    body = f"<Error><Code>{code}</Code><Message>m</Message></Error>".encode()
+    crt_error = crt()._failure(S3ResponseError(code=14343, name="AWS_ERROR_S3_INVALID_RESPONSE_STATUS",
+                                               message="Invalid response status from request",
+                                               status_code=status, body=body, operation_name="CopyObject"), [])
+    for error in (boto3_error.value, crt_error):
+        if expected is SourceChanged:
+            assert type(error) is SourceChanged
+        else:
+            assert type(error) is CopyError and (error.code, error.retryable) == expected

@@ -113,6 +113,7 @@ class CopyTask:
             dest_etag=copied.dest_etag,
             copy_method=copied.method,
             verified_by=copied.verified_by,
+            checksum=copied.checksum,
         )
 
     def _abandon(self, row: Row) -> bool:

@@ -108,7 +108,7 @@ def test_the_dockerfile_build_stage_makes_a_working_install(tmp_path):
     assert worker_help.returncode == 0 and "--metrics-port" in worker_help.stdout and "examples:" in worker_help.stdout
     where = run(str(venv / "bin" / "python"), "-c", "import movers3, prometheus_client; print(movers3.__file__)")
     assert where.returncode == 0 and where.stdout.startswith(str(venv / "lib")), (where.stdout, where.stderr)
-    sql = run(str(venv / "bin" / "python"), "-c", "from movers3 import db; print(len(db.QUERIES))")
+    sql = run(str(venv / "bin" / "python"), "-c", "from movers3.ledger import db; print(len(db.QUERIES))")
     assert sql.returncode == 0 and int(sql.stdout) > 10  # the .sql files are in the wheel
 
     # The image's HEALTHCHECK with no worker running: unhealthy (1), never Docker's reserved 2.

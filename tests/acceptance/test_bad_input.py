@@ -11,14 +11,13 @@ import uuid
 
 import pytest
 
-from movers3.ledger.UNKNOWN import schema
+from movers3.ledger import schema
 from tests.support.helpers import run_cli
 from tests.support.services import DB_ROLES, S3_IDENTITIES
 
 pytestmark = pytest.mark.acceptance
 
 SECRETS = [spec["secret"] for spec in S3_IDENTITIES.values()] + [password for password, _ in DB_ROLES.values()]
-EXIT_CODES = {2, 3, 4, 5}  # README: configuration, ledger, schema, S3
 
 
 def clear_answer(result, code: int, *needles: str, extra_secrets=()) -> str:
@@ -59,8 +58,10 @@ CONFIG_CASES = [
     ({"NEW_PREFIX": "é" * 300}, "NEW_PREFIX: must be at most 512 bytes"),
     ({"NEW_BUCKET": "{old_bucket}", "NEW_PREFIX": "{old_prefix}"}, "NEW_BUCKET/NEW_PREFIX: must not be equal to"),
     ({"NEW_BUCKET": "{old_bucket}", "NEW_PREFIX": "{old_prefix}/copies"}, "NEW_BUCKET/NEW_PREFIX"),
-    ({"NEW_BUCKET": "{old_bucket}", "OLD_PREFIX": "{old_prefix}/deeper", "NEW_PREFIX": "{old_prefix}"},
-     "NEW_BUCKET/NEW_PREFIX"),
+    (
+        {"NEW_BUCKET": "{old_bucket}", "OLD_PREFIX": "{old_prefix}/deeper", "NEW_PREFIX": "{old_prefix}"},
+        "NEW_BUCKET/NEW_PREFIX",
+    ),
     ({"WORKER_THREADS": "0"}, "WORKER_THREADS: must be from 1 to 256 (got 0)"),
     ({"WORKER_THREADS": "1000000"}, "WORKER_THREADS: must be from 1 to 256"),
     ({"WORKER_THREADS": "1e3"}, "WORKER_THREADS: must be a whole number"),
@@ -81,13 +82,15 @@ CONFIG_CASES = [
 ]
 
 
-@pytest.mark.parametrize("change,needle", CONFIG_CASES, ids=[f"{list(c)[0]}-{i}" for i, (c, _) in
-                                                              enumerate(CONFIG_CASES)])
+@pytest.mark.parametrize(
+    "change,needle", CONFIG_CASES, ids=[f"{list(c)[0]}-{i}" for i, (c, _) in enumerate(CONFIG_CASES)]
+)
 def test_bad_settings_are_refused_with_one_line_and_code_2(route, env, change, needle):
     bad = dict(env)
     for key, value in change.items():
-        bad[key] = value.format(pw=PASSWORD_IN_URL, raw=RAW_PASSWORD, old_bucket=route.old_bucket,
-                                old_prefix=route.old_prefix)
+        bad[key] = value.format(
+            pw=PASSWORD_IN_URL, raw=RAW_PASSWORD, old_bucket=route.old_bucket, old_prefix=route.old_prefix
+        )
     result = run_cli("worker", env=bad, check=False, timeout=60)
     clear_answer(result, 2, needle, extra_secrets=[PASSWORD_IN_URL, RAW_PASSWORD, "Sup3r"])
 
@@ -100,19 +103,20 @@ def test_every_command_refuses_bad_settings_the_same_way(env, command):
 
 # -- the ledger ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("command", ["init", "seed", "worker", "status", "report", "retry", "verify", "run"])
 def test_every_command_answers_an_unreachable_ledger_with_code_3(env, command):
     bad = {**env, "MYSQL_URL": env["MYSQL_URL"].replace(env["MYSQL_URL"].split("@")[1].split("/")[0], "127.0.0.1:1")}
-    clear_answer(run_cli(command, env=bad, check=False, timeout=120), 3, "cannot reach the ledger database",
-                 "127.0.0.1:1")
+    clear_answer(
+        run_cli(command, env=bad, check=False, timeout=120), 3, "cannot reach the ledger database", "127.0.0.1:1"
+    )
 
 
 @pytest.mark.parametrize("command", ["seed", "worker", "report"])
 def test_a_wrong_password_is_code_3_and_never_echoed(env, command):
     wrong = "Wr0ng-but-secret-pass-42"
     bad = {**env, "MYSQL_URL": env["MYSQL_URL"].replace(DB_ROLES["m3_worker"][0], wrong)}
-    clear_answer(run_cli(command, env=bad, check=False, timeout=60), 3, "wrong user or password",
-                 extra_secrets=[wrong])
+    clear_answer(run_cli(command, env=bad, check=False, timeout=60), 3, "wrong user or password", extra_secrets=[wrong])
 
 
 def fresh_database(route, grants: dict[str, str]) -> str:
@@ -138,7 +142,9 @@ def test_a_missing_schema_says_run_init_with_code_4(route, env, command):
 def test_a_ledger_from_an_older_version_says_run_init_and_init_upgrades_it_in_place(route, env):
     """A real version-1 ledger (the three tables as version 1 created them, one row seeded by it): the
     worker refuses it with code 4, `init` upgrades it keeping the row, and the worker then copies it."""
-    name = fresh_database(route, {"m3_worker": "SELECT, UPDATE", "m3_init": "CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE"})
+    name = fresh_database(
+        route, {"m3_worker": "SELECT, UPDATE", "m3_init": "CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE"}
+    )
     body = os.urandom(1234)
     key = route.put("from-v1.bin", body)
     etag = route.stack.s3.client().head_object(Bucket=route.old_bucket, Key=key)["ETag"].strip('"')
@@ -147,12 +153,16 @@ def test_a_ledger_from_an_older_version_says_run_init_and_init_upgrades_it_in_pl
             if statement.startswith("CREATE TABLE"):
                 cur.execute(statement)
         cur.execute("INSERT INTO movers3_schema (singleton, version) VALUES (1, 1)")
-        cur.execute("INSERT INTO movers3_objects (old_bucket, old_key, new_bucket, new_key, size, source_etag) "
-                    "VALUES (%s, %s, %s, %s, %s, %s)",
-                    (route.old_bucket, key.encode(), route.new_bucket, route.new("from-v1.bin").encode(), len(body), etag))
-        cur.execute("INSERT INTO movers3_seeds (old_bucket, old_prefix, new_bucket, new_prefix, state) "
-                    "VALUES (%s, %s, %s, %s, 'finished')",
-                    (route.old_bucket, route.old_prefix.encode(), route.new_bucket, route.new_prefix.encode()))
+        cur.execute(
+            "INSERT INTO movers3_objects (old_bucket, old_key, new_bucket, new_key, size, source_etag) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (route.old_bucket, key.encode(), route.new_bucket, route.new("from-v1.bin").encode(), len(body), etag),
+        )
+        cur.execute(
+            "INSERT INTO movers3_seeds (old_bucket, old_prefix, new_bucket, new_prefix, state) "
+            "VALUES (%s, %s, %s, %s, 'finished')",
+            (route.old_bucket, route.old_prefix.encode(), route.new_bucket, route.new_prefix.encode()),
+        )
     worker_env = on_database(env, name)
     for command in ("worker", "status"):
         line = clear_answer(run_cli(command, env=worker_env, check=False), 4, "version 1", "movers3 init")
@@ -167,7 +177,9 @@ def test_a_ledger_from_an_older_version_says_run_init_and_init_upgrades_it_in_pl
 
 
 def test_a_ledger_from_a_newer_version_says_upgrade_movers3(route, env):
-    name = fresh_database(route, {"m3_init": "CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE", "m3_worker": "SELECT, UPDATE"})
+    name = fresh_database(
+        route, {"m3_init": "CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE", "m3_worker": "SELECT, UPDATE"}
+    )
     run_cli("init", env=on_database(route.env("admin", "m3_init"), name))
     with route.stack.db.admin(name) as conn, conn.cursor() as cur:
         cur.execute("UPDATE movers3_schema SET version = 99")
@@ -181,11 +193,17 @@ def test_an_account_without_update_rights_is_code_3_naming_the_privilege(route, 
         cur.execute("CREATE USER IF NOT EXISTS 'm3_readonly'@'%%' IDENTIFIED BY %s", ("readonly-pass-0123456789",))
         cur.execute(f"GRANT SELECT ON `{name}`.* TO 'm3_readonly'@'%'")
     url = route.stack.db.url("m3_readonly", "readonly-pass-0123456789", name)
-    clear_answer(run_cli("retry", env={**env, "MYSQL_URL": url}, check=False), 3, "lacks a privilege", "UPDATE",
-                 extra_secrets=["readonly-pass-0123456789"])
+    clear_answer(
+        run_cli("retry", env={**env, "MYSQL_URL": url}, check=False),
+        3,
+        "lacks a privilege",
+        "UPDATE",
+        extra_secrets=["readonly-pass-0123456789"],
+    )
 
 
 # -- S3 --------------------------------------------------------------------------------------------
+
 
 def seeded(route, count: int, **extra) -> None:
     route.put_many((f"{i}.bin", os.urandom(64)) for i in range(count))
@@ -195,8 +213,9 @@ def seeded(route, count: int, **extra) -> None:
 @pytest.mark.parametrize("command,identity,role", [("worker", "worker", "m3_worker"), ("seed", "seeder", "m3_seeder")])
 def test_a_wrong_access_key_is_code_5(route, command, identity, role):
     bad = route.env(identity, role, AWS_ACCESS_KEY_ID="nobody-at-all")
-    clear_answer(run_cli(command, env=bad, check=False, timeout=120), 5, "InvalidAccessKeyId",
-                 "wrong AWS_ACCESS_KEY_ID")
+    clear_answer(
+        run_cli(command, env=bad, check=False, timeout=120), 5, "InvalidAccessKeyId", "wrong AWS_ACCESS_KEY_ID"
+    )
 
 
 def test_an_unreachable_endpoint_stops_seed_and_load_samples_with_code_5(route):
@@ -208,15 +227,24 @@ def test_an_unreachable_endpoint_stops_seed_and_load_samples_with_code_5(route):
 def test_a_missing_destination_bucket_stops_the_worker_and_releases_its_rows(route, moto):
     """On moto: SeaweedFS answers a copy into a missing bucket with a 500 (and creates a bucket on PutObject)."""
     key, secret = moto.credentials("worker")
-    on_moto = {"URL_ENDPOINT": moto.url, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
-               "NEW_BUCKET": "no-such-destination"}
+    on_moto = {
+        "URL_ENDPOINT": moto.url,
+        "AWS_ACCESS_KEY_ID": key,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "NEW_BUCKET": "no-such-destination",
+    }
     client = moto.client()
     for i in range(5):
         client.put_object(Bucket=route.old_bucket, Key=route.old(f"{i}.bin"), Body=b"x" * i)
     run_cli("seed", env=route.env("seeder", "m3_seeder", **on_moto))
     admin = route.env("admin", "m3_worker", **on_moto)
-    line = clear_answer(run_cli("worker", "--exit-when-done", env=admin, check=False, timeout=120), 5,
-                        "NoSuchBucket", "rows released", extra_secrets=[secret])
+    line = clear_answer(
+        run_cli("worker", "--exit-when-done", env=admin, check=False, timeout=120),
+        5,
+        "NoSuchBucket",
+        "rows released",
+        extra_secrets=[secret],
+    )
     assert line.startswith("movers3: error: worker stopped")
     assert {(r["state"], r["attempts"]) for r in route.rows()} == {("pending", 0)}
 
@@ -227,19 +255,28 @@ def test_access_denied_on_every_copy_stops_the_worker_with_one_line(route, ident
     destination (`reader`): the worker trips its AccessDenied breaker, releases its rows and says so."""
     seeded(route, 12)
     denied = route.env(identity, "m3_worker", WORKER_THREADS="2")
-    line = clear_answer(run_cli("worker", "--exit-when-done", env=denied, check=False, timeout=120), 5,
-                        "AccessDenied", "GetObject on OLD_BUCKET and PutObject on NEW_BUCKET", "rows released")
+    line = clear_answer(
+        run_cli("worker", "--exit-when-done", env=denied, check=False, timeout=120),
+        5,
+        "AccessDenied",
+        "GetObject on OLD_BUCKET and PutObject on NEW_BUCKET",
+        "rows released",
+    )
     assert line.startswith("movers3: error: worker stopped")
     assert {r["state"] for r in route.rows()} == {"pending"} and {r["attempts"] for r in route.rows()} == {0}
 
 
 # -- --debug ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("change,code", [
-    ({"MYSQL_URL": "mysql+pymysql://m3_worker:{pw}@127.0.0.1:1/sketch"}, 3),
-    ({"AWS_SECRET_ACCESS_KEY": "{pw}"}, 5),
-    ({"MYSQL_URL": "mysql+pymysql://m3_worker:{pw}@127.0.0.1:notaport/sketch"}, 2),
-])
+
+@pytest.mark.parametrize(
+    "change,code",
+    [
+        ({"MYSQL_URL": "mysql+pymysql://m3_worker:{pw}@127.0.0.1:1/sketch"}, 3),
+        ({"AWS_SECRET_ACCESS_KEY": "{pw}"}, 5),
+        ({"MYSQL_URL": "mysql+pymysql://m3_worker:{pw}@127.0.0.1:notaport/sketch"}, 2),
+    ],
+)
 def test_debug_adds_the_traceback_and_still_no_secret(env, change, code):
     password = "pw-Sup3rSecret-x"
     bad = {**env, **{k: v.format(pw=password) for k, v in change.items()}}

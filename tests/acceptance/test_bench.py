@@ -11,18 +11,34 @@ pytestmark = pytest.mark.acceptance
 
 
 def test_the_benchmark_runs_and_prints_its_tables():
-    done = subprocess.run([sys.executable, "-m", "tests.bench", "--quick"], capture_output=True, text=True,
-                          timeout=600, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    for heading in ("40 x 4 KiB", "3 x 9 MiB", "20 mixed", "Scaling", "Peak RSS per movers3 worker",
-                    "Ledger round trips", "Network audit"):
+    for heading in (
+        "40 x 4 KiB",
+        "3 x 9 MiB",
+        "20 mixed",
+        "Scaling",
+        "Peak RSS per movers3 worker",
+        "Ledger round trips",
+        "Network audit",
+    ):
         assert heading in out, heading
     rows = [line for line in out.splitlines() if re.match(r"^(movers3|s5cmd|rclone|aws) ", line)]
     names = {line[:34].strip() for line in rows}
     assert any(name.startswith("movers3 crt ") for name in names), names
-    assert {"s5cmd --metadata-directive COPY", "s5cmd (defaults)", "rclone copy (server-side)",
-            "aws s3 cp --recursive (v1)"} <= names, names
+    assert {
+        "s5cmd --metadata-directive COPY",
+        "s5cmd (defaults)",
+        "rclone copy (server-side)",
+        "aws s3 cp --recursive (v1)",
+    } <= names, names
     # Every contender's destination held every object in every workload.
     for line in rows:
         present = re.search(r"\s(\d+)/(\d+)\s", line)

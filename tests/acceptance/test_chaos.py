@@ -29,11 +29,18 @@ import time
 import pymysql
 import pytest
 
-from movers3.settings import MIB
+from movers3.values import MIB
 from tests.support.chaos import Fleet, claims_from_log, figures_line, overlapping, timestamp
 from tests.support.faultproxy import FaultProxy
-from tests.support.helpers import (STOP_BOUND_SECONDS, STOP_WAIT_SECONDS, json_events, run_cli, signal_and_time,
-                                   start_cli, wait_for)
+from tests.support.helpers import (
+    STOP_BOUND_SECONDS,
+    STOP_WAIT_SECONDS,
+    json_events,
+    run_cli,
+    signal_and_time,
+    start_cli,
+    wait_for,
+)
 from tests.support.services import DATABASE, DB_ROLES, S3_IDENTITIES
 
 pytestmark = pytest.mark.acceptance
@@ -115,8 +122,11 @@ class LeaseWatch:
     def _run(self) -> None:
         while not self._stop.wait(0.5):
             try:
-                (overdue,), = query(self.route, "SELECT COALESCE(MAX(TIMESTAMPDIFF(MICROSECOND, lease_expires_at, "
-                                                "NOW(6))), 0) FROM movers3_objects WHERE state = 'in_progress'")
+                ((overdue,),) = query(
+                    self.route,
+                    "SELECT COALESCE(MAX(TIMESTAMPDIFF(MICROSECOND, lease_expires_at, "
+                    "NOW(6))), 0) FROM movers3_objects WHERE state = 'in_progress'",
+                )
             except pymysql.MySQLError:
                 continue
             self.samples += 1
@@ -136,9 +146,17 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
 
     proxy = FaultProxy(route.stack.s3.url, rates=RATES, seed=seed, slow_seconds=0.5, timeout_seconds=7).start()
     common = {"URL_ENDPOINT": proxy.url, "S3_TIMEOUT_SECONDS": "5", "MAX_ATTEMPTS": "10", "LOG_LEVEL": "debug"}
-    worker_env = route.env("worker-iam", "m3_worker", **common, WORKER_THREADS="4", CLAIM_BATCH="8",
-                           LEASE_SECONDS=str(LEASE_SECONDS), MULTIPART_THRESHOLD="8MiB", MULTIPART_CHUNKSIZE="5MiB",
-                           PART_CONCURRENCY="2")
+    worker_env = route.env(
+        "worker-iam",
+        "m3_worker",
+        **common,
+        WORKER_THREADS="4",
+        CLAIM_BATCH="8",
+        LEASE_SECONDS=str(LEASE_SECONDS),
+        MULTIPART_THRESHOLD="8MiB",
+        MULTIPART_CHUNKSIZE="5MiB",
+        PART_CONCURRENCY="2",
+    )
     seeder_env = route.env("seeder", "m3_seeder", **common, LEASE_SECONDS=str(LEASE_SECONDS), SEED_THREADS="2")
     fleet = Fleet(tmp_path, worker_env, "--exit-when-done")
     figures: dict[str, object] = {"seed": seed}
@@ -151,8 +169,11 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
             # are committed, part by part; a new seeder takes that part over once its lease expires.
             proxy.rules.append((f"prefix={route.old_prefix}/7/", "hang", "GET"))
             seeder = start_cli("seed", env=seeder_env, log=tmp_path / "seed1.log")
-            wait_for(lambda: query(route, "SELECT COUNT(*) FROM movers3_seed_parts WHERE state = 'finished'")[0][0]
-                     >= 3, timeout=120, what="parts of the listing committed")
+            wait_for(
+                lambda: query(route, "SELECT COUNT(*) FROM movers3_seed_parts WHERE state = 'finished'")[0][0] >= 3,
+                timeout=120,
+                what="parts of the listing committed",
+            )
             seeder.send_signal(signal.SIGKILL)
             seeder.wait(30)
             first_rows = query(route, "SELECT COUNT(*) FROM movers3_objects")[0][0]
@@ -170,8 +191,7 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
 
     # The seeder resumed the parts not committed and made exactly one row per object.
     reseed = (tmp_path / "seed2.log").read_text()
-    listed, added = map(lambda s: int(s.replace(",", "")),
-                        re.search(r"([\d,]+) listed, ([\d,]+) added", reseed).groups())
+    listed, added = (int(s.replace(",", "")) for s in re.search(r"([\d,]+) listed, ([\d,]+) added", reseed).groups())
     assert added == total - first_rows and listed < total, reseed[-2000:]
     rows = route.rows()
     keys = [r["old_key"] for r in rows]
@@ -183,14 +203,16 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
     assert chaos.kills_with_rows_in_flight >= KILLS // 2, chaos
     assert len(fleet.procs) >= 3 + chaos.sigkills + chaos.sigterms, sorted(fleet.procs)
     # Every worker that was not SIGKILLed exited 0; the one stopped with SIGTERM did so in time.
-    assert {w: c for w, c in codes.items() if w not in fleet.killed_at} == \
-           {w: 0 for w in codes if w not in fleet.killed_at}, codes
+    assert {w: c for w, c in codes.items() if w not in fleet.killed_at} == {
+        w: 0 for w in codes if w not in fleet.killed_at
+    }, codes
     for worker, (sent, exited, code) in fleet.stopped.items():
         assert code == 0 and exited - sent < STOP_BOUND_SECONDS, (worker, exited - sent, code)
 
     # Every row done, every object byte-identical under its new key, and the ledger telling the truth.
-    assert collections.Counter(r["state"] for r in rows) == {"done": total}, \
-        [(r["id"], r["state"], r["last_error"]) for r in rows if r["state"] != "done"][:10]
+    assert collections.Counter(r["state"] for r in rows) == {"done": total}, [
+        (r["id"], r["state"], r["last_error"]) for r in rows if r["state"] != "done"
+    ][:10]
     admin = route.stack.s3.client()
     old, new = listing(admin, route.old_bucket, route.old_prefix), listing(admin, route.new_bucket, route.new_prefix)
     assert sorted(new) == sorted(route.new(k) for k in bodies)
@@ -203,10 +225,13 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
             same = md5(admin.get_object(Bucket=route.new_bucket, Key=route.new(rest))["Body"].read()) == md5(body)
         if not same:
             wrong.append(rest)
-    untruthful = [r["id"] for r in rows
-                  if r["source_etag"] != old[r["old_key"].decode()]["ETag"].strip('"')
-                  or r["size"] != old[r["old_key"].decode()]["Size"]
-                  or (r["copy_method"] == "copy" and r["dest_etag"] != new[r["new_key"].decode()]["ETag"].strip('"'))]
+    untruthful = [
+        r["id"]
+        for r in rows
+        if r["source_etag"] != old[r["old_key"].decode()]["ETag"].strip('"')
+        or r["size"] != old[r["old_key"].decode()]["Size"]
+        or (r["copy_method"] == "copy" and r["dest_etag"] != new[r["new_key"].decode()]["ETag"].strip('"'))
+    ]
     assert wrong == [] and untruthful == []
 
     # No row was held by two live workers at once; none stayed in progress long past its lease.
@@ -235,13 +260,15 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
                 assert under, ("a copy with no claim logged before it", worker, event)
                 during[under[-1].ended_by] += 1
     assert during["finished"] >= 1 and set(during) <= {"finished", "killed", "lease"}, during
-    copies = collections.Counter(e["row_id"] for w in fleet.procs for e in fleet.events(w)
-                                 if e.get("event") == "object_copied")
+    copies = collections.Counter(
+        e["row_id"] for w in fleet.procs for e in fleet.events(w) if e.get("event") == "object_copied"
+    )
     # Large copies went through multipart, and no incomplete upload is left that nothing records: an
     # upload can be orphaned only by a SIGKILL between CreateMultipartUpload and the ledger write after
     # it (docs/copying.md: the lifecycle rule covers that window).
-    assert {r["copy_method"] for r in rows if r["old_key"].decode().startswith(route.old("large/"))} == \
-           {"multipart-copy"}
+    assert {r["copy_method"] for r in rows if r["old_key"].decode().startswith(route.old("large/"))} == {
+        "multipart-copy"
+    }
     orphans = uploads_left(route)
     assert len(orphans) <= chaos.sigkills, orphans
     for text in list(logs.values()) + [(tmp_path / "seed1.log").read_text(), reseed]:
@@ -249,24 +276,29 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
 
     injected = {kind: proxy.injected[kind] for kind in RATES}
     assert all(injected.values()), injected
-    figures.update({
-        "objects migrated under faults": total,
-        "bytes": sum(map(len, bodies.values())),
-        "kills survived": chaos.sigkills + 1,
-        "worker SIGKILLs (with rows in flight)": f"{chaos.sigkills} ({chaos.kills_with_rows_in_flight})",
-        "seeder SIGKILLs": 1, "worker SIGTERMs": chaos.sigterms, "MariaDB restarts": 1,
-        "MariaDB down (s)": round(chaos.outage[1] - chaos.outage[0], 1),
-        "copies finished while it was down (written by their worker / lease ran out / killed)":
-            f"{during['finished']} / {during['lease']} / {during['killed']}",
-        "faults injected": ", ".join(f"{k} {v}" for k, v in injected.items()),
-        "requests forwarded": proxy.forwarded,
-        "claims": len(claims),
-        "rows copied again after a kill or lost lease": sum(1 for n in copies.values() if n > 1),
-        "rows lost": total - len(new) + len(wrong) + sum(r["state"] != "done" for r in rows),
-        "rows copied twice concurrently": len(twice),
-        "longest in progress past lease (s)": round(watch.worst, 1),
-        "orphaned uploads": len(orphans),
-    })
+    figures.update(
+        {
+            "objects migrated under faults": total,
+            "bytes": sum(map(len, bodies.values())),
+            "kills survived": chaos.sigkills + 1,
+            "worker SIGKILLs (with rows in flight)": f"{chaos.sigkills} ({chaos.kills_with_rows_in_flight})",
+            "seeder SIGKILLs": 1,
+            "worker SIGTERMs": chaos.sigterms,
+            "MariaDB restarts": 1,
+            "MariaDB down (s)": round(chaos.outage[1] - chaos.outage[0], 1),
+            "copies finished while it was down (written by their worker / lease ran out / killed)": (
+                f"{during['finished']} / {during['lease']} / {during['killed']}"
+            ),
+            "faults injected": ", ".join(f"{k} {v}" for k, v in injected.items()),
+            "requests forwarded": proxy.forwarded,
+            "claims": len(claims),
+            "rows copied again after a kill or lost lease": sum(1 for n in copies.values() if n > 1),
+            "rows lost": total - len(new) + len(wrong) + sum(r["state"] != "done" for r in rows),
+            "rows copied twice concurrently": len(twice),
+            "longest in progress past lease (s)": round(watch.worst, 1),
+            "orphaned uploads": len(orphans),
+        }
+    )
     report("main run", figures)
 
 
@@ -296,8 +328,11 @@ def run_the_chaos(route, fleet: Fleet, proxy: FaultProxy, rng: random.Random, to
 
     def holders() -> list[str]:
         live = fleet.live()
-        return sorted(w for (w,) in query(route, "SELECT DISTINCT lease_owner FROM movers3_objects "
-                                                 "WHERE state = 'in_progress'") if w in live)
+        return sorted(
+            w
+            for (w,) in query(route, "SELECT DISTINCT lease_owner FROM movers3_objects WHERE state = 'in_progress'")
+            if w in live
+        )
 
     def start_due() -> None:
         while restarts and restarts[0] <= time.monotonic():
@@ -340,8 +375,11 @@ def run_the_chaos(route, fleet: Fleet, proxy: FaultProxy, rng: random.Random, to
             wait_for(holders, timeout=120, what="a worker with rows in flight")
             # Workers still starting would find no ledger and exit with code 3 at once (docs/operations.md): the
             # outage is for workers at work.
-            wait_for(lambda: all('"worker_started"' in fleet.log(w) for w in fleet.live()), timeout=120,
-                     what="every live worker connected")
+            wait_for(
+                lambda: all('"worker_started"' in fleet.log(w) for w in fleet.live()),
+                timeout=120,
+                what="every live worker connected",
+            )
             # CopyObject of a small object (a multipart copy would wait on the ledger for its journal).
             rule = (re.compile(r"/\d+/\d+\.bin$"), "hang", "PUT")
             held = proxy.injected["hang"]
@@ -352,16 +390,22 @@ def run_the_chaos(route, fleet: Fleet, proxy: FaultProxy, rng: random.Random, to
             route.stack.db.stop()
             proxy.rules.remove(rule)
             proxy.release()
-            wait_for(lambda: any(e.get("event") == "object_copied" and timestamp(e) > began
-                                 for w in fleet.live() for e in fleet.events(w)),
-                     timeout=120, interval=0.2, what="a copy finished while MariaDB is down")
+            wait_for(
+                lambda: any(
+                    e.get("event") == "object_copied" and timestamp(e) > began
+                    for w in fleet.live()
+                    for e in fleet.events(w)
+                ),
+                timeout=120,
+                interval=0.2,
+                what="a copy finished while MariaDB is down",
+            )
             route.stack.db.start()
             chaos.outage = (began, time.time())
     while restarts:
         start_due()
         time.sleep(0.05)
     return chaos
-
 
 
 def test_sigterm_during_large_multipart_copies_leaves_every_upload_recorded(route, tmp_path, report):
@@ -376,8 +420,14 @@ def test_sigterm_during_large_multipart_copies_leaves_every_upload_recorded(rout
     proxy = FaultProxy(route.stack.s3.url, slow_seconds=2.0).start()
     # UploadPartCopy is a PUT to `key?uploadId=...&partNumber=N`: slow for all, never answered for one.
     proxy.rules += [("stuck.bin?uploadId=", "hang", "PUT"), ("&partNumber=", "slow", "PUT")]
-    settings = {"URL_ENDPOINT": proxy.url, "MULTIPART_THRESHOLD": "8MiB", "MULTIPART_CHUNKSIZE": "5MiB",
-                "PART_CONCURRENCY": "2", "WORKER_THREADS": "4", "LOG_LEVEL": "debug"}
+    settings = {
+        "URL_ENDPOINT": proxy.url,
+        "MULTIPART_THRESHOLD": "8MiB",
+        "MULTIPART_CHUNKSIZE": "5MiB",
+        "PART_CONCURRENCY": "2",
+        "WORKER_THREADS": "4",
+        "LOG_LEVEL": "debug",
+    }
     env = route.env("worker-iam", "m3_worker", **settings)
     try:
         worker = start_cli("worker", "--worker-id", "busy", env=env, log=tmp_path / "busy.log")
@@ -419,10 +469,17 @@ def test_sigterm_during_large_multipart_copies_leaves_every_upload_recorded(rout
     for name, body in bodies.items():
         assert md5(admin.get_object(Bucket=route.new_bucket, Key=route.new(name))["Body"].read()) == md5(body)
     assert uploads_left(route) == []
-    report("SIGTERM mid-multipart", {
-        "large copies in flight": 4, "stuck in a request": 1, "stopped in (s)": round(stopped_in, 1),
-        "uploads recorded at exit": len(recorded), "resumed with parts already copied": len(resumed),
-        "incomplete uploads left at the end": 0})
+    report(
+        "SIGTERM mid-multipart",
+        {
+            "large copies in flight": 4,
+            "stuck in a request": 1,
+            "stopped in (s)": round(stopped_in, 1),
+            "uploads recorded at exit": len(recorded),
+            "resumed with parts already copied": len(resumed),
+            "incomplete uploads left at the end": 0,
+        },
+    )
 
 
 def test_faults_that_do_not_go_away_fail_the_row_with_the_last_error_and_retry_brings_it_back(route, report):
@@ -440,8 +497,12 @@ def test_faults_that_do_not_go_away_fail_the_row_with_the_last_error_and_retry_b
     finally:
         proxy.stop()
     rows = {r["old_key"].decode().rsplit("/", 1)[1]: r for r in route.rows()}
-    expected = {"slowdown": "SlowDown", "internal": "InternalError", "reset": "ConnectionClosedError",
-                "timeout": "ReadTimeoutError"}
+    expected = {
+        "slowdown": "SlowDown",
+        "internal": "InternalError",
+        "reset": "ConnectionClosedError",
+        "timeout": "ReadTimeoutError",
+    }
     for kind, needle in expected.items():
         row = rows[f"{kind}.bin"]
         assert (row["state"], row["attempts"]) == ("failed", 3), row
@@ -456,8 +517,10 @@ def test_faults_that_do_not_go_away_fail_the_row_with_the_last_error_and_retry_b
     assert route.states() == {"done": 16}
     for kind in kinds:
         assert route.read_new(f"{kind}.bin")["ContentLength"] == 700
-    report("attempts spent", {"rows failed on faults that stayed": 4, "injected": dict(proxy.injected),
-                              "rows brought back by retry": 4})
+    report(
+        "attempts spent",
+        {"rows failed on faults that stayed": 4, "injected": dict(proxy.injected), "rows brought back by retry": 4},
+    )
 
 
 def test_sources_changed_under_the_migration_are_copied_in_the_version_that_was_read(route, tmp_path, report):
@@ -465,8 +528,12 @@ def test_sources_changed_under_the_migration_are_copied_in_the_version_that_was_
     deleted after seeding: the new versions are copied whole, the ledger records the ETag and size
     actually copied, the deleted one fails with NoSuchKey, and the rest are not held up."""
     admin = route.stack.s3.client()
-    originals = {"small.bin": os.urandom(3000), "large.bin": os.urandom(2 * PART + 7),
-                 "midway.bin": os.urandom(5 * PART + 3), "gone.bin": os.urandom(100)}
+    originals = {
+        "small.bin": os.urandom(3000),
+        "large.bin": os.urandom(2 * PART + 7),
+        "midway.bin": os.urandom(5 * PART + 3),
+        "gone.bin": os.urandom(100),
+    }
     originals.update({f"other-{i}.bin": os.urandom(200) for i in range(10)})
     route.put_many(originals.items(), threads=4)
     run_cli("seed", env=route.env("seeder", "m3_seeder"))
@@ -480,8 +547,15 @@ def test_sources_changed_under_the_migration_are_copied_in_the_version_that_was_
     proxy = FaultProxy(route.stack.s3.url).start()
     # The third part of every multipart copy waits, unanswered, until midway.bin has been overwritten.
     proxy.rules.append(("&partNumber=3", "hang", "PUT"))
-    env = route.env("worker-iam", "m3_worker", URL_ENDPOINT=proxy.url, MULTIPART_THRESHOLD="8MiB",
-                    MULTIPART_CHUNKSIZE="5MiB", PART_CONCURRENCY="1", LOG_LEVEL="debug")
+    env = route.env(
+        "worker-iam",
+        "m3_worker",
+        URL_ENDPOINT=proxy.url,
+        MULTIPART_THRESHOLD="8MiB",
+        MULTIPART_CHUNKSIZE="5MiB",
+        PART_CONCURRENCY="1",
+        LOG_LEVEL="debug",
+    )
     try:
         worker = start_cli("worker", "--exit-when-done", env=env, log=tmp_path / "w.log")
 
@@ -511,5 +585,13 @@ def test_sources_changed_under_the_migration_are_copied_in_the_version_that_was_
     assert {e["key"].rsplit("/", 1)[1] for e in changed} >= {"small.bin", "large.bin", "midway.bin"}
     assert any(e["event"] == "multipart_restarted" for e in json_events(log))
     assert uploads_left(route) == []
-    report("sources changed", {"overwritten after seeding": 2, "overwritten mid-copy": 1, "deleted": 1,
-                               "copied in their new version": 3, "half-old copies": 0})
+    report(
+        "sources changed",
+        {
+            "overwritten after seeding": 2,
+            "overwritten mid-copy": 1,
+            "deleted": 1,
+            "copied in their new version": 3,
+            "half-old copies": 0,
+        },
+    )

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from movers3.settings import MIB
+from movers3.values import MIB
 from tests.support.faultproxy import FaultProxy
 from tests.support.helpers import STOP_BOUND_SECONDS, json_events, run_cli, signal_and_time, start_cli, wait_for
 
@@ -19,8 +19,11 @@ PART = 5 * MIB
 
 def side(prefix, server, identity):
     key, secret = server.credentials(identity)
-    return {f"{prefix}_URL_ENDPOINT": server.url, f"{prefix}_AWS_ACCESS_KEY_ID": key,
-            f"{prefix}_AWS_SECRET_ACCESS_KEY": secret}
+    return {
+        f"{prefix}_URL_ENDPOINT": server.url,
+        f"{prefix}_AWS_ACCESS_KEY_ID": key,
+        f"{prefix}_AWS_SECRET_ACCESS_KEY": secret,
+    }
 
 
 def md5_of(client, bucket, key):
@@ -49,17 +52,31 @@ def test_a_migration_across_two_endpoints(route, moto, env):
     sizes = {"tiny.txt": 0, "small.png": 70_000, "part.bin": PART, "large.bin": 3 * PART + 17}
     bodies = {name: os.urandom(size) for name, size in sizes.items()}
     for name, body in bodies.items():
-        client.put_object(Bucket=route.old_bucket, Key=route.old(name), Body=body, ContentType="image/x-test",
-                          Metadata={"name": name})
-    cross = {**env, **side("OLD", moto, "seeder"), **side("NEW", route.stack.s3, "worker"),
-             "MULTIPART_THRESHOLD": "8MiB", "MULTIPART_CHUNKSIZE": "5MiB"}
+        client.put_object(
+            Bucket=route.old_bucket, Key=route.old(name), Body=body, ContentType="image/x-test", Metadata={"name": name}
+        )
+    cross = {
+        **env,
+        **side("OLD", moto, "seeder"),
+        **side("NEW", route.stack.s3, "worker"),
+        "MULTIPART_THRESHOLD": "8MiB",
+        "MULTIPART_CHUNKSIZE": "5MiB",
+    }
     run_cli("seed", env={**cross, "MYSQL_URL": route.stack.db.role_url("m3_seeder")})
     run_cli("worker", "--exit-when-done", env=cross)
     rows = {r["old_key"].decode().rsplit("/", 1)[1]: r for r in route.rows()}
     assert {name: r["copy_method"] for name, r in rows.items()} == {
-        "tiny.txt": "stream", "small.png": "stream", "part.bin": "stream", "large.bin": "multipart-stream"}
+        "tiny.txt": "stream",
+        "small.png": "stream",
+        "part.bin": "stream",
+        "large.bin": "multipart-stream",
+    }
     assert {name: r["verified_by"] for name, r in rows.items()} == {
-        "tiny.txt": "md5", "small.png": "md5", "part.bin": "md5", "large.bin": "md5+parts"}
+        "tiny.txt": "md5",
+        "small.png": "md5",
+        "part.bin": "md5",
+        "large.bin": "md5+parts",
+    }
     admin = route.stack.s3.client()
     for name, body in bodies.items():
         got = admin.get_object(Bucket=route.new_bucket, Key=route.new(name))
@@ -82,8 +99,15 @@ def test_a_large_copy_resumes_from_its_recorded_parts(route, env, proxy, tmp_pat
     sides = {"NEW_URL_ENDPOINT": proxy.url} if mode == "stream" else {"URL_ENDPOINT": proxy.url}
     # LEASE_SECONDS=5 so that after the SIGKILL the next worker takes the row over soon. It is short but
     # safe on a slow machine: each worker runs alone and renews what it holds before its own rescue pass.
-    worker_env = {**env, **sides, "COPY_MODE": mode, "MULTIPART_THRESHOLD": "8MiB", "MULTIPART_CHUNKSIZE": "5MiB",
-                  "PART_CONCURRENCY": "1", "LEASE_SECONDS": "5"}
+    worker_env = {
+        **env,
+        **sides,
+        "COPY_MODE": mode,
+        "MULTIPART_THRESHOLD": "8MiB",
+        "MULTIPART_CHUNKSIZE": "5MiB",
+        "PART_CONCURRENCY": "1",
+        "LEASE_SECONDS": "5",
+    }
     first = start_cli("worker", "--worker-id", "first", env=worker_env, log=tmp_path / "first.log")
 
     def parts_recorded():
@@ -104,20 +128,33 @@ def test_a_large_copy_resumes_from_its_recorded_parts(route, env, proxy, tmp_pat
     assert len(resumed) == 1 and resumed[0]["upload_id"] == recorded["upload_id"]
     assert 0 < resumed[0]["todo"] < resumed[0]["parts"] == 9
     (done,) = route.rows()
-    assert (done["state"], done["upload_id"], done["copy_method"]) == ("done", None, f"multipart-{'stream' if mode == 'stream' else 'copy'}")
+    assert (done["state"], done["upload_id"], done["copy_method"]) == (
+        "done",
+        None,
+        f"multipart-{'stream' if mode == 'stream' else 'copy'}",
+    )
     assert done["verified_by"] == ("parts-md5" if mode == "stream" else "size+pinned")
     assert md5_of(route.stack.s3.client(), route.new_bucket, route.new("big.bin")) == hashlib.md5(body).hexdigest()
     assert uploads_left(route) == []
 
 
 def test_damaged_bytes_from_the_source_fail_the_row_and_never_become_an_object(route, env, proxy):
-    bodies = {"ok.bin": os.urandom(1000), "bad-small.bin": os.urandom(50_000), "bad-large.bin": os.urandom(2 * PART + 9)}
+    bodies = {
+        "ok.bin": os.urandom(1000),
+        "bad-small.bin": os.urandom(50_000),
+        "bad-large.bin": os.urandom(2 * PART + 9),
+    }
     for name, body in bodies.items():
         route.put(name, body)
     run_cli("seed", env=route.env("seeder", "m3_seeder"))
     proxy.rules.append(("bad-", "corrupt", "GET"))  # every read of the bad objects is damaged on the way
-    cross = {**env, "OLD_URL_ENDPOINT": proxy.url, "MULTIPART_THRESHOLD": "8MiB", "MULTIPART_CHUNKSIZE": "5MiB",
-             "MAX_ATTEMPTS": "2"}
+    cross = {
+        **env,
+        "OLD_URL_ENDPOINT": proxy.url,
+        "MULTIPART_THRESHOLD": "8MiB",
+        "MULTIPART_CHUNKSIZE": "5MiB",
+        "MAX_ATTEMPTS": "2",
+    }
     run_cli("worker", "--exit-when-done", env=cross)
     rows = {r["old_key"].decode().rsplit("/", 1)[1]: r for r in route.rows()}
     assert rows["ok.bin"]["state"] == "done"
@@ -162,8 +199,14 @@ def test_a_one_gib_object_streams_with_bounded_memory(route, env, tmp_path):
     """The same worker settings copy a tiny object, then 1 GiB: the second run's peak RSS may exceed
     the first's by a few part sizes (STREAM_MEMORY holds four 16 MiB parts), not by the object."""
     part, size = 16 * MIB, 1024 * MIB
-    settings = {**env, "COPY_MODE": "stream", "MULTIPART_CHUNKSIZE": "16MiB", "MULTIPART_THRESHOLD": "16MiB",
-                "PART_CONCURRENCY": "4", "STREAM_MEMORY": "64MiB"}
+    settings = {
+        **env,
+        "COPY_MODE": "stream",
+        "MULTIPART_CHUNKSIZE": "16MiB",
+        "MULTIPART_THRESHOLD": "16MiB",
+        "PART_CONCURRENCY": "4",
+        "STREAM_MEMORY": "64MiB",
+    }
     route.put("tiny.bin", b"tiny")
     run_cli("seed", env=route.env("seeder", "m3_seeder"))
     baseline = peak_rss(start_cli("worker", "--exit-when-done", env=settings, log=tmp_path / "tiny.log"))
@@ -185,8 +228,10 @@ def test_a_one_gib_object_streams_with_bounded_memory(route, env, tmp_path):
     assert (big["state"], big["copy_method"], big["verified_by"]) == ("done", "multipart-stream", "md5+parts")
     assert md5_of(route.stack.s3.client(), route.new_bucket, route.new("big.bin")) == digest.hexdigest()
     grown = peak - baseline
-    print(f"\n1 GiB streamed: worker peak RSS {peak / MIB:.0f} MiB vs {baseline / MIB:.0f} MiB for a 4-byte object "
-          f"(+{grown / MIB:.0f} MiB; parts of {part // MIB} MiB, 4 at once, STREAM_MEMORY 64 MiB)")
+    print(
+        f"\n1 GiB streamed: worker peak RSS {peak / MIB:.0f} MiB vs {baseline / MIB:.0f} MiB for a 4-byte object "
+        f"(+{grown / MIB:.0f} MiB; parts of {part // MIB} MiB, 4 at once, STREAM_MEMORY 64 MiB)"
+    )
     assert grown < 6 * part, f"streaming 1 GiB grew the worker by {grown / MIB:.0f} MiB"
 
 

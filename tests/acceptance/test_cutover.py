@@ -7,11 +7,10 @@ import uuid
 
 import pytest
 
-from movers3.ledger.work import WorkQueue
 from movers3 import routes
 from movers3.ledger.db import Database
-from movers3.ledger.work import Outcome
 from movers3.ledger.repoint import parse
+from movers3.ledger.work import Outcome, WorkQueue
 from movers3.settings import load
 from tests.support.helpers import Route, run_cli
 from tests.support.keys import HOSTILE, LONG
@@ -38,21 +37,26 @@ def admin(route, sql, params=None):
 def source_keys(route) -> set[str]:
     client = route.stack.s3.client()
     found = set()
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=route.old_bucket,
-                                                                 Prefix=route.old_prefix + "/"):
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=route.old_bucket, Prefix=route.old_prefix + "/"
+    ):
         found |= {o["Key"] for o in page.get("Contents", [])}
     return found
 
 
 # -- plan ------------------------------------------------------------------------------------------
 
+
 def test_plan_reports_what_a_seed_would_do_and_writes_nothing(route, stack):
     seeder_env = route.env("seeder", "m3_seeder")
     for name in ("a.png", "b.png", "sub/c.png", "sub/d.png", "gone.png"):
         route.put(name, body=b"12345")
     run_cli("seed", env=seeder_env)
-    admin(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6), dest_etag = 'x' "
-                 "WHERE old_key LIKE %s", (route.old("sub/%").encode(),))
+    admin(
+        route,
+        "UPDATE movers3_objects SET state = 'done', done_at = NOW(6), dest_etag = 'x' WHERE old_key LIKE %s",
+        (route.old("sub/%").encode(),),
+    )
     route.put("a.png", body=b"changed!!")  # changed since seeded
     route.stack.s3.client().delete_object(Bucket=route.old_bucket, Key=route.old("gone.png"))  # vanished
     route.put("new.png", body=b"1")
@@ -93,6 +97,7 @@ def test_plan_without_a_ledger_and_a_key_too_long_for_the_destination(stack):
 
 
 # -- delete-source ---------------------------------------------------------------------------------
+
 
 def copy_all(route, env, names):
     for name in names:
@@ -159,13 +164,17 @@ def test_delete_source_deletes_exactly_the_version_it_copied(stack):
 
 # -- re-pointing -----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def app_table(route):
     """The application's table, in the ledger's database, with the case-insensitive PAD SPACE
     collation real applications use; the worker may UPDATE it."""
     table = "app_" + route.old_prefix.split("/")[0]
-    admin(route, f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, avatar VARCHAR(1100) CHARACTER SET "
-                 f"utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL, KEY avatar (avatar(191)))")
+    admin(
+        route,
+        f"CREATE TABLE {table} (id INT AUTO_INCREMENT PRIMARY KEY, avatar VARCHAR(1100) CHARACTER SET "
+        f"utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL, KEY avatar (avatar(191)))",
+    )
     admin(route, f"GRANT SELECT, UPDATE ON `{DATABASE}`.`{table}` TO 'm3_worker'@'%'")
     yield table
     admin(route, f"DROP TABLE {table}")
@@ -173,12 +182,15 @@ def app_table(route):
 
 def exact_update(table: str) -> str:
     # The first comparison uses the index; the second makes it exact (case, trailing spaces, NFC/NFD).
-    return (f"UPDATE {table} SET avatar = %(new_key)s\n"
-            f"WHERE avatar = %(old_key)s AND CAST(avatar AS BINARY) = CAST(%(old_key)s AS BINARY);\n")
+    return (
+        f"UPDATE {table} SET avatar = %(new_key)s\n"
+        f"WHERE avatar = %(old_key)s AND CAST(avatar AS BINARY) = CAST(%(old_key)s AS BINARY);\n"
+    )
 
 
 def test_finish_repoints_exactly_the_rows_the_worker_still_owned(route, seeder_ledger, app_table):
     from tests.integration.test_ledger import make_rows
+
     make_rows(seeder_ledger, route, 3)
     for i in range(3):
         admin(route, f"INSERT INTO {app_table} (avatar) VALUES (%s)", (route.old(f"{i:05d}"),))
@@ -186,8 +198,12 @@ def test_finish_repoints_exactly_the_rows_the_worker_still_owned(route, seeder_l
     ledger = WorkQueue(Database(load(route.env("worker", "m3_worker")).mysql), repoint=parse(exact_update(app_table)))
     a, b, c = ledger.claim_and_finish("w1", 3, 60)[0]
     admin(route, "UPDATE movers3_objects SET lease_owner = 'w2' WHERE id = %s", (b.id,))
-    assert ledger.finish("w1", [Outcome(r.id, "done", 1, dest_etag="e") for r in (a, b)] +
-                         [Outcome(c.id, "failed", 1, error="x")]) == 2
+    assert (
+        ledger.finish(
+            "w1", [Outcome(r.id, "done", 1, dest_etag="e") for r in (a, b)] + [Outcome(c.id, "failed", 1, error="x")]
+        )
+        == 2
+    )
     avatars = [r[0] for r in admin(route, f"SELECT avatar FROM {app_table} ORDER BY id")]
     assert avatars == [route.new("00000"), route.old("00001"), route.old("00002"), route.old("00000 ")]
 

@@ -12,8 +12,12 @@ from tests.support.services import DATABASE
 
 pytestmark = pytest.mark.acceptance
 
-SECRET_MARKERS = ("worker-secret-0123456789", "worker-pass-0123456789", "seeder-pass-0123456789",
-                  "admin-secret-0123456789")
+SECRET_MARKERS = (
+    "worker-secret-0123456789",
+    "worker-pass-0123456789",
+    "seeder-pass-0123456789",
+    "admin-secret-0123456789",
+)
 
 
 def seed(route):
@@ -21,7 +25,9 @@ def seed(route):
 
 
 def in_progress_of(route, owner_prefix=""):
-    return [r for r in route.rows() if r["state"] == "in_progress" and (r["lease_owner"] or "").startswith(owner_prefix)]
+    return [
+        r for r in route.rows() if r["state"] == "in_progress" and (r["lease_owner"] or "").startswith(owner_prefix)
+    ]
 
 
 def test_rows_of_a_killed_worker_are_finished_by_another_after_the_lease(route, env, tmp_path):
@@ -58,8 +64,7 @@ def test_rows_of_a_killed_worker_are_finished_by_another_after_the_lease(route, 
 def test_sigterm_drains_and_exits_zero_in_time(route, env, tmp_path):
     route.put_many((f"{i}.bin", os.urandom(1024)) for i in range(3000))
     seed(route)
-    worker = start_cli("worker", "--worker-id", "drainme", env={**env, "WORKER_THREADS": "4"},
-                       log=tmp_path / "w.log")
+    worker = start_cli("worker", "--worker-id", "drainme", env={**env, "WORKER_THREADS": "4"}, log=tmp_path / "w.log")
     wait_for(lambda: sum(r["state"] == "done" for r in route.rows()) >= 20, timeout=60, what="copies")
     code, stopped_in = signal_and_time(worker, signal.SIGTERM)
     log = (tmp_path / "w.log").read_text()
@@ -93,22 +98,32 @@ def test_a_deleted_source_fails_its_row_and_retry_brings_it_back(route, env):
     assert route.read_new("7.txt")["Body"].read() == b"back again"
 
 
-@pytest.mark.parametrize("change,code,needle", [
-    ({"WORKER_THREADS": "-1"}, 2, "WORKER_THREADS"),
-    ({"LEASE_SECONDS": "forever"}, 2, "LEASE_SECONDS"),
-    ({"MAX_ATTEMPTS": "100000"}, 2, "MAX_ATTEMPTS"),
-    ({"OLD_PREFIX": ""}, 2, "OLD_PREFIX"),
-    ({"NEW_BUCKET": "legacy-s3", "NEW_PREFIX": "{old}/sub"}, 2, "NEW_BUCKET/NEW_PREFIX"),
-    ({"MYSQL_URL": "mysql+pymysql://m3_worker:worker-pass-0123456789@127.0.0.1:notaport/sketch"}, 2, "MYSQL_URL"),
-    ({"MYSQL_URL": "{db}", "_password": "wrong-worker-pass-0123456789"}, 3, "wrong user or password"),
-    ({"MYSQL_URL": "{db}", "_database": "nosuchdb"}, 3, "nosuchdb"),
-    ({"MYSQL_URL": "mysql+pymysql://m3_worker:worker-pass-0123456789@127.0.0.1:1/sketch"}, 3, "cannot reach"),
-    ({"AWS_SECRET_ACCESS_KEY": "not-the-worker-secret-0123"}, 5, "SignatureDoesNotMatch"),
-    ({"URL_ENDPOINT": "http://127.0.0.1:1"}, 5, "cannot list the source bucket"),
-    ({"OLD_BUCKET": "no-such-bucket-here", "AWS_ACCESS_KEY_ID": "admin",
-      "AWS_SECRET_ACCESS_KEY": "admin-secret-0123456789"}, 5, "NoSuchBucket"),
-    ({"OLD_BUCKET": "someone-elses-bucket"}, 5, "AccessDenied"),
-])
+@pytest.mark.parametrize(
+    "change,code,needle",
+    [
+        ({"WORKER_THREADS": "-1"}, 2, "WORKER_THREADS"),
+        ({"LEASE_SECONDS": "forever"}, 2, "LEASE_SECONDS"),
+        ({"MAX_ATTEMPTS": "100000"}, 2, "MAX_ATTEMPTS"),
+        ({"OLD_PREFIX": ""}, 2, "OLD_PREFIX"),
+        ({"NEW_BUCKET": "legacy-s3", "NEW_PREFIX": "{old}/sub"}, 2, "NEW_BUCKET/NEW_PREFIX"),
+        ({"MYSQL_URL": "mysql+pymysql://m3_worker:worker-pass-0123456789@127.0.0.1:notaport/sketch"}, 2, "MYSQL_URL"),
+        ({"MYSQL_URL": "{db}", "_password": "wrong-worker-pass-0123456789"}, 3, "wrong user or password"),
+        ({"MYSQL_URL": "{db}", "_database": "nosuchdb"}, 3, "nosuchdb"),
+        ({"MYSQL_URL": "mysql+pymysql://m3_worker:worker-pass-0123456789@127.0.0.1:1/sketch"}, 3, "cannot reach"),
+        ({"AWS_SECRET_ACCESS_KEY": "not-the-worker-secret-0123"}, 5, "SignatureDoesNotMatch"),
+        ({"URL_ENDPOINT": "http://127.0.0.1:1"}, 5, "cannot list the source bucket"),
+        (
+            {
+                "OLD_BUCKET": "no-such-bucket-here",
+                "AWS_ACCESS_KEY_ID": "admin",
+                "AWS_SECRET_ACCESS_KEY": "admin-secret-0123456789",
+            },
+            5,
+            "NoSuchBucket",
+        ),
+        ({"OLD_BUCKET": "someone-elses-bucket"}, 5, "AccessDenied"),
+    ],
+)
 def test_bad_configuration_is_one_line_with_a_documented_code_and_no_secret(route, env, change, code, needle):
     bad = dict(env)
     for key, value in change.items():

@@ -59,8 +59,9 @@ def run_build_stage(stage: dockerfile.Stage, root: Path, env: dict[str, str], de
                 else:
                     shutil.copy2(REPO / source, destination)
         elif instruction == "RUN":
-            done = subprocess.run(["/bin/sh", "-c", args], cwd=workdir, env=env, capture_output=True, text=True,
-                                  timeout=300)
+            done = subprocess.run(
+                ["/bin/sh", "-c", args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+            )
             assert done.returncode == 0, f"RUN {args}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
             ran.append(args)
             venv = Path(env.get("VENV", "/nonexistent"))
@@ -78,16 +79,20 @@ def test_the_dockerfile_build_stage_makes_a_working_install(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "MOVERS3", "PYTHON"))}
-    env.update(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", PIP_NO_INDEX="1",
-               PIP_NO_BUILD_ISOLATION="0")  # pip's spelling of --no-build-isolation
+    env.update(
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0"
+    )  # pip's spelling of --no-build-isolation
     ran = run_build_stage(build, root, env, dependencies_without_movers3(tmp_path))
-    assert [r.split()[:4] for r in ran] == [["python", "-m", "pip", "wheel"], ["python", "-m", "venv", "--without-pip"],
-                                            ["python", "-m", "pip", "--python"]]
+    assert [r.split()[:4] for r in ran] == [
+        ["python", "-m", "pip", "wheel"],
+        ["python", "-m", "venv", "--without-pip"],
+        ["python", "-m", "pip", "--python"],
+    ]
 
     # The final stage copies the build stage's virtualenv to the same place.
     (copy,) = final.all("COPY")
     _, source, target = copy.split()
-    assert source == target and source == env["VENV"][len(str(root)):]
+    assert source == target and source == env["VENV"][len(str(root)) :]
     venv = inside(root, target)
     assert not (venv / "bin" / "pip").exists(), "no pip in the final virtualenv"
 

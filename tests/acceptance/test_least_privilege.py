@@ -23,19 +23,31 @@ import os
 
 import pytest
 
-from movers3.settings import MIB
+from movers3.values import MIB
 from tests.support.helpers import json_events, run_cli
 from tests.support.services import S3_IDENTITIES, SHARED_ACCOUNT, WORKER_POLICY
 
 pytestmark = pytest.mark.acceptance
 
 ATTRS = dict(
-    ContentType="image/webp", CacheControl="public, max-age=60", ContentDisposition='inline; filename="a b.webp"',
-    ContentLanguage="fr-CA", Expires=datetime.datetime(2031, 2, 3, 4, 5, 6, tzinfo=datetime.timezone.utc),
-    Metadata={"owner": "user-42", "x-note": "kept"}, StorageClass="STANDARD_IA", Tagging="team=web&kind=avatar",
+    ContentType="image/webp",
+    CacheControl="public, max-age=60",
+    ContentDisposition='inline; filename="a b.webp"',
+    ContentLanguage="fr-CA",
+    Expires=datetime.datetime(2031, 2, 3, 4, 5, 6, tzinfo=datetime.UTC),
+    Metadata={"owner": "user-42", "x-note": "kept"},
+    StorageClass="STANDARD_IA",
+    Tagging="team=web&kind=avatar",
 )
-CONTENT = ("ContentType", "CacheControl", "ContentDisposition", "ContentLanguage", "Expires", "Metadata",
-           "StorageClass")
+CONTENT = (
+    "ContentType",
+    "CacheControl",
+    "ContentDisposition",
+    "ContentLanguage",
+    "Expires",
+    "Metadata",
+    "StorageClass",
+)
 SIZES = {"small.webp": 300_000, "large.webp": 11 * MIB + 123}  # one part; three parts of 5 MiB
 # (COPY_MODE, worker identity, objects): the four paths, each under README's worker policy.
 CASES = [
@@ -43,8 +55,12 @@ CASES = [
     ("server", "worker-iam", ("large.webp",)),  # multipart-copy needs no shared account
     ("stream", "worker-iam", ("small.webp", "large.webp")),  # stream, multipart-stream
 ]
-PATHS = {("server", "small.webp"): ("copy", "etag"), ("server", "large.webp"): ("multipart-copy", "size+pinned"),
-         ("stream", "small.webp"): ("stream", "md5"), ("stream", "large.webp"): ("multipart-stream", "md5+parts")}
+PATHS = {
+    ("server", "small.webp"): ("copy", "etag"),
+    ("server", "large.webp"): ("multipart-copy", "size+pinned"),
+    ("stream", "small.webp"): ("stream", "md5"),
+    ("stream", "large.webp"): ("multipart-stream", "md5+parts"),
+}
 
 
 def put_sources(route, names) -> dict[str, bytes]:
@@ -114,19 +130,29 @@ def test_why_the_server_side_copy_path_needs_the_shared_account(route, stack):
     assert outcome == {"worker-iam": "AccessDenied", "account-worker": "applied"}
 
 
-@pytest.mark.parametrize("mode,identity,names", CASES,
-                         ids=["+".join(PATHS[m, n][0] for n in names) + f"-as-{i}" for m, i, names in CASES])
+@pytest.mark.parametrize(
+    "mode,identity,names", CASES, ids=["+".join(PATHS[m, n][0] for n in names) + f"-as-{i}" for m, i, names in CASES]
+)
 def test_every_copy_path_under_the_worker_policy(route, mode, identity, names):
     bodies = put_sources(route, names)
     run_cli("seed", env=route.env("seeder", "m3_seeder"))
-    env = route.env(identity, "m3_worker", COPY_MODE=mode, NEW_ACL="public-read", NEW_SSE="AES256",
-                    MULTIPART_THRESHOLD="8MiB", MULTIPART_CHUNKSIZE="5MiB", LOG_LEVEL="debug")
+    env = route.env(
+        identity,
+        "m3_worker",
+        COPY_MODE=mode,
+        NEW_ACL="public-read",
+        NEW_SSE="AES256",
+        MULTIPART_THRESHOLD="8MiB",
+        MULTIPART_CHUNKSIZE="5MiB",
+        LOG_LEVEL="debug",
+    )
     worker = run_cli("worker", "--exit-when-done", env=env)
     events = json_events(worker.stdout)
 
     rows = {r["old_key"].decode().rsplit("/", 1)[1]: r for r in route.rows()}
-    assert {n: (r["state"], r["attempts"], r["last_error"]) for n, r in rows.items()} == \
-        {n: ("done", 1, None) for n in names}, worker.stdout[-3000:]
+    assert {n: (r["state"], r["attempts"], r["last_error"]) for n, r in rows.items()} == dict.fromkeys(
+        names, ("done", 1, None)
+    ), worker.stdout[-3000:]
     assert {n: (r["copy_method"], r["verified_by"]) for n, r in rows.items()} == {n: PATHS[mode, n] for n in names}
     admin = route.stack.s3.client()
     for name, body in bodies.items():

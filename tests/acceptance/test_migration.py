@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from movers3.settings import MIB
-from tests.support.keys import HOSTILE, LONG
+from movers3.values import MIB
 from tests.support.helpers import json_events, run_cli, start_cli, wait_for
+from tests.support.keys import HOSTILE, LONG
 
 pytestmark = pytest.mark.acceptance
 
@@ -56,19 +56,29 @@ def test_thousand_objects_by_three_workers_byte_identical_and_copied_once(route,
         assert all(pool.map(same, range(1000)))
 
     status = json.loads(run_cli("status", "--json", env=env).stdout)
-    assert (status["total"], status["done"], status["pending"], status["in_progress"], status["failed"]) == \
-        (1000, 1000, 0, 0, 0)
+    assert (status["total"], status["done"], status["pending"], status["in_progress"], status["failed"]) == (
+        1000,
+        1000,
+        0,
+        0,
+        0,
+    )
     report = list(csv.DictReader(io.StringIO(run_cli("report", env=env).stdout)))
     assert len(report) == 1000
     first = report[0]
     assert {"old_bucket", "old_key", "new_bucket", "new_key", "state", "size", "attempts", "error"} <= set(first)
     assert (first["old_bucket"], first["new_bucket"], first["state"]) == (route.old_bucket, route.new_bucket, "done")
-    assert first["new_key"] == route.new(first["old_key"][len(route.old_prefix) + 1:])
+    assert first["new_key"] == route.new(first["old_key"][len(route.old_prefix) + 1 :])
 
 
 def test_metadata_is_kept_on_single_and_multipart_paths(route, env):
-    attrs = dict(ContentType="image/png", CacheControl="public, max-age=3600", ContentDisposition="attachment",
-                 ContentEncoding="identity", Metadata={"user-id": "42", "source": "legacy"})
+    attrs = dict(
+        ContentType="image/png",
+        CacheControl="public, max-age=3600",
+        ContentDisposition="attachment",
+        ContentEncoding="identity",
+        Metadata={"user-id": "42", "source": "legacy"},
+    )
     small, large = os.urandom(50_000), os.urandom(9 * MIB + 17)
     route.put("small.png", small, **attrs)
     route.put("large.png", large, **attrs)
@@ -87,6 +97,7 @@ def test_the_installed_entry_point_runs():
     import subprocess
     import sys
     from pathlib import Path
+
     script = Path(sys.executable).parent / "movers3"
     out = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("movers3 ")

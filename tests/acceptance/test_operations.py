@@ -61,23 +61,33 @@ def value(samples, name, **labels):
 
 
 def healthcheck(env, *args):
-    return subprocess.run([*MOVERS3, "healthcheck", *args], env=env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*MOVERS3, "healthcheck", *args], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
 
 
 def test_metrics_are_served_while_a_worker_runs_and_agree_with_the_ledger(route, env, tmp_path):
     copied_bytes = put_and_lose(route, 200, lost=5)
     proxy = FaultProxy(route.stack.s3.url, rates={"slowdown": 0.15}, only_methods=("PUT",)).start()
     port = free_port()
-    worker_env = {**env, "URL_ENDPOINT": proxy.url, "METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.1",
-                  "WORKER_THREADS": "4", "MAX_ATTEMPTS": "10"}
+    worker_env = {
+        **env,
+        "URL_ENDPOINT": proxy.url,
+        "METRICS_PORT": str(port),
+        "METRICS_HOST": "127.0.0.1",
+        "WORKER_THREADS": "4",
+        "MAX_ATTEMPTS": "10",
+    }
     worker = start_cli("worker", env=worker_env, log=tmp_path / "w.log")
     try:
         wait_for(lambda: scrape(port), timeout=60, what="the metrics endpoint")
         wait_for(lambda: route.states() == {"done": 195, "failed": 5}, timeout=120, what="the migration")
         # Outcomes reach the ledger and the counters in the same flush.
-        samples = wait_for(lambda: (s := scrape(port)) and value(s, "movers3_objects_copied_total") == 195 and s,
-                           timeout=30, what="the counters to catch up")
+        samples = wait_for(
+            lambda: (s := scrape(port)) and value(s, "movers3_objects_copied_total") == 195 and s,
+            timeout=30,
+            what="the counters to catch up",
+        )
         assert value(samples, "movers3_bytes_copied_total") == copied_bytes
         assert value(samples, "movers3_copy_failures_total", code="NoSuchKey") == 5
         assert value(samples, "movers3_copy_retries_total", code="SlowDown") == proxy.injected["slowdown"] > 0
@@ -107,29 +117,41 @@ def test_health_turns_unhealthy_when_the_loop_is_stuck_and_recovers(route, env, 
     health_file = tmp_path / "run" / "health.json"
     port = free_port()
     # LEASE_SECONDS=8: the idle worker's rescuer writes every 2 s, so it meets the lock at once.
-    worker_env = {**env, "HEALTH_FILE": str(health_file), "HEALTH_MAX_AGE": "15", "LEASE_SECONDS": "8",
-                  "METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.1"}
+    worker_env = {
+        **env,
+        "HEALTH_FILE": str(health_file),
+        "HEALTH_MAX_AGE": "15",
+        "LEASE_SECONDS": "8",
+        "METRICS_PORT": str(port),
+        "METRICS_HOST": "127.0.0.1",
+    }
     check_env = {**env, "HEALTH_FILE": str(health_file), "HEALTH_MAX_AGE": "15"}
     assert healthcheck(check_env).returncode == 1  # nothing started yet
     worker = start_cli("worker", env=worker_env, log=tmp_path / "w.log")
     try:
-        ok = wait_for(lambda: (r := healthcheck(check_env)).returncode == 0 and r,
-                      timeout=60, what="a healthy worker")
+        ok = wait_for(lambda: (r := healthcheck(check_env)).returncode == 0 and r, timeout=60, what="a healthy worker")
         assert "movers3: healthy: worker" in ok.stdout
         assert json.loads(health_file.read_text())["pid"] == worker.pid
         with route.stack.db.admin() as lock, lock.cursor() as cur:
             cur.execute("FLUSH TABLES WITH READ LOCK")
             try:
-                stuck = wait_for(lambda: (r := healthcheck(check_env)).returncode == 1 and r,
-                                 timeout=90, what="the health check to see the stuck loop")
+                stuck = wait_for(
+                    lambda: (r := healthcheck(check_env)).returncode == 1 and r,
+                    timeout=90,
+                    what="the health check to see the stuck loop",
+                )
                 assert "is stuck" in stuck.stderr
                 assert worker.poll() is None  # alive all along: only the loop is stuck
-                assert wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 503, timeout=30,
-                                what="/healthz to answer 503")
+                assert wait_for(
+                    lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 503, timeout=30, what="/healthz to answer 503"
+                )
             finally:
                 cur.execute("UNLOCK TABLES")
-        wait_for(lambda: healthcheck(check_env, "--health-max-age", "15").returncode == 0, timeout=90,
-                 what="the worker to recover")
+        wait_for(
+            lambda: healthcheck(check_env, "--health-max-age", "15").returncode == 0,
+            timeout=90,
+            what="the worker to recover",
+        )
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(60)
@@ -155,10 +177,22 @@ def test_report_streams_only_the_failed_rows_as_json_lines(route, env, tmp_path)
 
 def test_status_watch_follows_the_migration_and_ends_with_it(route, env, tmp_path):
     put_and_lose(route, 150, lost=2)
-    watch_json = subprocess.Popen([*MOVERS3, "status", "--watch", "--json", "--interval", "0.2"], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    screen = subprocess.Popen([*MOVERS3, "status", "--watch", "--interval", "0.2"], env={**env, "COLUMNS": "100"},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    watch_json = subprocess.Popen(
+        [*MOVERS3, "status", "--watch", "--json", "--interval", "0.2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    screen = subprocess.Popen(
+        [*MOVERS3, "status", "--watch", "--interval", "0.2"],
+        env={**env, "COLUMNS": "100"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     first = json.loads(watch_json.stdout.readline())
     assert first["finished"] is False and first["pending"] == 150
     assert screen.poll() is None  # nothing copied yet: the watch goes on
@@ -178,8 +212,13 @@ def test_status_watch_follows_the_migration_and_ends_with_it(route, env, tmp_pat
 def test_run_on_a_terminal_draws_a_progress_bar(route, tmp_path):
     env = route.env("admin", "m3_init", LOAD_FILES="true", LOG_FORMAT="auto", COLUMNS="120", TERM="xterm")
     master, slave = pty.openpty()
-    run = subprocess.Popen([*MOVERS3, "run", "--workers", "2", "--count", "40"], env=env, stdout=subprocess.PIPE,
-                           stderr=slave, stdin=subprocess.DEVNULL)
+    run = subprocess.Popen(
+        [*MOVERS3, "run", "--workers", "2", "--count", "40"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+    )
     os.close(slave)
     screen = b""
     while True:

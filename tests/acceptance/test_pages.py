@@ -35,12 +35,25 @@ def insert_done_rows(route, count: int) -> list[int]:
     rows = []
     for i in range(count):
         md5 = hashlib.md5(body_of(i)).hexdigest()
-        rows.append((route.old_bucket, routes.to_db(route.old(f"{i:04d}.txt")), route.new_bucket,
-                     routes.to_db(route.new(f"{i:04d}.txt")), len(body_of(i)), md5, md5, f"md5:{md5}"))
+        rows.append(
+            (
+                route.old_bucket,
+                routes.to_db(route.old(f"{i:04d}.txt")),
+                route.new_bucket,
+                routes.to_db(route.new(f"{i:04d}.txt")),
+                len(body_of(i)),
+                md5,
+                md5,
+                f"md5:{md5}",
+            )
+        )
     with route.stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
-        cur.executemany("INSERT INTO movers3_objects (old_bucket, old_key, new_bucket, new_key, size, source_etag, "
-                        "state, attempts, dest_etag, copy_method, verified_by, checksum, done_at) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, 'done', 1, %s, 'copy', 'etag', %s, NOW(6))", rows)
+        cur.executemany(
+            "INSERT INTO movers3_objects (old_bucket, old_key, new_bucket, new_key, size, source_etag, "
+            "state, attempts, dest_etag, copy_method, verified_by, checksum, done_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, 'done', 1, %s, 'copy', 'etag', %s, NOW(6))",
+            rows,
+        )
         cur.execute("SELECT id FROM movers3_objects ORDER BY id")
         return [i for (i,) in cur.fetchall()]
 
@@ -50,15 +63,23 @@ def test_verify_checks_every_row_past_its_window_and_finds_every_bad_one(route):
     ids = insert_done_rows(route, count)
     # Bad copies in every window, the very first and last rows included: three kinds of damage.
     missing = {0, VERIFY_WINDOW + 6, count - 1}
-    overwritten = {i for i in range(5, count, 11)} - missing
-    retyped = {i for i in range(9, count, 17)} - missing - overwritten
+    overwritten = set(range(5, count, 11)) - missing
+    retyped = set(range(9, count, 17)) - missing - overwritten
     bad = missing | overwritten | retyped
     assert {min(bad) // VERIFY_WINDOW, max(bad) // VERIFY_WINDOW} == {0, 2}
-    items = [(route.old_bucket, route.old(f"{i:04d}.txt"), body_of(i), {"ContentType": "text/plain"})
-             for i in range(count)]
-    items += [(route.new_bucket, route.new(f"{i:04d}.txt"), b"another, longer body" if i in overwritten
-               else body_of(i), {"ContentType": "text/html" if i in retyped else "text/plain"})
-              for i in range(count) if i not in missing]
+    items = [
+        (route.old_bucket, route.old(f"{i:04d}.txt"), body_of(i), {"ContentType": "text/plain"}) for i in range(count)
+    ]
+    items += [
+        (
+            route.new_bucket,
+            route.new(f"{i:04d}.txt"),
+            b"another, longer body" if i in overwritten else body_of(i),
+            {"ContentType": "text/html" if i in retyped else "text/plain"},
+        )
+        for i in range(count)
+        if i not in missing
+    ]
     put_all(route, items)
 
     result = run_cli("verify", "--sample", "0", env=route.env("admin", "m3_worker"), check=False)
@@ -68,8 +89,13 @@ def test_verify_checks_every_row_past_its_window_and_finds_every_bad_one(route):
     assert found == [ids[i] for i in sorted(bad)]  # each bad row once, in id order
     problems = dict(re.findall(r"^MISMATCH id=(\d+) .*?: (.*)$", result.stdout, re.MULTILINE))
     for i in bad:
-        expected = ("missing at the destination" if i in missing else "ContentType differs" if i in retyped
-                    else "destination changed since the copy")
+        expected = (
+            "missing at the destination"
+            if i in missing
+            else "ContentType differs"
+            if i in retyped
+            else "destination changed since the copy"
+        )
         assert expected in problems[str(ids[i])], (i, problems[str(ids[i])])
     assert f"verified {count} done rows: {count - len(bad)} ok, {len(bad)} mismatched" in result.stdout
 
@@ -77,19 +103,41 @@ def test_verify_checks_every_row_past_its_window_and_finds_every_bad_one(route):
 def test_delete_source_goes_past_its_first_page(route):
     count = DELETE_PAGE + 40  # a full page and a partial second one (540 rows)
     ids = insert_done_rows(route, count)
-    put_all(route, [(bucket, key, body_of(i), {}) for i in range(count) for bucket, key in
-                    ((route.old_bucket, route.old(f"{i:04d}.txt")), (route.new_bucket, route.new(f"{i:04d}.txt")))])
+    put_all(
+        route,
+        [
+            (bucket, key, body_of(i), {})
+            for i in range(count)
+            for bucket, key in (
+                (route.old_bucket, route.old(f"{i:04d}.txt")),
+                (route.new_bucket, route.new(f"{i:04d}.txt")),
+            )
+        ],
+    )
 
     result = run_cli("delete-source", "--max-deletes", "100000", env=route.env("deleter", "m3_deleter"))
 
     assert f"deleted {count} source objects" in result.stdout and "skipped: none" in result.stdout, result.stdout
     client = route.stack.s3.client()
-    left = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=route.old_bucket, Prefix=route.old_prefix + "/") for o in page.get("Contents", [])]
+    left = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=route.old_bucket, Prefix=route.old_prefix + "/"
+        )
+        for o in page.get("Contents", [])
+    ]
     assert left == []
     with route.stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
         cur.execute("SELECT id FROM movers3_objects WHERE source_deleted_at IS NOT NULL ORDER BY id")
         assert [i for (i,) in cur.fetchall()] == ids  # every row recorded, the second page's too
     # The copies themselves are untouched.
-    assert sum(1 for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=route.new_bucket, Prefix=route.new_prefix + "/") for _ in page.get("Contents", [])) == count
+    assert (
+        sum(
+            1
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=route.new_bucket, Prefix=route.new_prefix + "/"
+            )
+            for _ in page.get("Contents", [])
+        )
+        == count
+    )

@@ -51,20 +51,32 @@ def unguarded(cell: str) -> str:
 
 # -- roles ----------------------------------------------------------------------------------------
 
+
 def test_the_worker_roles_are_enforced_by_both_servers(route, stack):
     """The accounts every worker in these tests runs with may do what docs/permissions.md says and nothing
     more: were they wider, the tests that use them would prove less."""
     route.put("probe.bin", b"probe")
     worker = stack.s3.client("worker-iam")
     assert worker.get_object(Bucket=route.old_bucket, Key=route.old("probe.bin"))["Body"].read() == b"probe"
-    worker.copy_object(Bucket=route.new_bucket, Key=route.new("probe.bin"),
-                       CopySource={"Bucket": route.old_bucket, "Key": route.old("probe.bin")})
+    worker.copy_object(
+        Bucket=route.new_bucket,
+        Key=route.new("probe.bin"),
+        CopySource={"Bucket": route.old_bucket, "Key": route.old("probe.bin")},
+    )
     forbidden = {
-        "DeleteObject on the new bucket": lambda: worker.delete_object(Bucket=route.new_bucket, Key=route.new("probe.bin")),
+        "DeleteObject on the new bucket": lambda: worker.delete_object(
+            Bucket=route.new_bucket, Key=route.new("probe.bin")
+        ),
         "GetObject on the new bucket": lambda: worker.get_object(Bucket=route.new_bucket, Key=route.new("probe.bin")),
-        "ListBucket on the new bucket": lambda: worker.list_objects_v2(Bucket=route.new_bucket, Prefix=route.new_prefix),
-        "PutObject on the old bucket": lambda: worker.put_object(Bucket=route.old_bucket, Key=route.old("x"), Body=b"x"),
-        "DeleteObject on the old bucket": lambda: worker.delete_object(Bucket=route.old_bucket, Key=route.old("probe.bin")),
+        "ListBucket on the new bucket": lambda: worker.list_objects_v2(
+            Bucket=route.new_bucket, Prefix=route.new_prefix
+        ),
+        "PutObject on the old bucket": lambda: worker.put_object(
+            Bucket=route.old_bucket, Key=route.old("x"), Body=b"x"
+        ),
+        "DeleteObject on the old bucket": lambda: worker.delete_object(
+            Bucket=route.old_bucket, Key=route.old("probe.bin")
+        ),
         "CreateBucket": lambda: worker.create_bucket(Bucket="m3-" + uuid.uuid4().hex[:8]),
     }
     allowed = []
@@ -76,15 +88,24 @@ def test_the_worker_roles_are_enforced_by_both_servers(route, stack):
             assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403, (name, exc)
     assert allowed == []
 
-    conn = pymysql.connect(host="127.0.0.1", port=stack.db.port, user="m3_worker", password=DB_ROLES["m3_worker"][0],
-                           database="sketch", autocommit=True)
+    conn = pymysql.connect(
+        host="127.0.0.1",
+        port=stack.db.port,
+        user="m3_worker",
+        password=DB_ROLES["m3_worker"][0],
+        database="sketch",
+        autocommit=True,
+    )
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM movers3_objects")
-            for statement in ("DELETE FROM movers3_objects",
-                              "INSERT INTO movers3_schema (singleton, version) VALUES (1, 1)",
-                              "CREATE TABLE m3_x (id INT)", "DROP TABLE movers3_seeds",
-                              "ALTER TABLE movers3_objects ADD COLUMN x INT"):
+            for statement in (
+                "DELETE FROM movers3_objects",
+                "INSERT INTO movers3_schema (singleton, version) VALUES (1, 1)",
+                "CREATE TABLE m3_x (id INT)",
+                "DROP TABLE movers3_seeds",
+                "ALTER TABLE movers3_objects ADD COLUMN x INT",
+            ):
                 with pytest.raises(pymysql.err.OperationalError) as denied:
                     cur.execute(statement)
                 assert denied.value.args[0] in (1142, 1044), (statement, denied.value)
@@ -93,6 +114,7 @@ def test_the_worker_roles_are_enforced_by_both_servers(route, stack):
 
 
 # -- hostile keys ------------------------------------------------------------------------------------
+
 
 def test_hostile_keys_on_seaweedfs_survive_the_ledger_the_logs_and_the_report(stack, tmp_path):
     """Under folders that start with `=` and `@` (the CSV formula guard's case), with keys that try to
@@ -143,14 +165,35 @@ def test_keys_only_moto_keeps_exactly_are_migrated_end_to_end(route, moto):
     """Backslashes, `.` and `..` segments, `//`, a leading `/` after the folder, a segment of 1000 bytes
     and more (the whole key 1024 bytes) and folder markers, server-side on moto through the CLI."""
     key, secret = moto.credentials("worker")
-    on_moto = {"URL_ENDPOINT": moto.url, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
-               "COPY_MODE": "server", "LOG_LEVEL": "debug"}
+    on_moto = {
+        "URL_ENDPOINT": moto.url,
+        "AWS_ACCESS_KEY_ID": key,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "COPY_MODE": "server",
+        "LOG_LEVEL": "debug",
+    }
     head = len(route.old("").encode())
     long_segment = "big/" + "😀" * 250
     long_segment += "x" * (1024 - head - len(long_segment.encode()))
-    keys = ["back\\slash.png", "..\\..\\win.ini", "../up.png", "a/../../b.png", "./here", "a/./b", "double//slash",
-            "/leading-slash", "//two-leading", "trailing-dot.", "folder/", "nested/folder/", "a\\", "dots/.../x",
-            long_segment, FORGERS[-1], "b\\'); DROP TABLE movers3_seeds; -- \\"]  # moto's HTTP layer refuses a newline in a key; SeaweedFS keeps it
+    keys = [
+        "back\\slash.png",
+        "..\\..\\win.ini",
+        "../up.png",
+        "a/../../b.png",
+        "./here",
+        "a/./b",
+        "double//slash",
+        "/leading-slash",
+        "//two-leading",
+        "trailing-dot.",
+        "folder/",
+        "nested/folder/",
+        "a\\",
+        "dots/.../x",
+        long_segment,
+        FORGERS[-1],
+        "b\\'); DROP TABLE movers3_seeds; -- \\",
+    ]  # moto's HTTP layer refuses a newline in a key; SeaweedFS keeps it
     client = moto.client()
     for k in keys:
         client.put_object(Bucket=route.old_bucket, Key=route.old(k), Body=k.encode())
@@ -169,6 +212,7 @@ def test_keys_only_moto_keeps_exactly_are_migrated_end_to_end(route, moto):
 
 
 # -- secrets --------------------------------------------------------------------------------------
+
 
 def test_no_secret_in_any_output_of_a_full_run_or_any_process_title(route, tmp_path):
     """init, load-samples, seed, run (workers as child processes), worker, status, report, retry, verify
@@ -212,11 +256,17 @@ def test_no_secret_in_any_output_of_a_full_run_or_any_process_title(route, tmp_p
     run("retry", env=worker_env)
     run("verify", "--sample", "0", "--full", env=route.env("admin", "m3_worker", **debug))
     # Failures print errors, and --debug tracebacks: wrong password, wrong secret key.
-    wrong_db = {**worker_env, "MYSQL_URL": worker_env["MYSQL_URL"].replace(DB_ROLES["m3_worker"][0],
-                                                                             "not-" + DB_ROLES["m3_worker"][0])}
+    wrong_db = {
+        **worker_env,
+        "MYSQL_URL": worker_env["MYSQL_URL"].replace(DB_ROLES["m3_worker"][0], "not-" + DB_ROLES["m3_worker"][0]),
+    }
     run("worker", "--debug", env=wrong_db, check=False)
-    run("worker", "--debug", env={**worker_env, "AWS_SECRET_ACCESS_KEY": "not-" + S3_IDENTITIES["worker-iam"]["secret"]},
-        check=False)
+    run(
+        "worker",
+        "--debug",
+        env={**worker_env, "AWS_SECRET_ACCESS_KEY": "not-" + S3_IDENTITIES["worker-iam"]["secret"]},
+        check=False,
+    )
 
     assert route.states() == {"done": 31}
     assert len(titles) >= 3 and all("movers3" in t for t in titles)

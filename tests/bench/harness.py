@@ -21,7 +21,8 @@ import psutil
 
 from movers3.ledger import schema
 from movers3.ledger.db import Database
-from movers3.settings import MIB, parse_mysql_url
+from movers3.settings import parse_mysql_url
+from movers3.values import MIB
 from tests.bench import procs, tools
 from tests.support.services import DATABASE, NEW_BUCKET, OLD_BUCKET, MariaDB, SeaweedFS
 
@@ -65,12 +66,16 @@ def mixed_sizes(count: int, seed: int = 8) -> tuple[int, ...]:
 
 def workloads(quick: bool) -> list[Workload]:
     if quick:
-        return [Workload("small", "40 x 4 KiB", (4 * KIB,) * 40),
-                Workload("large", "3 x 9 MiB", (9 * MIB,) * 3),
-                Workload("mixed", "20 mixed", mixed_sizes(20, seed=3))]
-    return [Workload("small", "2,000 x 4 KiB", (4 * KIB,) * 2000),
-            Workload("large", "20 x 64 MiB", (64 * MIB,) * 20),
-            Workload("mixed", "200 mixed (1 KiB-96 MiB)", mixed_sizes(200))]
+        return [
+            Workload("small", "40 x 4 KiB", (4 * KIB,) * 40),
+            Workload("large", "3 x 9 MiB", (9 * MIB,) * 3),
+            Workload("mixed", "20 mixed", mixed_sizes(20, seed=3)),
+        ]
+    return [
+        Workload("small", "2,000 x 4 KiB", (4 * KIB,) * 2000),
+        Workload("large", "20 x 64 MiB", (64 * MIB,) * 20),
+        Workload("mixed", "200 mixed (1 KiB-96 MiB)", mixed_sizes(200)),
+    ]
 
 
 @dataclasses.dataclass
@@ -89,7 +94,6 @@ class Result:
     attrs_checked: int
     worker_rss_kib: list[int] = dataclasses.field(default_factory=list)
     db_questions: int = 0
-    db_commits: int = 0
     note: str = ""
 
     @property
@@ -179,10 +183,15 @@ class Bench:
             size = workload.sizes[index]
             rel = f"o{index:05d}.bin"
             head = hashlib.sha256(f"{workload.name}/{index}".encode()).digest()
-            body = (head + block[len(head):size]) if size > len(head) else head[:size]
+            body = (head + block[len(head) : size]) if size > len(head) else head[:size]
             ctype = CONTENT_TYPES[index % len(CONTENT_TYPES)]
-            self.admin.put_object(Bucket=OLD_BUCKET, Key=f"{self.src(workload)}/{rel}", Body=body,
-                                  ContentType=ctype, Metadata={"idx": str(index), "origin": "bench"})
+            self.admin.put_object(
+                Bucket=OLD_BUCKET,
+                Key=f"{self.src(workload)}/{rel}",
+                Body=body,
+                ContentType=ctype,
+                Metadata={"idx": str(index), "origin": "bench"},
+            )
             expected[rel] = (size, ctype, str(index))
 
         with ThreadPoolExecutor(8) as pool:
@@ -199,7 +208,7 @@ class Bench:
     def _delete_prefix(self, bucket: str, prefix: str) -> None:
         keys = list(self._keys(bucket, prefix))
         for start in range(0, len(keys), 1000):
-            chunk = [{"Key": k} for k in keys[start:start + 1000]]
+            chunk = [{"Key": k} for k in keys[start : start + 1000]]
             self.admin.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
         left = self._keys(bucket, prefix)
         if left:
@@ -213,7 +222,7 @@ class Bench:
         objects sampled)."""
         expected = self.sources[workload.name]
         prefix = self.dst(workload) + "/"
-        found = {k[len(prefix):]: size for k, size in self._keys(NEW_BUCKET, prefix).items()}
+        found = {k[len(prefix) :]: size for k, size in self._keys(NEW_BUCKET, prefix).items()}
         present = sum(1 for rel, (size, _, _) in expected.items() if found.get(rel) == size)
         rels = sorted(expected)
         # The largest objects always, the rest evenly spread.
@@ -252,11 +261,24 @@ class Bench:
     def movers3_env(self, workload: Workload, identity: str, role: str, tool: tools.Tool) -> dict[str, str]:
         key, secret = self.s3.credentials(identity)
         env = tools.clean_env(self.home)
-        env.update({"URL_ENDPOINT": self.s3.url, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
-                    "AWS_REGION": "us-east-1", "MYSQL_URL": self.db.role_url(role), "OLD_BUCKET": OLD_BUCKET,
-                    "OLD_PREFIX": self.src(workload), "NEW_BUCKET": NEW_BUCKET, "NEW_PREFIX": self.dst(workload),
-                    "LOG_FORMAT": "json", "LOG_LEVEL": "info", "WORKER_THREADS": str(tool.threads),
-                    "COPY_ENGINE": tool.engine, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        env.update(
+            {
+                "URL_ENDPOINT": self.s3.url,
+                "AWS_ACCESS_KEY_ID": key,
+                "AWS_SECRET_ACCESS_KEY": secret,
+                "AWS_REGION": "us-east-1",
+                "MYSQL_URL": self.db.role_url(role),
+                "OLD_BUCKET": OLD_BUCKET,
+                "OLD_PREFIX": self.src(workload),
+                "NEW_BUCKET": NEW_BUCKET,
+                "NEW_PREFIX": self.dst(workload),
+                "LOG_FORMAT": "json",
+                "LOG_LEVEL": "info",
+                "WORKER_THREADS": str(tool.threads),
+                "COPY_ENGINE": tool.engine,
+                "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            }
+        )
         env.update(dict(tool.extra_env))
         return env
 
@@ -274,11 +296,22 @@ class Bench:
             finished, rss = self._movers3(tool, workload, wrap or [])
         else:
             key, secret = self.s3.credentials(tools.NEW_BUCKET_ROLE)
-            argv, env = tools.peer_command(tool, url=self.s3.url, key=key, secret=secret, home=self.home,
-                                           src=self.src(workload), dst=self.dst(workload),
-                                           old_bucket=OLD_BUCKET, new_bucket=NEW_BUCKET)
-            finished = [procs.run(self.registry, tool.name, [*(wrap or []), *argv], env, self.log(tool.name),
-                                  RUN_TIMEOUT_SECONDS)]
+            argv, env = tools.peer_command(
+                tool,
+                url=self.s3.url,
+                key=key,
+                secret=secret,
+                home=self.home,
+                src=self.src(workload),
+                dst=self.dst(workload),
+                old_bucket=OLD_BUCKET,
+                new_bucket=NEW_BUCKET,
+            )
+            finished = [
+                procs.run(
+                    self.registry, tool.name, [*(wrap or []), *argv], env, self.log(tool.name), RUN_TIMEOUT_SECONDS
+                )
+            ]
             rss = []
         seconds = time.monotonic() - started
         s3_cpu, db_cpu = _cpu(s3_pid) - s3_cpu0, _cpu(db_pid) - db_cpu0
@@ -287,17 +320,33 @@ class Bench:
         note = ""
         if failed:
             note = f"exit {failed[0].code}"
-            print(f"  ! {failed[0].name} exited {failed[0].code}; log {failed[0].log}:\n{failed[0].tail(1500)}",
-                  file=sys.stderr)
+            print(
+                f"  ! {failed[0].name} exited {failed[0].code}; log {failed[0].log}:\n{failed[0].tail(1500)}",
+                file=sys.stderr,
+            )
         if tool.kind == "movers3":
             states = self.ledger_states()
             if states.get("done", 0) != workload.count:
                 note = (note + " " if note else "") + f"ledger {states}"
         present, kept, checked = self.check_destination(workload)
-        result = Result(tool.name, workload.name, number, seconds, workload.count, workload.bytes,
-                        sum(f.cpu_seconds for f in finished), s3_cpu, db_cpu, present, kept, checked, rss,
-                        status1["Questions"] - status0["Questions"], status1["Com_commit"] - status0["Com_commit"],
-                        note)
+        result = Result(
+            tool.name,
+            workload.name,
+            number,
+            seconds,
+            workload.count,
+            workload.bytes,
+            sum(f.cpu_seconds for f in finished),
+            s3_cpu,
+            db_cpu,
+            present,
+            kept,
+            checked,
+            rss,
+            status1["Questions"] - status0["Questions"],
+            status1["Com_commit"] - status0["Com_commit"],
+            note,
+        )
         self.clear_destination(workload)
         return result
 
@@ -306,8 +355,9 @@ class Bench:
         machine, with the migrator's roles (docs/permissions.md). Its rusage covers the
         workers it waited for; each worker's peak RSS is read from /proc while it runs."""
         env = self.movers3_env(workload, "worker", "m3_init", tool)
-        proc = self.registry.start("movers3 run", [*wrap, *MOVERS3, "run", "--workers", str(tool.workers)], env,
-                                   self.log("run"))
+        proc = self.registry.start(
+            "movers3 run", [*wrap, *MOVERS3, "run", "--workers", str(tool.workers)], env, self.log("run")
+        )
         peaks: dict[int, int] = {}
         deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
         while not proc.done() and time.monotonic() < deadline:
@@ -332,10 +382,15 @@ class Bench:
             with self.db.admin() as conn, conn.cursor() as cur:
                 cur.execute("SET GLOBAL general_log = 'OFF'")
         with self.db.admin() as conn, conn.cursor() as cur:
-            cur.execute("SELECT thread_id, CAST(argument AS CHAR CHARACTER SET utf8mb4) FROM mysql.general_log "
-                        "WHERE command_type = 'Query' AND user_host LIKE 'm3\\_init%' ORDER BY event_time")
-            logged = [(thread, text) for thread, text in cur.fetchall()
-                      if not text.lstrip().startswith("INSERT INTO movers3_counts")]  # trigger bodies
+            cur.execute(
+                "SELECT thread_id, CAST(argument AS CHAR CHARACTER SET utf8mb4) FROM mysql.general_log "
+                "WHERE command_type = 'Query' AND user_host LIKE 'm3\\_init%' ORDER BY event_time"
+            )
+            logged = [
+                (thread, text)
+                for thread, text in cur.fetchall()
+                if not text.lstrip().startswith("INSERT INTO movers3_counts")
+            ]  # trigger bodies
             cur.execute("TRUNCATE TABLE mysql.general_log")
         claim = "attempts = attempts + 1"  # only the claim's UPDATE says this
         workers = {thread for thread, text in logged if claim in text}
@@ -352,8 +407,13 @@ class Bench:
             "commits_alone": sum(1 for s in packets if s.strip().upper() == "COMMIT"),
             "questions_all_clients": result.db_questions,
         }
-        counts["other"] = counts["worker_packets"] - counts["polls"] - counts["claims"] \
-            - counts["finishes_alone"] - counts["commits_alone"]
+        counts["other"] = (
+            counts["worker_packets"]
+            - counts["polls"]
+            - counts["claims"]
+            - counts["finishes_alone"]
+            - counts["commits_alone"]
+        )
         counts["per_batch"] = counts["worker_packets"] / claims if claims else float("nan")
         return counts
 
@@ -363,20 +423,25 @@ def audit_network(bench: Bench, contenders: list[tools.Tool], workload: Workload
     loopback. Returns lines to print."""
     strace = shutil.which("strace")
     if not strace:
-        return ["network audit: strace is not installed, so connections were not traced "
-                "(apt-get install strace); the peers were still given only 127.0.0.1"]
+        return [
+            "network audit: strace is not installed, so connections were not traced "
+            "(apt-get install strace); the peers were still given only 127.0.0.1"
+        ]
     lines = []
     for tool in contenders:
         trace = bench.base / f"strace-{re.sub(r'[^a-z0-9]+', '-', tool.name.lower())}.txt"
         wrap = [strace, "-f", "-qq", "-e", "trace=connect", "-o", str(trace)]
         bench.run(tool, workload, 0, wrap=wrap)
         text = trace.read_text(errors="replace") if trace.exists() else ""
-        addresses = set(re.findall(r'inet_addr\("([^"]+)"\)', text)) | \
-            set(re.findall(r'inet_pton\(AF_INET6, "([^"]+)"', text))
+        addresses = set(re.findall(r'inet_addr\("([^"]+)"\)', text)) | set(
+            re.findall(r'inet_pton\(AF_INET6, "([^"]+)"', text)
+        )
         outside = sorted(a for a in addresses if not (a.startswith("127.") or a in ("::1", "::ffff:127.0.0.1")))
         verdict = "only loopback" if not outside else "OUTSIDE: " + ", ".join(outside)
-        lines.append(f"  {tool.name}: {len(re.findall('connect', text))} connect() calls, "
-                     f"{verdict} ({', '.join(sorted(addresses)) or 'none over IP'})")
+        lines.append(
+            f"  {tool.name}: {len(re.findall('connect', text))} connect() calls, "
+            f"{verdict} ({', '.join(sorted(addresses)) or 'none over IP'})"
+        )
     return lines
 
 
@@ -397,19 +462,33 @@ def machine() -> str:
     kernel = os.uname().release
     load = os.getloadavg()
     versions = []
-    for name, argv in (("s5cmd", ["s5cmd", "version"]), ("rclone", ["rclone", "version"]),
-                       ("aws", ["aws", "--version"])):
+    for name, argv in (
+        ("s5cmd", ["s5cmd", "version"]),
+        ("rclone", ["rclone", "version"]),
+        ("aws", ["aws", "--version"]),
+    ):
         try:
-            out = subprocess.run([tools.binary(argv[0]), *argv[1:]], capture_output=True, text=True, timeout=30,
-                                 env=tools.clean_env(Path(tempfile.gettempdir())))
+            out = subprocess.run(
+                [tools.binary(argv[0]), *argv[1:]],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=tools.clean_env(Path(tempfile.gettempdir())),
+            )
             versions.append((out.stdout or out.stderr).splitlines()[0].strip())
         except (RuntimeError, OSError, subprocess.SubprocessError, IndexError):
             versions.append(f"{name}: not found")
     weed = subprocess.run([tools.binary("weed"), "version"], capture_output=True, text=True, timeout=30)
-    maria = subprocess.run(["mariadbd", "--version"], capture_output=True, text=True, timeout=30) \
-        if shutil.which("mariadbd") else None
-    return (f"{os.cpu_count()} cores, {model}, {memory:.0f} GiB RAM, Linux {kernel}, "
-            f"load average before the run {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}\n"
-            f"peers: {'; '.join(versions)}\n"
-            f"servers: SeaweedFS {(weed.stdout or weed.stderr).strip().splitlines()[-1] if weed.stdout or weed.stderr else '?'}; "
-            f"{maria.stdout.strip() if maria else 'mariadbd'}")
+    maria = (
+        subprocess.run(["mariadbd", "--version"], capture_output=True, text=True, timeout=30)
+        if shutil.which("mariadbd")
+        else None
+    )
+    weed_version = (weed.stdout or weed.stderr).strip().splitlines()[-1] if weed.stdout or weed.stderr else "?"
+    return (
+        f"{os.cpu_count()} cores, {model}, {memory:.0f} GiB RAM, Linux {kernel}, "
+        f"load average before the run {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}\n"
+        f"peers: {'; '.join(versions)}\n"
+        f"servers: SeaweedFS {weed_version}; "
+        f"{maria.stdout.strip() if maria else 'mariadbd'}"
+    )

@@ -24,14 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from movers3.ledger import schema
-from movers3.ledger.reads import Reads
-from movers3.ledger.seeds import Seeds
-from movers3.ledger.work import WorkQueue
 from movers3 import routes
+from movers3.ledger import schema
 from movers3.ledger.db import Database
-from movers3.ledger.seeds import PageWrite, PartSpec
-from movers3.ledger.work import Outcome
+from movers3.ledger.reads import Reads
+from movers3.ledger.seeds import PageWrite, PartSpec, Seeds
+from movers3.ledger.work import Outcome, WorkQueue
 from movers3.seed.judge import Listed, judge
 from movers3.settings import load, parse_mysql_url
 from tests.support.services import DATABASE, MariaDB
@@ -58,15 +56,24 @@ def main() -> None:
     tmp.mkdir()
     if os.geteuid() == 0:
         shutil.chown(tmp, "mysql", "mysql")
-    db = MariaDB(base / "db", options=[f"--innodb-buffer-pool-size={BUFFER_POOL}", f"--innodb-log-file-size={LOG_FILE_SIZE}",
-                                       f"--innodb-flush-log-at-trx-commit={FLUSH}", f"--tmpdir={tmp}"])
+    db = MariaDB(
+        base / "db",
+        options=[
+            f"--innodb-buffer-pool-size={BUFFER_POOL}",
+            f"--innodb-log-file-size={LOG_FILE_SIZE}",
+            f"--innodb-flush-log-at-trx-commit={FLUSH}",
+            f"--tmpdir={tmp}",
+        ],
+    )
     try:
         db.start()
         db.create_database()
         url = f"mysql+pymysql://root@localhost/{DATABASE}?unix_socket={db.socket}"
         machine()
-        print(f"MariaDB {server_version(db)}, innodb_buffer_pool_size={BUFFER_POOL}, "
-              f"innodb_flush_log_at_trx_commit={FLUSH}" + (" (every commit an fsync)" if FLUSH == "1" else ""))
+        print(
+            f"MariaDB {server_version(db)}, innodb_buffer_pool_size={BUFFER_POOL}, "
+            f"innodb_flush_log_at_trx_commit={FLUSH}" + (" (every commit an fsync)" if FLUSH == "1" else "")
+        )
         print(f"claim batch {BATCH}; {CLAIMERS} concurrent claimer processes for {THROUGHPUT_SECONDS:.0f} s\n")
         schema.create(Database(parse_mysql_url(url)))
         filled = 0
@@ -90,8 +97,10 @@ def machine() -> None:
         mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
     except OSError:
         mem = 0
-    print(f"machine: {model}, {os.cpu_count()} cores, {mem} GiB RAM, {platform.system()} {platform.release()}, "
-          f"Python {sys.version.split()[0]}")
+    print(
+        f"machine: {model}, {os.cpu_count()} cores, {mem} GiB RAM, {platform.system()} {platform.release()}, "
+        f"Python {sys.version.split()[0]}"
+    )
 
 
 def server_version(db: MariaDB) -> str:
@@ -120,14 +129,18 @@ def fill(db: MariaDB, have: int, want: int) -> int:
                 "IF(p, 'pending', 'done'), IF(p, 0, 1), IF(p, NULL, NOW(6) - INTERVAL 1 DAY), "
                 "IF(p, NULL, MD5(n)), IF(p, NULL, 'copy'), IF(p, NULL, 'etag') "
                 f"FROM (SELECT seq + {start} AS n, (seq + {start}) % 10 = 0 OR seq + {start} <= {PENDING_FLOOR} AS p "
-                f"FROM seq_1_to_{count}) AS s")
+                f"FROM seq_1_to_{count}) AS s"
+            )
             start += count
     filled = time.monotonic() - started
     url = f"mysql+pymysql://root@localhost/{DATABASE}?unix_socket={db.socket}"
     started = time.monotonic()
     schema.create(Database(parse_mysql_url(url)))
-    print(f"filled to {want:,} rows in {filled:.0f} s; `init` (triggers + recount) took {time.monotonic() - started:.1f} s",
-          flush=True)
+    print(
+        f"filled to {want:,} rows in {filled:.0f} s; "
+        f"`init` (triggers + recount) took {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
     return want
 
 
@@ -145,8 +158,10 @@ def claim_latency(url: str) -> tuple[list[float], list[float], list[int]]:
         claims.append(time.perf_counter() - started)
         if not rows:
             break
-        outcomes = [Outcome(r.id, "done", r.attempts, dest_etag=r.source_etag, copy_method="copy",
-                            verified_by="etag") for r in rows]
+        outcomes = [
+            Outcome(r.id, "done", r.attempts, dest_etag=r.source_etag, copy_method="copy", verified_by="etag")
+            for r in rows
+        ]
         started = time.perf_counter()
         ledger.finish("bench", outcomes)
         finishes.append(time.perf_counter() - started)
@@ -165,8 +180,13 @@ def _claimer(url: str, name: str, seconds: float, ready, queue) -> None:
             rows = ledger.claim_and_finish(name, BATCH, 600)[0]
             if not rows:
                 break
-            ledger.finish(name, [Outcome(r.id, "done", r.attempts, dest_etag="e", copy_method="copy",
-                                         verified_by="etag") for r in rows])
+            ledger.finish(
+                name,
+                [
+                    Outcome(r.id, "done", r.attempts, dest_etag="e", copy_method="copy", verified_by="etag")
+                    for r in rows
+                ],
+            )
             done += len(rows)
             ids.extend(r.id for r in rows)
     except BaseException as exc:  # reported by the parent
@@ -178,8 +198,9 @@ def claim_throughput(url: str) -> tuple[float, list[int]]:
     ctx = multiprocessing.get_context("fork")
     ready = ctx.Barrier(CLAIMERS + 1)
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_claimer, args=(url, f"c{i}", THROUGHPUT_SECONDS, ready, queue))
-             for i in range(CLAIMERS)]
+    procs = [
+        ctx.Process(target=_claimer, args=(url, f"c{i}", THROUGHPUT_SECONDS, ready, queue)) for i in range(CLAIMERS)
+    ]
     for p in procs:
         p.start()
     ready.wait()
@@ -199,15 +220,23 @@ def restore_pending(db: MariaDB, ids: list[int]) -> None:
     """Put the rows a measure finished back to pending, so that every size starts alike."""
     with db.admin(DATABASE) as conn, conn.cursor() as cur:
         for i in range(0, len(ids), 5000):
-            cur.execute("UPDATE movers3_objects SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, "
-                        "done_at = NULL, attempts = 0 WHERE id IN %s", (tuple(ids[i:i + 5000]),))
+            cur.execute(
+                "UPDATE movers3_objects SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, "
+                "done_at = NULL, attempts = 0 WHERE id IN %s",
+                (tuple(ids[i : i + 5000]),),
+            )
 
 
 def insert_rate(url: str, size: int) -> float:
     """Seed pages of new keys through the seeder's own path: judge (two look-ups) and seed_page."""
     ledger = Seeds(ledger_for(url).db)
-    env = {"MYSQL_URL": url, "OLD_BUCKET": "legacy-s3", "OLD_PREFIX": "images", "NEW_BUCKET": "production-s3",
-           "NEW_PREFIX": "avatar"}
+    env = {
+        "MYSQL_URL": url,
+        "OLD_BUCKET": "legacy-s3",
+        "OLD_PREFIX": "images",
+        "NEW_BUCKET": "production-s3",
+        "NEW_PREFIX": "avatar",
+    }
     settings = load(env)
     seed = ledger.seed_round("legacy-s3", f"bench{size}", "production-s3", "avatar", input=None, restart=True)
     ledger.seed_plan(seed, [PartSpec(prefix=f"bench{size}/")])
@@ -215,14 +244,24 @@ def insert_rate(url: str, size: int) -> float:
     started = time.perf_counter()
     rows = 0
     for page in range(INSERT_PAGES):
-        entries = [Listed(f"images/new{size}/p{page:05d}/{i:04d}.png", 1234, f"{page:08x}{i:024x}", "STANDARD")
-                   for i in range(1000)]
-        judgement = judge(entries, settings,
-                          lambda old, new: ledger.known("legacy-s3", old, "production-s3", new))
-        write = PageWrite(old_bucket="legacy-s3", new_rows=[
-            ("legacy-s3", routes.to_db(e.key), "production-s3", routes.to_db(n), e.size, e.etag, e.storage_class)
-            for e, n in judgement.new], changes=[], parts=[], cursor=entries[-1].key, consumed=0,
-            listed=len(entries), skipped=0)
+        entries = [
+            Listed(f"images/new{size}/p{page:05d}/{i:04d}.png", 1234, f"{page:08x}{i:024x}", "STANDARD")
+            for i in range(1000)
+        ]
+        judgement = judge(entries, settings, lambda old, new: ledger.known("legacy-s3", old, "production-s3", new))
+        write = PageWrite(
+            old_bucket="legacy-s3",
+            new_rows=[
+                ("legacy-s3", routes.to_db(e.key), "production-s3", routes.to_db(n), e.size, e.etag, e.storage_class)
+                for e, n in judgement.new
+            ],
+            changes=[],
+            parts=[],
+            cursor=entries[-1].key,
+            consumed=0,
+            listed=len(entries),
+            skipped=0,
+        )
         rows += ledger.seed_page(part, "bench-seeder", 600, write, seed)
     return rows / (time.perf_counter() - started)
 
@@ -263,29 +302,41 @@ def measure(db: MariaDB, url: str, size: int) -> dict:
     set_triggers(db, url, True)
     claims, finishes, ids = claim_latency(url)
     restore_pending(db, ids)
-    result.update(claim_p50=pct(claims, 0.5), claim_p99=pct(claims, 0.99), finish_p50=pct(finishes, 0.5),
-                  finish_p99=pct(finishes, 0.99))
+    result.update(
+        claim_p50=pct(claims, 0.5),
+        claim_p99=pct(claims, 0.99),
+        finish_p50=pct(finishes, 0.5),
+        finish_p99=pct(finishes, 0.99),
+    )
     rate, ids = claim_throughput(url)
     restore_pending(db, ids)
     result["throughput"] = rate
     result["insert_rate"] = insert_rate(url, size)
     result["status"], result["status_exact"], result["status_correct"] = status_latency(url)
-    print(f"{size:>12,} rows: claim p50 {result['claim_p50']:.2f} ms p99 {result['claim_p99']:.2f} ms "
-          f"(without triggers p50 {result['claim_p50_nt']:.2f} ms); finish p50 {result['finish_p50']:.2f} ms "
-          f"(without {result['finish_p50_nt']:.2f} ms); {CLAIMERS} claimers {rate:,.0f} rows/s; "
-          f"insert {result['insert_rate']:,.0f} rows/s; status {result['status'] * 1000:.1f} ms "
-          f"(exact count {result['status_exact'] * 1000:.0f} ms, equal: {result['status_correct']})", flush=True)
+    print(
+        f"{size:>12,} rows: claim p50 {result['claim_p50']:.2f} ms p99 {result['claim_p99']:.2f} ms "
+        f"(without triggers p50 {result['claim_p50_nt']:.2f} ms); finish p50 {result['finish_p50']:.2f} ms "
+        f"(without {result['finish_p50_nt']:.2f} ms); {CLAIMERS} claimers {rate:,.0f} rows/s; "
+        f"insert {result['insert_rate']:,.0f} rows/s; status {result['status'] * 1000:.1f} ms "
+        f"(exact count {result['status_exact'] * 1000:.0f} ms, equal: {result['status_correct']})",
+        flush=True,
+    )
     return result
 
 
 def print_table(results: list[dict]) -> None:
-    print("\n| rows | claim p50 / p99 (ms) | finish p50 / p99 (ms) | claim / finish p50 without triggers | "
-          f"{CLAIMERS} claimers (rows/s) | seed insert (rows/s) | status (ms) | exact COUNT(*) (ms) |")
+    print(
+        "\n| rows | claim p50 / p99 (ms) | finish p50 / p99 (ms) | claim / finish p50 without triggers | "
+        f"{CLAIMERS} claimers (rows/s) | seed insert (rows/s) | status (ms) | exact COUNT(*) (ms) |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
-        print(f"| {r['size']:,} | {r['claim_p50']:.2f} / {r['claim_p99']:.2f} | {r['finish_p50']:.2f} / "
-              f"{r['finish_p99']:.2f} | {r['claim_p50_nt']:.2f} / {r['finish_p50_nt']:.2f} | {r['throughput']:,.0f} | {r['insert_rate']:,.0f} | "
-              f"{r['status'] * 1000:.1f} | {r['status_exact'] * 1000:,.0f} |")
+        print(
+            f"| {r['size']:,} | {r['claim_p50']:.2f} / {r['claim_p99']:.2f} | {r['finish_p50']:.2f} / "
+            f"{r['finish_p99']:.2f} | {r['claim_p50_nt']:.2f} / {r['finish_p50_nt']:.2f} | "
+            f"{r['throughput']:,.0f} | {r['insert_rate']:,.0f} | "
+            f"{r['status'] * 1000:.1f} | {r['status_exact'] * 1000:,.0f} |"
+        )
 
 
 if __name__ == "__main__":

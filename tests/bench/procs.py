@@ -23,7 +23,6 @@ class Finished:
     name: str
     code: int
     cpu_seconds: float  # user + system, the process and its waited-for descendants
-    max_rss_kib: int
     log: Path
 
     def tail(self, chars: int = 2000) -> str:
@@ -57,8 +56,7 @@ class Proc:
             self._waiter.join(10)
             raise BenchError(f"{self.name} did not finish in time (killed); log {self.log}")
         _, status, usage = self._result
-        return Finished(self.name, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime,
-                        usage.ru_maxrss, self.log)
+        return Finished(self.name, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, self.log)
 
 
 class Registry:
@@ -67,12 +65,18 @@ class Registry:
     def __init__(self) -> None:
         self.procs: list[Proc] = []
 
-    def start(self, name: str, argv: Sequence[str], env: dict[str, str], log: Path,
-              cwd: Path | None = None) -> Proc:
+    def start(self, name: str, argv: Sequence[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> Proc:
         out = open(log, "ab")
         try:
-            popen = subprocess.Popen(list(argv), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
+            popen = subprocess.Popen(
+                list(argv),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                start_new_session=True,
+            )
         finally:
             out.close()
         proc = Proc(name, popen, log)
@@ -102,7 +106,6 @@ def kill_group(pid: int, grace: float = 5.0) -> None:
             time.sleep(0.05)
 
 
-def run(registry: Registry, name: str, argv: Sequence[str], env: dict[str, str], log: Path,
-        timeout: float) -> Finished:
+def run(registry: Registry, name: str, argv: Sequence[str], env: dict[str, str], log: Path, timeout: float) -> Finished:
     proc = registry.start(name, argv, env, log)
     return proc.finish(time.monotonic() + timeout)

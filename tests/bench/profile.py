@@ -53,7 +53,7 @@ def _frames(stack: str) -> list[tuple[str, str]]:
 
 
 def _part(frames: list[tuple[str, str]]) -> str:
-    for func, file in reversed(frames):
+    for _func, file in reversed(frames):
         for name, needles in PARTS:
             if any(n in file for n in needles):
                 return name
@@ -96,8 +96,10 @@ def summarise(raw: Path) -> list[str]:
         else:
             threads["main thread: set-up/other, CRT callbacks"] += n
     total = sum(by_process.values())
-    lines = [f"  samples at {RATE}/s of a running (not idle) thread: {total} in all; by process: "
-             + ", ".join(f"{p} {n / total:.0%}" for p, n in by_process.most_common())]
+    lines = [
+        f"  samples at {RATE}/s of a running (not idle) thread: {total} in all; by process: "
+        + ", ".join(f"{p} {n / total:.0%}" for p, n in by_process.most_common())
+    ]
     if worker_total:
         lines.append("  worker, by where the time went (innermost known frame):")
         lines += [f"    {name:<40} {n / worker_total:6.1%}" for name, n in parts.most_common()]
@@ -115,17 +117,40 @@ def profile(bench: Bench, engine: str, workload: Workload, threads: int) -> list
     bench.clear_destination(workload)
     bench.clear_ledger()
     raw = bench.base / f"profile-{engine}.txt"
-    argv = [tools.binary("py-spy"), "record", "--subprocesses", "--format", "raw", "--rate", str(RATE),
-            "--nonblocking", "--output", str(raw), "--", *MOVERS3, "run", "--workers", "1"]
+    argv = [
+        tools.binary("py-spy"),
+        "record",
+        "--subprocesses",
+        "--format",
+        "raw",
+        "--rate",
+        str(RATE),
+        "--nonblocking",
+        "--output",
+        str(raw),
+        "--",
+        *MOVERS3,
+        "run",
+        "--workers",
+        "1",
+    ]
     started = time.monotonic()
-    done = procs.run(bench.registry, f"py-spy {engine}", argv, bench.movers3_env(workload, "worker", "m3_init", tool),
-                     bench.log(f"py-spy-{engine}"), 600)
+    done = procs.run(
+        bench.registry,
+        f"py-spy {engine}",
+        argv,
+        bench.movers3_env(workload, "worker", "m3_init", tool),
+        bench.log(f"py-spy-{engine}"),
+        600,
+    )
     seconds = time.monotonic() - started
     present, _, _ = bench.check_destination(workload)
     bench.clear_destination(workload)
     if done.code != 0 or not raw.exists():
         return [f"profile {engine}: py-spy exited {done.code}: {done.tail(800)}"]
-    return [f"COPY_ENGINE={engine}, 1 worker x {threads} threads, {workload.label}: {seconds:.1f} s under py-spy "
-            f"(--nonblocking), {present}/{workload.count} copied, client CPU {done.cpu_seconds:.2f} s "
-            f"({done.cpu_seconds / workload.count * 1000:.2f} ms/object incl. py-spy's own)",
-            *summarise(raw)]
+    return [
+        f"COPY_ENGINE={engine}, 1 worker x {threads} threads, {workload.label}: {seconds:.1f} s under py-spy "
+        f"(--nonblocking), {present}/{workload.count} copied, client CPU {done.cpu_seconds:.2f} s "
+        f"({done.cpu_seconds / workload.count * 1000:.2f} ms/object incl. py-spy's own)",
+        *summarise(raw),
+    ]

@@ -18,8 +18,16 @@ NEW_BUCKET_ROLE = "worker"  # every contender uses the worker's least-privilege 
 # rclone needs these to copy with credentials that cannot read the destination (shared notes); its
 # default of 4 transfers and 8 checkers is raised to the concurrency the others use, so that it is
 # not measured handicapped.
-RCLONE_FLAGS = ["--no-check-dest", "--s3-no-check-bucket", "--s3-no-head", "--s3-no-head-object",
-                "--transfers", "32", "--checkers", "32"]
+RCLONE_FLAGS = [
+    "--no-check-dest",
+    "--s3-no-check-bucket",
+    "--s3-no-head",
+    "--s3-no-head-object",
+    "--transfers",
+    "32",
+    "--checkers",
+    "32",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,37 +64,88 @@ def clean_env(home: Path) -> dict[str, str]:
     """Only what a process needs: no proxy variables (they would route loopback traffic elsewhere),
     no AWS_* or RCLONE_* from the caller, a private HOME and temp dir."""
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TERM")}
-    keep.update({"HOME": str(home), "TMPDIR": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-                 "XDG_CACHE_HOME": str(home / ".cache"), "AWS_EC2_METADATA_DISABLED": "true",
-                 "PYTHONDONTWRITEBYTECODE": "1"})
+    keep.update(
+        {
+            "HOME": str(home),
+            "TMPDIR": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
     keep["PATH"] = f"{BIN}:{keep.get('PATH', '/usr/bin:/bin')}"
     return keep
 
 
-def peer_command(tool: Tool, *, url: str, key: str, secret: str, home: Path, src: str, dst: str,
-                 old_bucket: str, new_bucket: str) -> tuple[list[str], dict[str, str]]:
+def peer_command(
+    tool: Tool, *, url: str, key: str, secret: str, home: Path, src: str, dst: str, old_bucket: str, new_bucket: str
+) -> tuple[list[str], dict[str, str]]:
     env = clean_env(home)
-    env.update({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "AWS_REGION": "us-east-1",
-                "AWS_DEFAULT_REGION": "us-east-1"})
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": key,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
     if tool.kind == "s5cmd":
         # HOME is private, so s5cmd finds no ~/.aws files and reads only the environment's keys.
-        argv = [binary("s5cmd"), "--endpoint-url", url, "--log", "error", "cp", *tool.args,
-                f"s3://{old_bucket}/{src}/*", f"s3://{new_bucket}/{dst}/"]
+        argv = [
+            binary("s5cmd"),
+            "--endpoint-url",
+            url,
+            "--log",
+            "error",
+            "cp",
+            *tool.args,
+            f"s3://{old_bucket}/{src}/*",
+            f"s3://{new_bucket}/{dst}/",
+        ]
     elif tool.kind == "rclone":
-        env.update({"RCLONE_CONFIG": str(home / "empty"), "RCLONE_CONFIG_BENCH_TYPE": "s3",
-                    "RCLONE_CONFIG_BENCH_PROVIDER": "Other", "RCLONE_CONFIG_BENCH_ENV_AUTH": "false",
-                    "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": key, "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": secret,
-                    "RCLONE_CONFIG_BENCH_ENDPOINT": url, "RCLONE_CONFIG_BENCH_REGION": "us-east-1",
-                    "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"})
-        argv = [binary("rclone"), "copy", f"bench:{old_bucket}/{src}", f"bench:{new_bucket}/{dst}",
-                *tool.args, "--stats", "0", "--log-level", "ERROR"]
+        env.update(
+            {
+                "RCLONE_CONFIG": str(home / "empty"),
+                "RCLONE_CONFIG_BENCH_TYPE": "s3",
+                "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+                "RCLONE_CONFIG_BENCH_ENV_AUTH": "false",
+                "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": key,
+                "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": secret,
+                "RCLONE_CONFIG_BENCH_ENDPOINT": url,
+                "RCLONE_CONFIG_BENCH_REGION": "us-east-1",
+                "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+            }
+        )
+        argv = [
+            binary("rclone"),
+            "copy",
+            f"bench:{old_bucket}/{src}",
+            f"bench:{new_bucket}/{dst}",
+            *tool.args,
+            "--stats",
+            "0",
+            "--log-level",
+            "ERROR",
+        ]
     elif tool.kind == "aws":
         config = home / "aws-config"
         config.write_text("[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n")
-        env.update({"AWS_CONFIG_FILE": str(config), "AWS_SHARED_CREDENTIALS_FILE": str(home / "empty"),
-                    "AWS_PAGER": ""})
-        argv = [binary("aws"), "--endpoint-url", url, "s3", "cp", f"s3://{old_bucket}/{src}/",
-                f"s3://{new_bucket}/{dst}/", "--recursive", "--only-show-errors", "--no-progress"]
+        env.update(
+            {"AWS_CONFIG_FILE": str(config), "AWS_SHARED_CREDENTIALS_FILE": str(home / "empty"), "AWS_PAGER": ""}
+        )
+        argv = [
+            binary("aws"),
+            "--endpoint-url",
+            url,
+            "s3",
+            "cp",
+            f"s3://{old_bucket}/{src}/",
+            f"s3://{new_bucket}/{dst}/",
+            "--recursive",
+            "--only-show-errors",
+            "--no-progress",
+        ]
     else:
         raise ValueError(tool.kind)
     return argv, env

@@ -2,22 +2,27 @@
 
 import hashlib
 import os
+import threading
 
 import pytest
 
-import threading
-
-from movers3.transfer import s3
-from movers3.transfer.copier import ObjectCopier
 from movers3.exceptions import CopyError, SourceChanged
 from movers3.ledger.uploads import UploadJournal
 from movers3.ledger.work import Row
-from movers3.settings import MIB, load
+from movers3.settings import load
+from movers3.transfer import s3
+from movers3.transfer.copier import ObjectCopier
+from movers3.values import MIB
 
 pytestmark = pytest.mark.integration
 
-ATTRS = dict(ContentType="image/webp", CacheControl="max-age=60", ContentDisposition='inline; filename="a b.webp"',
-             ContentLanguage="fr", Metadata={"owner": "user-42", "x-note": "kept"})
+ATTRS = dict(
+    ContentType="image/webp",
+    CacheControl="max-age=60",
+    ContentDisposition='inline; filename="a b.webp"',
+    ContentLanguage="fr",
+    Metadata={"owner": "user-42", "x-note": "kept"},
+)
 
 
 def copier(route, identity="worker"):
@@ -27,8 +32,9 @@ def copier(route, identity="worker"):
 
 def row_for(route, rest, body):
     head = route.stack.s3.client().head_object(Bucket=route.old_bucket, Key=route.old(rest))
-    return Row(1, route.old_bucket, route.old(rest), route.new_bucket, route.new(rest), len(body),
-               head["ETag"].strip('"'), 1)
+    return Row(
+        1, route.old_bucket, route.old(rest), route.new_bucket, route.new(rest), len(body), head["ETag"].strip('"'), 1
+    )
 
 
 def assert_attrs_kept(route, rest, body):
@@ -63,8 +69,7 @@ def test_multipart_copy_keeps_bytes_and_metadata(route, identity):
 
 
 def test_missing_source_is_a_permanent_error(route):
-    row = Row(1, route.old_bucket, route.old("nope"), route.new_bucket, route.new("nope"), 1,
-              "0" * 32, 1)
+    row = Row(1, route.old_bucket, route.old("nope"), route.new_bucket, route.new("nope"), 1, "0" * 32, 1)
     with pytest.raises(CopyError) as info:
         copier(route).copy(row)
     assert not info.value.retryable and info.value.code in ("NoSuchKey", "404")

@@ -8,12 +8,12 @@ import unicodedata
 
 import pytest
 
-from movers3.transfer import s3
-from movers3.transfer.copier import ObjectCopier
-from movers3.transfer.copy_object import CopyRequest
 from movers3.exceptions import CopyError, SourceChanged
 from movers3.ledger.uploads import UploadJournal
 from movers3.settings import load
+from movers3.transfer import s3
+from movers3.transfer.copier import ObjectCopier
+from movers3.transfer.copy_object import CopyRequest
 from tests.support.faultproxy import FaultProxy
 from tests.support.keys import HOSTILE, LONG
 from tests.support.services import free_port
@@ -21,8 +21,13 @@ from tests.support.services import free_port
 pytestmark = pytest.mark.integration
 
 ENGINES = ["boto3", "crt"]
-ATTRS = dict(ContentType="image/webp", CacheControl="max-age=60", ContentDisposition='inline; filename="a b.webp"',
-             ContentLanguage="fr", Metadata={"owner": "user-42", "x-note": "kept"})
+ATTRS = dict(
+    ContentType="image/webp",
+    CacheControl="max-age=60",
+    ContentDisposition='inline; filename="a b.webp"',
+    ContentLanguage="fr",
+    Metadata={"owner": "user-42", "x-note": "kept"},
+)
 
 
 def engine(route, name, identity="worker", **env):
@@ -80,10 +85,17 @@ def test_hostile_keys_are_copied_exactly_with_their_attributes(route, name):
 @pytest.mark.parametrize("name", ENGINES)
 def test_extra_parameters_become_their_headers(route, name):
     request = put(route, "extra.bin", b"extra", **ATTRS)
-    extra = {"MetadataDirective": "REPLACE", "ContentType": "text/plain", "CacheControl": "no-store",
-             "Metadata": {"replaced": "yes"}}
-    engine(route, name).copy_object(CopyRequest(request.source_bucket, request.source_key, request.source_etag,
-                                                 request.dest_bucket, request.dest_key, extra))
+    extra = {
+        "MetadataDirective": "REPLACE",
+        "ContentType": "text/plain",
+        "CacheControl": "no-store",
+        "Metadata": {"replaced": "yes"},
+    }
+    engine(route, name).copy_object(
+        CopyRequest(
+            request.source_bucket, request.source_key, request.source_etag, request.dest_bucket, request.dest_key, extra
+        )
+    )
     got = route.read_new("extra.bin")
     assert (got["ContentType"], got["CacheControl"], got["Metadata"]) == ("text/plain", "no-store", {"replaced": "yes"})
 
@@ -102,14 +114,16 @@ def test_both_engines_sort_s3_errors_the_same_way(route):
     the real server, give the same type, code and retryability whichever engine sent the request."""
     request = put(route, "e.txt", b"e")
     missing = CopyRequest(route.old_bucket, route.old("missing"), "0" * 32, route.new_bucket, route.new("missing"))
-    forbidden = CopyRequest(route.old_bucket, request.source_key, request.source_etag, route.old_bucket,
-                            route.old("written-by-worker"))
+    forbidden = CopyRequest(
+        route.old_bucket, request.source_key, request.source_etag, route.old_bucket, route.old("written-by-worker")
+    )
     seen = {}
     for name in ENGINES:
-        seen[name] = (outcome(lambda: engine(route, name).copy_object(missing)),
-                      outcome(lambda: engine(route, name).copy_object(forbidden)),
-                      outcome(lambda: engine(route, name, AWS_SECRET_ACCESS_KEY="wrong-secret-xyz")
-                              .copy_object(request)))
+        seen[name] = (
+            outcome(lambda: engine(route, name).copy_object(missing)),
+            outcome(lambda: engine(route, name).copy_object(forbidden)),
+            outcome(lambda: engine(route, name, AWS_SECRET_ACCESS_KEY="wrong-secret-xyz").copy_object(request)),
+        )
     assert seen["boto3"] == seen["crt"], seen
     missing_seen, forbidden_seen, wrong_secret = seen["crt"]
     assert missing_seen == ("CopyError", "NoSuchKey", False)
@@ -117,13 +131,16 @@ def test_both_engines_sort_s3_errors_the_same_way(route):
     assert wrong_secret[1] == "SignatureDoesNotMatch" and wrong_secret[1] in s3.SYSTEMIC_CODES
 
 
-@pytest.mark.parametrize("kind, expected", [
-    ("slowdown", ("CopyError", "SlowDown", True)),
-    ("internal", ("CopyError", "InternalError", True)),
-    ("error200", ("CopyError", "InternalError", True)),
-    ("reset", None),
-    ("timeout", ("CopyError", "ReadTimeoutError", True)),
-])
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("slowdown", ("CopyError", "SlowDown", True)),
+        ("internal", ("CopyError", "InternalError", True)),
+        ("error200", ("CopyError", "InternalError", True)),
+        ("reset", None),
+        ("timeout", ("CopyError", "ReadTimeoutError", True)),
+    ],
+)
 def test_faults_are_classified_alike(route, kind, expected):
     request = put(route, f"{kind}.txt", b"fault")
     proxy = FaultProxy(route.stack.s3.url, rates={kind: 1.0} if kind != "timeout" else {})
@@ -133,8 +150,12 @@ def test_faults_are_classified_alike(route, kind, expected):
         proxy.rules.append(("", "hang"))
     proxy.start()
     try:
-        seen = {name: outcome(lambda: engine(route, name, URL_ENDPOINT=proxy.url, S3_TIMEOUT_SECONDS="2")
-                              .copy_object(request)) for name in ENGINES}
+        seen = {
+            name: outcome(
+                lambda: engine(route, name, URL_ENDPOINT=proxy.url, S3_TIMEOUT_SECONDS="2").copy_object(request)
+            )
+            for name in ENGINES
+        }
     finally:
         proxy.stop()
     assert proxy.injected["hang" if kind == "timeout" else kind] == 2

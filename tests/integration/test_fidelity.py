@@ -9,28 +9,41 @@ import threading
 
 import pytest
 
+from movers3.ledger.db import Database
 from movers3.ledger.seeds import Seeds
-from movers3.ledger.work import WorkQueue
+from movers3.ledger.uploads import UploadJournal
+from movers3.ledger.work import Row, WorkQueue
+from movers3.seed.seeder import Seeder
+from movers3.settings import load
 from movers3.transfer import s3
 from movers3.transfer.copier import ObjectCopier
-from movers3.ledger.db import Database
-from movers3.ledger.uploads import UploadJournal
-from movers3.ledger.work import Row
-from movers3.seed.seeder import Seeder
-from movers3.settings import MIB, load
+from movers3.values import MIB
 from movers3.worker.loop import Worker, WorkerConfig
 
 pytestmark = pytest.mark.integration
 
 ATTRS = dict(
-    ContentType="image/webp", CacheControl="public, max-age=60", ContentDisposition='inline; filename="a b.webp"',
-    ContentLanguage="fr-CA", ContentEncoding="identity",
-    Expires=datetime.datetime(2031, 2, 3, 4, 5, 6, tzinfo=datetime.timezone.utc),
-    Metadata={"owner": "user-42", "x-note": "kept"}, WebsiteRedirectLocation="/moved/here.html",
-    StorageClass="STANDARD_IA", Tagging="team=web&kind=avatar",
+    ContentType="image/webp",
+    CacheControl="public, max-age=60",
+    ContentDisposition='inline; filename="a b.webp"',
+    ContentLanguage="fr-CA",
+    ContentEncoding="identity",
+    Expires=datetime.datetime(2031, 2, 3, 4, 5, 6, tzinfo=datetime.UTC),
+    Metadata={"owner": "user-42", "x-note": "kept"},
+    WebsiteRedirectLocation="/moved/here.html",
+    StorageClass="STANDARD_IA",
+    Tagging="team=web&kind=avatar",
 )
-CONTENT = ("ContentType", "CacheControl", "ContentDisposition", "ContentLanguage", "ContentEncoding", "Expires",
-           "Metadata", "StorageClass")
+CONTENT = (
+    "ContentType",
+    "CacheControl",
+    "ContentDisposition",
+    "ContentLanguage",
+    "ContentEncoding",
+    "Expires",
+    "Metadata",
+    "StorageClass",
+)
 # Checked once below with a plain PutObject: SeaweedFS does not store x-amz-website-redirect-location at
 # all, so no copy onto it can keep one (README says so); moto keeps it.
 KEEPS_REDIRECT = {"seaweedfs": False, "moto": True}
@@ -55,7 +68,7 @@ def proof(path: str, body: bytes) -> tuple[str, str | None, str | None]:
     """(verified_by, checksum, destination ETag) that a copy of `body` by `path` must report; None for
     the ETag where the bytes don't determine it."""
     md5 = hashlib.md5(body).hexdigest()
-    parts = s3.composite_etag([hashlib.md5(body[i:i + PART]).hexdigest() for i in range(0, len(body), PART)])
+    parts = s3.composite_etag([hashlib.md5(body[i : i + PART]).hexdigest() for i in range(0, len(body), PART)])
     return {
         # The source's ETag is the MD5 of its bytes and the copy has the same: that MD5 is the proof.
         "copy": ("etag", f"md5:{md5}", md5),
@@ -77,15 +90,27 @@ def servers(stack, moto):
 
 def side_env(prefix: str, server, identity: str) -> dict[str, str]:
     key, secret = server.credentials(identity)
-    return {f"{prefix}_URL_ENDPOINT": server.url, f"{prefix}_AWS_ACCESS_KEY_ID": key,
-            f"{prefix}_AWS_SECRET_ACCESS_KEY": secret}
+    return {
+        f"{prefix}_URL_ENDPOINT": server.url,
+        f"{prefix}_AWS_ACCESS_KEY_ID": key,
+        f"{prefix}_AWS_SECRET_ACCESS_KEY": secret,
+    }
 
 
-def copier_for(route, servers, source: str, dest: str, mode: str, identity: str = "worker", **extra: str
-               ) -> ObjectCopier:
-    env = {**route.env("worker", "m3_worker"), **side_env("OLD", servers[source], identity),
-           **side_env("NEW", servers[dest], identity), "COPY_MODE": mode, "MULTIPART_THRESHOLD": "8MiB",
-           "MULTIPART_CHUNKSIZE": "5MiB", "PART_CONCURRENCY": "3", "STREAM_MEMORY": "16MiB", **extra}
+def copier_for(
+    route, servers, source: str, dest: str, mode: str, identity: str = "worker", **extra: str
+) -> ObjectCopier:
+    env = {
+        **route.env("worker", "m3_worker"),
+        **side_env("OLD", servers[source], identity),
+        **side_env("NEW", servers[dest], identity),
+        "COPY_MODE": mode,
+        "MULTIPART_THRESHOLD": "8MiB",
+        "MULTIPART_CHUNKSIZE": "5MiB",
+        "PART_CONCURRENCY": "3",
+        "STREAM_MEMORY": "16MiB",
+        **extra,
+    }
     settings = load(env)
     return ObjectCopier.from_settings(settings, UploadJournal(None, "test"), threading.Event())
 
@@ -93,8 +118,17 @@ def copier_for(route, servers, source: str, dest: str, mode: str, identity: str 
 def listed_row(route, server, rest: str) -> Row:
     """The row the seeder would make, from a real listing (size, ETag and storage class)."""
     (obj,) = server.client().list_objects_v2(Bucket=route.old_bucket, Prefix=route.old(rest))["Contents"]
-    return Row(1, route.old_bucket, obj["Key"], route.new_bucket, route.new(rest), obj["Size"],
-               s3.bare_etag(obj["ETag"]), 1, obj.get("StorageClass"))
+    return Row(
+        1,
+        route.old_bucket,
+        obj["Key"],
+        route.new_bucket,
+        route.new(rest),
+        obj["Size"],
+        s3.bare_etag(obj["ETag"]),
+        1,
+        obj.get("StorageClass"),
+    )
 
 
 def test_what_each_endpoint_stores_at_all(route, servers):
@@ -112,8 +146,17 @@ def test_every_attribute_is_kept(route, servers, source, dest, mode, paths, size
     body = os.urandom(size)
     servers[source].client().put_object(Bucket=route.old_bucket, Key=route.old("obj.webp"), Body=body, **ATTRS)
     identity = SERVER_SIDE_ON_SEAWEEDFS if (dest, mode) == ("seaweedfs", "server") else "worker"
-    copier = copier_for(route, servers, source, dest, mode, identity, NEW_ACL="public-read", NEW_SSE="AES256",
-                        WEBSITE_REDIRECTS="always")
+    copier = copier_for(
+        route,
+        servers,
+        source,
+        dest,
+        mode,
+        identity,
+        NEW_ACL="public-read",
+        NEW_SSE="AES256",
+        WEBSITE_REDIRECTS="always",
+    )
     row = listed_row(route, servers[source], "obj.webp")
     assert row.storage_class == "STANDARD_IA"
 
@@ -176,8 +219,9 @@ def test_redirects_follow_the_setting_on_the_server_side_hot_path(route, servers
 @pytest.mark.parametrize("source,dest,mode,paths", PAIRS, ids=[f"{p[0]}-to-{p[1]}-{p[2]}" for p in PAIRS])
 def test_empty_objects_on_every_path(route, servers, source, dest, mode, paths):
     """An empty object is below any threshold: the single-part path of each pair, proved like any other."""
-    servers[source].client().put_object(Bucket=route.old_bucket, Key=route.old("empty"), Body=b"",
-                                        ContentType="text/plain")
+    servers[source].client().put_object(
+        Bucket=route.old_bucket, Key=route.old("empty"), Body=b"", ContentType="text/plain"
+    )
     copied = copier_for(route, servers, source, dest, mode).copy(listed_row(route, servers[source], "empty"))
     path = paths[0]
     assert (copied.method, copied.size) == (path, 0)
@@ -196,8 +240,9 @@ def test_the_proof_of_every_path_is_recorded_on_its_row(route, mode):
         route.put(name, body)
     seeding = load(route.env("seeder", "m3_seeder"))
     Seeder(Seeds(Database(seeding.mysql)), s3.client(seeding.source), seeding).run()
-    settings = load(route.env("worker", "m3_worker", COPY_MODE=mode, MULTIPART_THRESHOLD="8MiB",
-                              MULTIPART_CHUNKSIZE="5MiB"))
+    settings = load(
+        route.env("worker", "m3_worker", COPY_MODE=mode, MULTIPART_THRESHOLD="8MiB", MULTIPART_CHUNKSIZE="5MiB")
+    )
     ledger, stop = WorkQueue(Database(settings.mysql)), threading.Event()
     journal = UploadJournal.open(ledger.db, "fidelity")
     copier = ObjectCopier.from_settings(settings, journal, stop)

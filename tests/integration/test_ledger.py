@@ -5,15 +5,14 @@ import threading
 
 import pytest
 
-from movers3.ledger import schema
-from movers3.ledger.reads import Reads
-from movers3.ledger.work import WorkQueue
 from movers3 import routes
-from movers3.ledger.db import Database
 from movers3.exceptions import LedgerError, SchemaError
+from movers3.ledger import schema
+from movers3.ledger.db import Database
+from movers3.ledger.reads import Reads
 from movers3.ledger.schema import SCHEMA_VERSION
 from movers3.ledger.seeds import PageWrite, PartSpec
-from movers3.ledger.work import RESCUE_PAGE, Outcome
+from movers3.ledger.work import RESCUE_PAGE, Outcome, WorkQueue
 from movers3.settings import load, parse_mysql_url
 from tests.support.services import DATABASE
 
@@ -25,10 +24,25 @@ def make_rows(seeder_ledger, route, count, start=0):
     seed = seeder_ledger.seed_round(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix, input=None)
     seeder_ledger.seed_plan(seed, [PartSpec(prefix=route.old_prefix + "/")])
     part = seeder_ledger.part_claim(seed, "factory", 60)
-    rows = [(route.old_bucket, routes.to_db(route.old(f"{i:05d}")), route.new_bucket,
-             routes.to_db(route.new(f"{i:05d}")), i, f"{i:032x}", "STANDARD") for i in range(start, start + count)]
-    seeder_ledger.seed_page(part, "factory", 60, PageWrite(route.old_bucket, rows, [], [], route.old(f"{start + count - 1:05d}"),
-                                                           0, count, 0), seed)
+    rows = [
+        (
+            route.old_bucket,
+            routes.to_db(route.old(f"{i:05d}")),
+            route.new_bucket,
+            routes.to_db(route.new(f"{i:05d}")),
+            i,
+            f"{i:032x}",
+            "STANDARD",
+        )
+        for i in range(start, start + count)
+    ]
+    seeder_ledger.seed_page(
+        part,
+        "factory",
+        60,
+        PageWrite(route.old_bucket, rows, [], [], route.old(f"{start + count - 1:05d}"), 0, count, 0),
+        seed,
+    )
     seeder_ledger.part_finish(seed, part, "factory", route.old_bucket, route.old_prefix + "/")
 
 
@@ -78,11 +92,14 @@ def test_finish_writes_only_rows_the_worker_still_owns(route, seeder_ledger, led
     make_rows(seeder_ledger, route, 3)
     a, b, c = ledger.claim_and_finish("w1", 3, 60)[0]
     admin_exec(route, "UPDATE movers3_objects SET lease_owner = 'w2' WHERE id = %s", (b.id,))  # rescued and re-claimed
-    written = ledger.finish("w1", [
-        Outcome(a.id, "done", 1, size=None, dest_etag="e1", copy_method="copy", verified_by="etag"),
-        Outcome(b.id, "done", 1, dest_etag="e2"),
-        Outcome(c.id, "failed", 3, error="NoSuchKey: gone " + "x" * 5000),
-    ])
+    written = ledger.finish(
+        "w1",
+        [
+            Outcome(a.id, "done", 1, size=None, dest_etag="e1", copy_method="copy", verified_by="etag"),
+            Outcome(b.id, "done", 1, dest_etag="e2"),
+            Outcome(c.id, "failed", 3, error="NoSuchKey: gone " + "x" * 5000),
+        ],
+    )
     assert written == 2
     rows = {r["id"]: r for r in route.rows()}
     assert rows[a.id]["state"] == "done" and rows[a.id]["dest_etag"] == "e1" and rows[a.id]["size"] == 0
@@ -103,8 +120,9 @@ def test_renew_extends_only_own_leases(route, seeder_ledger, ledger):
 def test_expired_leases_are_rescued_or_failed_when_attempts_are_spent(route, seeder_ledger, ledger):
     make_rows(seeder_ledger, route, 3)
     a, b, c = ledger.claim_and_finish("dead", 3, 60)[0]
-    admin_exec(route, "UPDATE movers3_objects SET lease_expires_at = NOW() - INTERVAL 1 SECOND WHERE id IN %s",
-               ((a.id, b.id),))
+    admin_exec(
+        route, "UPDATE movers3_objects SET lease_expires_at = NOW() - INTERVAL 1 SECOND WHERE id IN %s", ((a.id, b.id),)
+    )
     admin_exec(route, "UPDATE movers3_objects SET attempts = 5 WHERE id = %s", (b.id,))
     assert ledger.rescue_expired(max_attempts=5) == (1, 1)
     rows = {r["id"]: r for r in route.rows()}
@@ -131,11 +149,13 @@ def test_more_expired_leases_than_a_rescue_page_all_come_back_a_page_at_a_time(r
     assert all(requeued <= RESCUE_PAGE and failed <= RESCUE_PAGE for requeued, failed in passes)
     assert passes[0] == (RESCUE_PAGE, RESCUE_PAGE)  # a full page of each, then the rest
     assert (sum(p[0] for p in passes), sum(p[1] for p in passes)) == (1150, 1050)
-    states = {i: (state, owner) for i, state, owner in admin_exec(
-        route, "SELECT id, state, lease_owner FROM movers3_objects")}
+    states = {
+        i: (state, owner) for i, state, owner in admin_exec(route, "SELECT id, state, lease_owner FROM movers3_objects")
+    }
     assert {i for i, (state, _) in states.items() if state == "failed"} == spent
-    assert {i for i, (state, owner) in states.items() if state == "pending" and owner is None} == \
-        {r.id for r in claimed} - spent
+    assert {i for i, (state, owner) in states.items() if state == "pending" and owner is None} == {
+        r.id for r in claimed
+    } - spent
     again = ledger.claim_and_finish("alive", 5000, 60)[0]
     assert sorted(r.id for r in again) == sorted({r.id for r in claimed} - spent)
     assert all(r.attempts == 2 for r in again)
@@ -198,24 +218,31 @@ def test_init_is_idempotent(route):
 
 def test_init_upgrades_a_version_2_ledger_in_place_with_its_rows_and_counts(route):
     from pathlib import Path
+
     database = "upgrade_" + route.old_prefix.split("/")[0]
     with route.stack.db.admin() as conn, conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{database}`")
         cur.execute(f"GRANT CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE, TRIGGER ON `{database}`.* TO 'm3_init'@'%'")
     try:
         v2 = Path(__file__).parents[1] / "support" / "schema_v2.sql"
-        statements = [s for s in "\n".join(l for l in v2.read_text().splitlines() if not l.startswith("--"))
-                      .split(";") if s.strip()]
+        statements = [
+            s
+            for s in "\n".join(line for line in v2.read_text().splitlines() if not line.startswith("--")).split(";")
+            if s.strip()
+        ]
         with route.stack.db.admin(database) as conn, conn.cursor() as cur:
             for s in statements:
                 cur.execute(s)
             cur.execute("INSERT INTO movers3_schema (singleton, version) VALUES (1, 2)")
-            cur.executemany("INSERT INTO movers3_objects (old_bucket, old_key, new_bucket, new_key, size, source_etag, "
-                            "state) VALUES ('b', %s, 'n', %s, %s, 'e', %s)",
-                            [(f"k{i}".encode(), f"n{i}".encode(), i, ("done", "pending", "failed")[i % 3])
-                             for i in range(30)])
-            cur.execute("INSERT INTO movers3_seeds (old_bucket, old_prefix, new_bucket, new_prefix, state, listed) "
-                        "VALUES ('b', 'k', 'n', 'n', 'finished', 30)")
+            cur.executemany(
+                "INSERT INTO movers3_objects (old_bucket, old_key, new_bucket, new_key, size, source_etag, "
+                "state) VALUES ('b', %s, 'n', %s, %s, 'e', %s)",
+                [(f"k{i}".encode(), f"n{i}".encode(), i, ("done", "pending", "failed")[i % 3]) for i in range(30)],
+            )
+            cur.execute(
+                "INSERT INTO movers3_seeds (old_bucket, old_prefix, new_bucket, new_prefix, state, listed) "
+                "VALUES ('b', 'k', 'n', 'n', 'finished', 30)"
+            )
         url = route.stack.db.url("m3_init", "init-pass-0123456789", database)
         old = WorkQueue(Database(parse_mysql_url(url)))
         with pytest.raises(SchemaError):
@@ -243,8 +270,9 @@ def test_status_counters_match_the_rows_through_claims_finishes_rescues_and_dele
                 # Released once (back to pending, claimed again), else done or failed, sizes changing;
                 # one in five stays in progress.
                 states = ("done", "failed", "pending" if batch[0].attempts == 1 else "done", "done")
-                ledger.finish(name, [Outcome(r.id, states[r.id % 4], r.attempts, size=r.size + 1) for r in batch
-                                     if r.id % 5])
+                ledger.finish(
+                    name, [Outcome(r.id, states[r.id % 4], r.attempts, size=r.size + 1) for r in batch if r.id % 5]
+                )
         except Exception as exc:  # reported below
             errors.append(exc)
 
@@ -254,13 +282,18 @@ def test_status_counters_match_the_rows_through_claims_finishes_rescues_and_dele
     for t in threads:
         t.join(120)
     assert not errors
-    admin_exec(route, "UPDATE movers3_objects SET lease_expires_at = NOW() - INTERVAL 1 SECOND "
-                      "WHERE state = 'in_progress' AND id % 2 = 0")
+    admin_exec(
+        route,
+        "UPDATE movers3_objects SET lease_expires_at = NOW() - INTERVAL 1 SECOND "
+        "WHERE state = 'in_progress' AND id % 2 = 0",
+    )
     ledger = WorkQueue(Database(load(route.env("worker", "m3_worker")).mysql))
     ledger.rescue_expired(max_attempts=5)  # back to pending
     admin_exec(route, "DELETE FROM movers3_objects WHERE id % 7 = 0")
-    truth = {s: (int(n), int(b)) for s, n, b in admin_exec(
-        route, "SELECT state, COUNT(*), SUM(size) FROM movers3_objects GROUP BY state")}
+    truth = {
+        s: (int(n), int(b))
+        for s, n, b in admin_exec(route, "SELECT state, COUNT(*), SUM(size) FROM movers3_objects GROUP BY state")
+    }
     counts = Reads(ledger.db).counts()
     assert {s: (counts.rows[s], counts.bytes[s]) for s in counts.rows if counts.rows[s]} == truth
     assert len(truth) == 4
@@ -280,10 +313,16 @@ def test_a_verify_sample_is_of_distinct_rows_and_every_row_when_there_are_no_mor
     make_rows(seeder_ledger, route, 60)
     # Two rows in three done, the others pending in between: a random point that lands on a pending
     # row must move on to the next done one.
-    admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = NOW(6), dest_etag = CONCAT('d', id) "
-                      "WHERE id % 3 <> 0")
-    done = {i: (routes.from_db(k), routes.from_db(n)) for i, k, n in admin_exec(
-        route, "SELECT id, old_key, new_key FROM movers3_objects WHERE state = 'done' ORDER BY id")}
+    admin_exec(
+        route,
+        "UPDATE movers3_objects SET state = 'done', done_at = NOW(6), dest_etag = CONCAT('d', id) WHERE id % 3 <> 0",
+    )
+    done = {
+        i: (routes.from_db(k), routes.from_db(n))
+        for i, k, n in admin_exec(
+            route, "SELECT id, old_key, new_key FROM movers3_objects WHERE state = 'done' ORDER BY id"
+        )
+    }
     assert len(done) == 40
 
     # A sample smaller than the done rows: distinct done rows found at random points.
@@ -314,8 +353,12 @@ def test_the_rate_covers_the_time_its_rows_span_not_a_whole_minute(route, seeder
     # of it, so that however long a loaded machine takes between the statements, the bounds hold.
     ((anchor,),) = admin_exec(route, "SELECT NOW(6)")
     # 20 rows finished over the 9.5 s before the anchor, 10 still pending: about 2 rows/s, not 20 / 60.
-    admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = %s - INTERVAL MOD(id, 20) * 0.5 SECOND "
-                      "ORDER BY id LIMIT 20", (anchor,))
+    admin_exec(
+        route,
+        "UPDATE movers3_objects SET state = 'done', done_at = %s - INTERVAL MOD(id, 20) * 0.5 SECOND "
+        "ORDER BY id LIMIT 20",
+        (anchor,),
+    )
     counts = Reads(ledger.db).counts(exact=True)
     ((after,),) = admin_exec(route, "SELECT NOW(6)")
     # While rows remain, the window runs from the first of them to now.
@@ -324,8 +367,11 @@ def test_the_rate_covers_the_time_its_rows_span_not_a_whole_minute(route, seeder
     assert counts.objects_per_second == pytest.approx(20 / counts.window_seconds)
     assert counts.window_seconds < 60  # unless the machine stood still for 50 s between two statements
     # Once nothing remains, the rate is that of the work itself: from the first to the last row done.
-    admin_exec(route, "UPDATE movers3_objects SET state = 'done', done_at = %s - INTERVAL 30 SECOND "
-                      "WHERE state = 'pending'", (anchor,))
+    admin_exec(
+        route,
+        "UPDATE movers3_objects SET state = 'done', done_at = %s - INTERVAL 30 SECOND WHERE state = 'pending'",
+        (anchor,),
+    )
     counts = Reads(ledger.db).counts(exact=True)
     assert counts.done_last_minute == 30 and counts.window_seconds == pytest.approx(30.0, abs=1e-6)
     assert counts.objects_per_second == pytest.approx(1.0)

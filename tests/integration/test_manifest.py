@@ -11,11 +11,11 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from movers3.ledger.seeds import Seeds
-from movers3.transfer import s3
 from movers3.ledger.db import Database
+from movers3.ledger.seeds import Seeds
 from movers3.seed.seeder import Seeder
 from movers3.settings import load
+from movers3.transfer import s3
 from tests.integration.test_parallel_seed import ledger_rows, plain_listing_rows
 from tests.support.helpers import run_cli
 from tests.support.keys import HOSTILE, LONG
@@ -23,13 +23,25 @@ from tests.support.services import DATABASE, INVENTORY_BUCKET
 
 pytestmark = pytest.mark.integration
 
-SCHEMA = ["Bucket", "Key", "VersionId", "IsLatest", "IsDeleteMarker", "Size", "LastModifiedDate", "ETag",
-          "StorageClass"]
+SCHEMA = [
+    "Bucket",
+    "Key",
+    "VersionId",
+    "IsLatest",
+    "IsDeleteMarker",
+    "Size",
+    "LastModifiedDate",
+    "ETag",
+    "StorageClass",
+]
 
 
 def put_source(route):
-    keys = HOSTILE + [LONG, "with space/a b+c.png", "plus+sign", "pct%2Fnot-a-slash"] + \
-        [f"n/{i:04d}.png" for i in range(1500)]
+    keys = (
+        HOSTILE
+        + [LONG, "with space/a b+c.png", "plus+sign", "pct%2Fnot-a-slash"]
+        + [f"n/{i:04d}.png" for i in range(1500)]
+    )
     route.put_many((k, k.encode()[:30]) for k in keys)
     route.put("cold.png", body=b"cold", StorageClass="GLACIER")
     # Outside the folder: in the inventory, never in the ledger.
@@ -41,16 +53,50 @@ def inventory(route, files: int = 3) -> tuple[dict, dict[str, bytes]]:
     URL-encoded keys ('+' for space), quoted CSV, gzip, MD5 of each file in the manifest."""
     client = route.stack.s3.client()
     records = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=route.old_bucket,
-                                                                 Prefix=route.old_prefix.split("/")[0] + "/"):
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=route.old_bucket, Prefix=route.old_prefix.split("/")[0] + "/"
+    ):
         for o in page.get("Contents", []):
-            records.append([route.old_bucket, quote_plus(o["Key"], safe="/"), "v1", "true", "false", str(o["Size"]),
-                            o["LastModified"].isoformat(), o["ETag"].strip('"'), o.get("StorageClass", "STANDARD")])
+            records.append(
+                [
+                    route.old_bucket,
+                    quote_plus(o["Key"], safe="/"),
+                    "v1",
+                    "true",
+                    "false",
+                    str(o["Size"]),
+                    o["LastModified"].isoformat(),
+                    o["ETag"].strip('"'),
+                    o.get("StorageClass", "STANDARD"),
+                ]
+            )
     # An old version and a delete marker of a key in the folder: neither is seeded.
-    records.append([route.old_bucket, quote_plus(route.old("n/0001.png"), safe="/"), "v0", "false", "false", "9",
-                    "2020-01-01T00:00:00.000Z", "0" * 32, "STANDARD"])
-    records.append([route.old_bucket, quote_plus(route.old("deleted.png"), safe="/"), "v2", "true", "true", "",
-                    "2020-01-01T00:00:00.000Z", "", ""])
+    records.append(
+        [
+            route.old_bucket,
+            quote_plus(route.old("n/0001.png"), safe="/"),
+            "v0",
+            "false",
+            "false",
+            "9",
+            "2020-01-01T00:00:00.000Z",
+            "0" * 32,
+            "STANDARD",
+        ]
+    )
+    records.append(
+        [
+            route.old_bucket,
+            quote_plus(route.old("deleted.png"), safe="/"),
+            "v2",
+            "true",
+            "true",
+            "",
+            "2020-01-01T00:00:00.000Z",
+            "",
+            "",
+        ]
+    )
     prefix = f"inv/{route.old_bucket}/{route.old_prefix.split('/')[0]}"
     data, entries = {}, []
     for i in range(files):
@@ -60,9 +106,15 @@ def inventory(route, files: int = 3) -> tuple[dict, dict[str, bytes]]:
         key = f"{prefix}/data/part-{i}.csv.gz"
         data[key] = body
         entries.append({"key": key, "size": len(body), "MD5checksum": hashlib.md5(body).hexdigest()})
-    manifest = {"sourceBucket": route.old_bucket, "destinationBucket": f"arn:aws:s3:::{INVENTORY_BUCKET}",
-                "version": "2016-11-30", "creationTimestamp": "1700000000000", "fileFormat": "CSV",
-                "fileSchema": ", ".join(SCHEMA), "files": entries}
+    manifest = {
+        "sourceBucket": route.old_bucket,
+        "destinationBucket": f"arn:aws:s3:::{INVENTORY_BUCKET}",
+        "version": "2016-11-30",
+        "creationTimestamp": "1700000000000",
+        "fileFormat": "CSV",
+        "fileSchema": ", ".join(SCHEMA),
+        "files": entries,
+    }
     return manifest, data
 
 
@@ -142,7 +194,8 @@ def test_a_plain_csv_with_and_without_sizes_gives_the_plain_listings_rows(route,
         writer.writerow(["another-bucket", "x/y", "1", "e"])  # not this source
     # HeadObject needs s3:GetObject on the source: the worker's S3 identity has it.
     settings = load(route.env("worker", "m3_seeder"))
-    stats = Seeder(Seeds(Database(settings.mysql)), s3.client(settings.source), settings,
-                   manifest_uri=str(path), threads=1).run()
+    stats = Seeder(
+        Seeds(Database(settings.mysql)), s3.client(settings.source), settings, manifest_uri=str(path), threads=1
+    ).run()
     assert stats.added == len(expected)
     assert ledger_rows(route) == expected

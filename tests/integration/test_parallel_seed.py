@@ -8,14 +8,13 @@ import threading
 
 import pytest
 
-from movers3.ledger.reads import Reads
-from movers3.ledger.seeds import Seeds
-from movers3.ledger.work import WorkQueue
-from movers3.transfer import s3
 from movers3.ledger.db import Database
-from movers3.ledger.seeds import PartSpec
+from movers3.ledger.reads import Reads
+from movers3.ledger.seeds import PartSpec, Seeds
+from movers3.ledger.work import WorkQueue
 from movers3.seed.seeder import Seeder
 from movers3.settings import load
+from movers3.transfer import s3
 from tests.support.helpers import json_events, run_cli, start_cli, wait_for
 from tests.support.keys import HOSTILE, LONG
 from tests.support.services import DATABASE
@@ -23,8 +22,21 @@ from tests.support.services import DATABASE
 pytestmark = pytest.mark.integration
 
 # Every column a seed writes; ids and timestamps differ from run to run by nature.
-COLUMNS = ("old_bucket", "old_key", "new_bucket", "new_key", "size", "source_etag", "storage_class", "state",
-           "attempts", "lease_owner", "last_error", "dest_etag", "source_version_id")
+COLUMNS = (
+    "old_bucket",
+    "old_key",
+    "new_bucket",
+    "new_key",
+    "size",
+    "source_etag",
+    "storage_class",
+    "state",
+    "attempts",
+    "lease_owner",
+    "last_error",
+    "dest_etag",
+    "source_version_id",
+)
 # Names whose order differs between S3 (UTF-8 bytes: 'x-y' < 'x/') and a file-tree server (SeaweedFS
 # lists the folder 'x/' where 'x' sorts): a key range across folders would lose some of them.
 ORDER_TRAPS = ["x/a", "x/b/c", "x-y", "x.z", "x!", "x-d/1", "x-d/2", "x0", "x /s", "x~"]
@@ -46,13 +58,28 @@ def plain_listing_rows(route) -> list[tuple]:
     """The rows a seed must produce, from a plain paginated listing (no delimiter, no split)."""
     client = route.stack.s3.client()
     rows = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=route.old_bucket,
-                                                                 Prefix=route.old_prefix + "/"):
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=route.old_bucket, Prefix=route.old_prefix + "/"
+    ):
         for obj in page.get("Contents", []):
-            rest = obj["Key"][len(route.old_prefix) + 1:]
-            rows.append((route.old_bucket, obj["Key"].encode(), route.new_bucket, route.new(rest).encode(),
-                         obj["Size"], obj["ETag"].strip('"'), obj.get("StorageClass"), "pending", 0, None, None,
-                         None, None))
+            rest = obj["Key"][len(route.old_prefix) + 1 :]
+            rows.append(
+                (
+                    route.old_bucket,
+                    obj["Key"].encode(),
+                    route.new_bucket,
+                    route.new(rest).encode(),
+                    obj["Size"],
+                    obj["ETag"].strip('"'),
+                    obj.get("StorageClass"),
+                    "pending",
+                    0,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
     return sorted(rows, key=lambda r: r[1])
 
 
@@ -67,8 +94,10 @@ def nested_layout():
 
 def seeders(route, count, threads):
     settings = load(route.env("seeder", "m3_seeder"))
-    return [Seeder(Seeds(Database(settings.mysql)), s3.client(settings.source, pool_size=32), settings,
-                   threads=threads) for _ in range(count)]
+    return [
+        Seeder(Seeds(Database(settings.mysql)), s3.client(settings.source, pool_size=32), settings, threads=threads)
+        for _ in range(count)
+    ]
 
 
 def run_concurrently(all_seeders):
@@ -119,15 +148,17 @@ def test_a_catch_up_round_adds_new_requeues_changed_and_counts_vanished(route, s
     run_concurrently(seeders(route, 1, 2))
     with route.stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
         cur.execute("UPDATE movers3_objects SET state = 'done', dest_etag = 'e', done_at = NOW(6) WHERE id % 2 = 0")
-        cur.execute("UPDATE movers3_objects SET state = 'in_progress', lease_owner = 'w1', "
-                    "lease_expires_at = NOW() + INTERVAL 1 HOUR WHERE id % 2 = 1")
+        cur.execute(
+            "UPDATE movers3_objects SET state = 'in_progress', lease_owner = 'w1', "
+            "lease_expires_at = NOW() + INTERVAL 1 HOUR WHERE id % 2 = 1"
+        )
     route.put("d0/0.png", body=b"v2 longer")  # changed while done
     route.put("d1/1.png", body=b"v2 longer")  # changed while a worker copies it
     route.put("d2/new.png", body=b"new")
     route.stack.s3.client().delete_object(Bucket=route.old_bucket, Key=route.old("d2/2.png"))
     (again,) = run_concurrently(seeders(route, 1, 2))
     assert (again.listed, again.added, again.changed, again.round) == (30, 1, 2, 2)
-    rows = {r["old_key"].decode()[len(route.old_prefix) + 1:]: r for r in route.rows()}
+    rows = {r["old_key"].decode()[len(route.old_prefix) + 1 :]: r for r in route.rows()}
     for name in ("d0/0.png", "d1/1.png"):
         row = rows[name]
         assert (row["state"], row["size"], row["lease_owner"], row["attempts"]) == ("pending", 9, None, 0)
@@ -137,6 +168,7 @@ def test_a_catch_up_round_adds_new_requeues_changed_and_counts_vanished(route, s
     # The worker that was copying the old version finds its lease gone: its result is dropped.
     ledger = WorkQueue(Database(load(route.env("worker", "m3_worker")).mysql))
     from movers3.ledger.work import Outcome
+
     assert ledger.finish("w1", [Outcome(rows["d1/1.png"]["id"], "done", 1, dest_etag="old")]) == 0
     status = Reads(ledger.db).counts()
     assert status.seeds[0]["vanished"] == 1 and status.seeds[0]["changed"] == 2
@@ -157,18 +189,21 @@ def test_two_seed_processes_share_the_parts(route, seeder_ledger, tmp_path):
     # The round is planned as the first seeder plans it (the root folder), with its seven folders
     # already added as parts (the root's listing adds them again, which the ledger ignores), so that
     # three of them can be held back from the first process: leased to nobody that runs, for an hour.
-    seed = seeder_ledger.seed_round(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix,
-                                    input=None)
-    seeder_ledger.seed_plan(seed, [PartSpec(prefix=folder)] + [PartSpec(prefix=f"{folder}p{i}/")
-                                                                for i in range(7)])
+    seed = seeder_ledger.seed_round(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix, input=None)
+    seeder_ledger.seed_plan(seed, [PartSpec(prefix=folder)] + [PartSpec(prefix=f"{folder}p{i}/") for i in range(7)])
     later = tuple(f"{folder}p{i}/".encode() for i in (4, 5, 6))
-    admin_exec(route, "UPDATE movers3_seed_parts SET state = 'listing', owner = 'held-by-the-test', "
-                      "lease_expires_at = NOW(6) + INTERVAL 1 HOUR WHERE prefix IN %s", (later,))
+    admin_exec(
+        route,
+        "UPDATE movers3_seed_parts SET state = 'listing', owner = 'held-by-the-test', "
+        "lease_expires_at = NOW(6) + INTERVAL 1 HOUR WHERE prefix IN %s",
+        (later,),
+    )
     env = route.env("seeder", "m3_seeder", SEED_THREADS="2")
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     first = start_cli("seed", env=env, log=logs[0])
     second = None
     try:
+
         def first_listed_its_share():
             assert first.poll() is None, logs[0].read_text()[-3000:]  # it waits for the held parts
             return admin_exec(route, "SELECT COUNT(*) FROM movers3_seed_parts WHERE state = 'finished'")[0][0] == 5
@@ -178,8 +213,11 @@ def test_two_seed_processes_share_the_parts(route, seeder_ledger, tmp_path):
         # is claimable), so the second process finds the released parts free and nothing in its way.
         first.send_signal(signal.SIGSTOP)
         wait_for(lambda: stopped(first.pid), timeout=10, what="the first seeder to be stopped")
-        admin_exec(route, "UPDATE movers3_seed_parts SET state = 'pending', owner = NULL, lease_expires_at = NULL "
-                          "WHERE owner = 'held-by-the-test'")
+        admin_exec(
+            route,
+            "UPDATE movers3_seed_parts SET state = 'pending', owner = NULL, lease_expires_at = NULL "
+            "WHERE owner = 'held-by-the-test'",
+        )
         second = start_cli("seed", env=env, log=logs[1])
         assert second.wait(120) == 0, logs[1].read_text()[-3000:]
         first.send_signal(signal.SIGCONT)  # it finds the round finished and ends
@@ -214,8 +252,9 @@ def test_a_killed_seeders_part_is_taken_over_after_its_lease(route, seeder_ledge
     # lease running out between two pages on a loaded machine takes nothing from it.
     settings = load(route.env("seeder", "m3_seeder", LEASE_SECONDS="5"))
     first = Seeder(seeder_ledger, s3.client(settings.source), settings, threads=1)
-    seed = seeder_ledger.seed_round(settings.old_bucket, settings.old_prefix, settings.new_bucket,
-                                    settings.new_prefix, input=None)
+    seed = seeder_ledger.seed_round(
+        settings.old_bucket, settings.old_prefix, settings.new_bucket, settings.new_prefix, input=None
+    )
     seeder_ledger.seed_plan(seed, first._plan())
     # A seeder that claimed the only part and died without a word (SIGKILL): its lease runs out.
     assert seeder_ledger.part_claim(seed, "dead-seeder", 5) is not None

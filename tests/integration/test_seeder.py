@@ -2,9 +2,9 @@
 
 import pytest
 
-from movers3.transfer import s3
 from movers3.seed.seeder import Seeder
 from movers3.settings import load
+from movers3.transfer import s3
 from tests.support.keys import HOSTILE, LONG
 
 pytestmark = pytest.mark.integration
@@ -24,9 +24,12 @@ def test_only_the_folder_is_seeded_and_routes_are_mapped(route, seeder_ledger):
     _, make = seeder_for(route)
     stats = make(seeder_ledger).run()
     assert (stats.listed, stats.added) == (2, 2)
-    assert sorted((r["old_key"], r["new_key"]) for r in route.rows()) == sorted([
-        (route.old("a/b.png").encode(), route.new("a/b.png").encode()),
-        (route.old("top.png").encode(), route.new("top.png").encode())])
+    assert sorted((r["old_key"], r["new_key"]) for r in route.rows()) == sorted(
+        [
+            (route.old("a/b.png").encode(), route.new("a/b.png").encode()),
+            (route.old("top.png").encode(), route.new("top.png").encode()),
+        ]
+    )
 
 
 def test_keys_that_differ_only_in_case_spaces_or_normalisation_are_distinct_rows(route, seeder_ledger):

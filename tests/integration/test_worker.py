@@ -4,14 +4,14 @@ import threading
 
 import pytest
 
-from movers3.ledger.seeds import Seeds
-from movers3.ledger.work import WorkQueue
-from movers3.transfer import s3
-from movers3.transfer.copier import ObjectCopier
 from movers3.ledger.db import Database
+from movers3.ledger.seeds import Seeds
 from movers3.ledger.uploads import UploadJournal
+from movers3.ledger.work import WorkQueue
 from movers3.seed.seeder import Seeder
 from movers3.settings import load
+from movers3.transfer import s3
+from movers3.transfer.copier import ObjectCopier
 from movers3.worker.loop import Worker, WorkerConfig
 from tests.support.helpers import wait_for
 from tests.support.services import DATABASE
@@ -36,12 +36,19 @@ class HeldCopier:
 
     def copy(self, row):
         (lease_end,) = admin_one(self.route, "SELECT lease_expires_at FROM movers3_objects WHERE id = %s", (row.id,))
-        wait_for(lambda: admin_one(self.route, "SELECT NOW(6) > %s", (lease_end,))[0], timeout=120, interval=0.2,
-                 what="the lease the copy began with to run out")
+        wait_for(
+            lambda: admin_one(self.route, "SELECT NOW(6) > %s", (lease_end,))[0],
+            timeout=120,
+            interval=0.2,
+            what="the lease the copy began with to run out",
+        )
         passes = len(self.rescued)
         wait_for(lambda: len(self.rescued) >= passes + 2, timeout=60, what="two rescue passes after that")
-        self.seen = admin_one(self.route, "SELECT state, lease_owner, lease_expires_at > NOW(6) "
-                                          "FROM movers3_objects WHERE id = %s", (row.id,))
+        self.seen = admin_one(
+            self.route,
+            "SELECT state, lease_owner, lease_expires_at > NOW(6) FROM movers3_objects WHERE id = %s",
+            (row.id,),
+        )
         return self.inner.copy(row)
 
     def describe_source(self, row):
@@ -62,8 +69,9 @@ def test_leases_are_renewed_during_a_copy_longer_than_the_lease(route, ledger):
     settings = load(route.env("worker", "m3_worker"))
     rescuer = WorkQueue(Database(settings.mysql))
     rescued = []
-    copier = HeldCopier(ObjectCopier.from_settings(settings, UploadJournal(None, "test"), threading.Event()),
-                        route, rescued)
+    copier = HeldCopier(
+        ObjectCopier.from_settings(settings, UploadJournal(None, "test"), threading.Event()), route, rescued
+    )
     # 10 s, not the minimum 5: renewals come every lease/3, so the row is lost only if one is more than
     # 6.7 s late, which a loaded 2-core machine should never do to the worker's main thread.
     config = WorkerConfig(threads=1, lease_seconds=10, max_attempts=3, claim_batch=1, exit_when_done=True)

@@ -88,7 +88,7 @@ def overlapping(claims: Iterable[Claim]) -> list[tuple[Claim, Claim]]:
     for row_claims in by_row.values():
         row_claims.sort(key=lambda c: c.start)
         for i, a in enumerate(row_claims):
-            for b in row_claims[i + 1:]:
+            for b in row_claims[i + 1 :]:
                 if b.start >= a.end:
                     continue
                 if a.worker != b.worker:
@@ -113,8 +113,13 @@ class Fleet:
         self._count += 1
         worker = f"{prefix}{self._count:02d}"
         out = open(self.logs / f"{worker}.log", "wb")
-        self.procs[worker] = subprocess.Popen([*MOVERS3, "worker", "--worker-id", worker, *self.args], env=self.env,
-                                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs[worker] = subprocess.Popen(
+            [*MOVERS3, "worker", "--worker-id", worker, *self.args],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         out.close()
         return worker
 

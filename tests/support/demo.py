@@ -34,16 +34,28 @@ def main() -> int:
             cur.execute(f"CREATE USER IF NOT EXISTS '{DB_USER}'@'%%' IDENTIFIED BY %s", (DB_PASSWORD,))
             cur.execute(f"GRANT ALL ON `{DATABASE}`.* TO '{DB_USER}'@'%'")
         key, secret = s3.credentials("admin")
-        env = {**os.environ, "URL_ENDPOINT": s3.url, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
-               "MYSQL_URL": db.url(DB_USER, DB_PASSWORD), "LOAD_FILES": "true", "LOG_FORMAT": "console"}
+        env = {
+            **os.environ,
+            "URL_ENDPOINT": s3.url,
+            "AWS_ACCESS_KEY_ID": key,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "MYSQL_URL": db.url(DB_USER, DB_PASSWORD),
+            "LOAD_FILES": "true",
+            "LOG_FORMAT": "console",
+        }
         for name in ("OLD_BUCKET", "OLD_PREFIX", "NEW_BUCKET", "NEW_PREFIX"):
             env.pop(name, None)  # the defaults: legacy-s3/images -> production-s3/avatar
         print(f"demo: movers3 run --workers {WORKERS} --count {SAMPLES} (LOAD_FILES=true)", flush=True)
-        run = subprocess.run([sys.executable, "-m", "movers3", "run", "--workers", str(WORKERS),
-                              "--count", str(SAMPLES)], env=env, stdin=subprocess.DEVNULL)
+        run = subprocess.run(
+            [sys.executable, "-m", "movers3", "run", "--workers", str(WORKERS), "--count", str(SAMPLES)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
         checked = verify(s3)
-        print(f"demo: {checked} of {SAMPLES} sample objects are under production-s3/avatar/, byte-identical, "
-              "with their Content-Type, Cache-Control and metadata")
+        print(
+            f"demo: {checked} of {SAMPLES} sample objects are under production-s3/avatar/, byte-identical, "
+            "with their Content-Type, Cache-Control and metadata"
+        )
         print("demo: final status (movers3 status):", flush=True)
         subprocess.run([sys.executable, "-m", "movers3", "status"], env=env, check=True)
         return 0 if run.returncode == 0 and checked == SAMPLES else 1
@@ -58,8 +70,9 @@ def verify(s3: SeaweedFS) -> int:
     def same(index: int) -> bool:
         old = client.get_object(Bucket="legacy-s3", Key=f"images/{index}.png")
         new = client.get_object(Bucket="production-s3", Key=f"avatar/{index}.png")
-        return (old["Body"].read() == new["Body"].read()
-                and all(old.get(a) == new.get(a) for a in ("ContentType", "CacheControl", "Metadata")))
+        return old["Body"].read() == new["Body"].read() and all(
+            old.get(a) == new.get(a) for a in ("ContentType", "CacheControl", "Metadata")
+        )
 
     with ThreadPoolExecutor(16) as pool:
         return sum(pool.map(same, range(1, SAMPLES + 1)))

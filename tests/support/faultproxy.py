@@ -26,19 +26,29 @@ from tests.support.services import free_port
 
 KINDS = ("slowdown", "internal", "reset", "slow", "timeout", "corrupt", "error200")
 HANG_LIMIT_SECONDS = 600
-_ERROR_XML = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
-              "<RequestId>faultproxy</RequestId></Error>")
+_ERROR_XML = (
+    '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
+    "<RequestId>faultproxy</RequestId></Error>"
+)
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
 class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request, client_address):  # a client that hung up (a timeout, a reset): expected
+    def handle_error(self, _request, _client_address):  # a client that hung up (a timeout, a reset): expected
         pass
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, *, rates: dict[str, float] | None = None, seed: int = 7,
-                 slow_seconds: float = 0.3, timeout_seconds: float = 4.0, only_methods: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        rates: dict[str, float] | None = None,
+        seed: int = 7,
+        slow_seconds: float = 0.3,
+        timeout_seconds: float = 4.0,
+        only_methods: tuple[str, ...] = (),
+    ) -> None:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port)
         self.rates = dict(rates or {})
@@ -182,9 +192,9 @@ def damage(payload: bytes) -> bytes:
             if payload.startswith(quote, at):
                 at += len(quote)
                 break
-        swapped = b"0" if payload[at:at + 1] != b"0" else b"1"
-        return payload[:at] + swapped + payload[at + 1:]
+        swapped = b"0" if payload[at : at + 1] != b"0" else b"1"
+        return payload[:at] + swapped + payload[at + 1 :]
     if not payload:
         return payload
     middle = len(payload) // 2
-    return payload[:middle] + bytes([payload[middle] ^ 0xFF]) + payload[middle + 1:]
+    return payload[:middle] + bytes([payload[middle] ^ 0xFF]) + payload[middle + 1 :]

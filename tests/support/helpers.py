@@ -41,12 +41,20 @@ class Route:
     def env(self, s3_identity: str, db_role: str, **extra: str) -> dict[str, str]:
         key, secret = self.stack.s3.credentials(s3_identity)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MYSQL_", "OLD_", "NEW_"))}
-        base.update({
-            "URL_ENDPOINT": self.stack.s3.url, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
-            "MYSQL_URL": self.stack.db.role_url(db_role), "OLD_BUCKET": self.old_bucket,
-            "OLD_PREFIX": self.old_prefix, "NEW_BUCKET": self.new_bucket, "NEW_PREFIX": self.new_prefix,
-            "LOG_FORMAT": "json", "LOAD_FILES": "false",
-        })
+        base.update(
+            {
+                "URL_ENDPOINT": self.stack.s3.url,
+                "AWS_ACCESS_KEY_ID": key,
+                "AWS_SECRET_ACCESS_KEY": secret,
+                "MYSQL_URL": self.stack.db.role_url(db_role),
+                "OLD_BUCKET": self.old_bucket,
+                "OLD_PREFIX": self.old_prefix,
+                "NEW_BUCKET": self.new_bucket,
+                "NEW_PREFIX": self.new_prefix,
+                "LOG_FORMAT": "json",
+                "LOAD_FILES": "false",
+            }
+        )
         base.update(extra)
         return base
 
@@ -63,10 +71,10 @@ class Route:
 
     def put_many(self, items: Iterable[tuple[str, bytes]], threads: int = 16) -> None:
         from concurrent.futures import ThreadPoolExecutor
+
         client = self.stack.s3.client()
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda kv: client.put_object(Bucket=self.old_bucket, Key=self.old(kv[0]), Body=kv[1]),
-                          items))
+            list(pool.map(lambda kv: client.put_object(Bucket=self.old_bucket, Key=self.old(kv[0]), Body=kv[1]), items))
 
     def read_new(self, rest: str) -> dict:
         return self.stack.s3.client().get_object(Bucket=self.new_bucket, Key=self.new(rest))
@@ -74,18 +82,21 @@ class Route:
     def new_keys(self) -> list[str]:
         client = self.stack.s3.client()
         keys = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.new_bucket,
-                                                                     Prefix=self.new_prefix + "/"):
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.new_bucket, Prefix=self.new_prefix + "/"
+        ):
             keys.extend(o["Key"] for o in page.get("Contents", []))
         return keys
 
     def rows(self) -> list[dict]:
         with self.stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
-            cur.execute("SELECT id, old_key, new_key, state, attempts, last_error, lease_owner, size, source_etag,"
-                        " dest_etag, copy_method, verified_by, checksum, storage_class, upload_id, upload_parts"
-                        " FROM movers3_objects ORDER BY id")
+            cur.execute(
+                "SELECT id, old_key, new_key, state, attempts, last_error, lease_owner, size, source_etag,"
+                " dest_etag, copy_method, verified_by, checksum, storage_class, upload_id, upload_parts"
+                " FROM movers3_objects ORDER BY id"
+            )
             names = [d[0] for d in cur.description]
-            return [dict(zip(names, r)) for r in cur.fetchall()]
+            return [dict(zip(names, r, strict=False)) for r in cur.fetchall()]
 
     def states(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -95,18 +106,20 @@ class Route:
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*MOVERS3, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [*MOVERS3, *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"movers3 {' '.join(args)} exited {result.returncode}\n"
-                             f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-4000:]}")
+        raise AssertionError(
+            f"movers3 {' '.join(args)} exited {result.returncode}\n"
+            f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-4000:]}"
+        )
     return result
 
 
 def start_cli(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     out = open(log, "wb")
-    return subprocess.Popen([*MOVERS3, *args], env=env, stdout=out, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    return subprocess.Popen([*MOVERS3, *args], env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def signal_and_time(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> tuple[int, float]:

@@ -29,12 +29,16 @@ NEW_BUCKET = "production-s3"
 INVENTORY_BUCKET = "inventory-s3"
 DATABASE = "sketch"
 
-# The worker policy of docs/permissions.md, as a SeaweedFS IAM policy: no DeleteObject, no read or list of the new bucket.
+# The worker policy of docs/permissions.md, as a SeaweedFS IAM policy: no DeleteObject, no read or list of
+# the new bucket.
 WORKER_POLICY = {
-    "Version": "2012-10-17", "Statement": [
+    "Version": "2012-10-17",
+    "Statement": [
         {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{OLD_BUCKET}"},
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{OLD_BUCKET}/*"},
-        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectAcl"], "Resource": f"arn:aws:s3:::{NEW_BUCKET}/*"}]}
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectAcl"], "Resource": f"arn:aws:s3:::{NEW_BUCKET}/*"},
+    ],
+}
 # One account for two identities below, as on AWS, where objects belong to accounts and a role writes for
 # its account. SeaweedFS gives a server-side copy the owner of its source (AWS gives it the requester's
 # account) and lets only that owner, or a global Admin, change the copy's ACL; an identity with no account
@@ -45,52 +49,82 @@ SHARED_ACCOUNT = {"id": "movers3-account", "displayName": "movers3 account"}
 
 # The roles of docs/permissions.md, as the tests and the demo create them.
 S3_IDENTITIES = {
-    "admin": {"secret": "admin-secret-0123456789", "actions": ["Admin", "Read", "List", "Write", "Tagging",
-                                                               "ReadAcp", "WriteAcp"]},
+    "admin": {
+        "secret": "admin-secret-0123456789",
+        "actions": ["Admin", "Read", "List", "Write", "Tagging", "ReadAcp", "WriteAcp"],
+    },
     # The production worker: ListBucket + GetObject on the old bucket, PutObject (+ACL) on the new one.
-    "worker": {"secret": "worker-secret-0123456789", "actions": [
-        f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}", f"Write:{NEW_BUCKET}", f"WriteAcp:{NEW_BUCKET}/*"]},
+    "worker": {
+        "secret": "worker-secret-0123456789",
+        "actions": [f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}", f"Write:{NEW_BUCKET}", f"WriteAcp:{NEW_BUCKET}/*"],
+    },
     # The seeder only lists the source.
     "seeder": {"secret": "seeder-secret-0123456789", "actions": [f"List:{OLD_BUCKET}", f"Read:{INVENTORY_BUCKET}"]},
     # The worker's IAM policy exactly as docs/permissions.md states it: no DeleteObject, no read or list of the new
     # bucket. SeaweedFS grants PutObjectAcl only through the WriteAcp action, not through a policy.
-    "worker-iam": {"secret": "worker-iam-secret-0123456789", "actions": [f"WriteAcp:{NEW_BUCKET}/*"],
-                   "policy": WORKER_POLICY},
+    "worker-iam": {
+        "secret": "worker-iam-secret-0123456789",
+        "actions": [f"WriteAcp:{NEW_BUCKET}/*"],
+        "policy": WORKER_POLICY,
+    },
     # The same worker rights in the account of the source objects' writer (SHARED_ACCOUNT).
-    "account-worker": {"secret": "account-worker-secret-0123456789", "actions": [f"WriteAcp:{NEW_BUCKET}/*"],
-                       "policy": WORKER_POLICY, "account": SHARED_ACCOUNT},
+    "account-worker": {
+        "secret": "account-worker-secret-0123456789",
+        "actions": [f"WriteAcp:{NEW_BUCKET}/*"],
+        "policy": WORKER_POLICY,
+        "account": SHARED_ACCOUNT,
+    },
     # Writes the source objects of the least-privilege tests, for SHARED_ACCOUNT.
-    "account-writer": {"secret": "account-writer-secret-0123456789", "actions": [f"Write:{OLD_BUCKET}"],
-                       "account": SHARED_ACCOUNT},
+    "account-writer": {
+        "secret": "account-writer-secret-0123456789",
+        "actions": [f"Write:{OLD_BUCKET}"],
+        "account": SHARED_ACCOUNT,
+    },
     # May read the source but not write the destination: a worker misconfigured this way must stop.
     "reader": {"secret": "reader-secret-0123456789", "actions": [f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}"]},
     # delete-source: HEAD both sides, delete on the old bucket (SeaweedFS's Write also allows PutObject;
     # on AWS the role is s3:GetObject on both buckets and s3:DeleteObject(+Version) on the old one).
-    "deleter": {"secret": "deleter-secret-0123456789", "actions": [
-        f"Read:{OLD_BUCKET}", f"Write:{OLD_BUCKET}", f"Read:{NEW_BUCKET}"]},
+    "deleter": {
+        "secret": "deleter-secret-0123456789",
+        "actions": [f"Read:{OLD_BUCKET}", f"Write:{OLD_BUCKET}", f"Read:{NEW_BUCKET}"],
+    },
 }
 
 DB_ROLES = {
     # name: (password, [grant statements with {db}])
     # init also creates the counting triggers (TRIGGER), which then run with its rights.
-    "m3_init": ("init-pass-0123456789", [
-        "GRANT CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE, TRIGGER ON `{db}`.* TO {user}"]),
-    "m3_seeder": ("seeder-pass-0123456789", [
-        "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
-        "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_seeds` TO {user}",
-        "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_seed_parts` TO {user}",
-        "GRANT SELECT ON `{db}`.`movers3_counts` TO {user}",
-        "GRANT SELECT ON `{db}`.`movers3_schema` TO {user}"]),
-    "m3_worker": ("worker-pass-0123456789", [
-        "GRANT SELECT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
-        "GRANT SELECT, UPDATE ON `{db}`.`movers3_seeds` TO {user}",
-        "GRANT SELECT ON `{db}`.`movers3_seed_parts` TO {user}",
-        "GRANT SELECT ON `{db}`.`movers3_counts` TO {user}",
-        "GRANT SELECT, UPDATE ON `{db}`.`movers3_schema` TO {user}"]),
+    "m3_init": (
+        "init-pass-0123456789",
+        ["GRANT CREATE, ALTER, INDEX, SELECT, INSERT, UPDATE, TRIGGER ON `{db}`.* TO {user}"],
+    ),
+    "m3_seeder": (
+        "seeder-pass-0123456789",
+        [
+            "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
+            "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_seeds` TO {user}",
+            "GRANT SELECT, INSERT, UPDATE ON `{db}`.`movers3_seed_parts` TO {user}",
+            "GRANT SELECT ON `{db}`.`movers3_counts` TO {user}",
+            "GRANT SELECT ON `{db}`.`movers3_schema` TO {user}",
+        ],
+    ),
+    "m3_worker": (
+        "worker-pass-0123456789",
+        [
+            "GRANT SELECT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
+            "GRANT SELECT, UPDATE ON `{db}`.`movers3_seeds` TO {user}",
+            "GRANT SELECT ON `{db}`.`movers3_seed_parts` TO {user}",
+            "GRANT SELECT ON `{db}`.`movers3_counts` TO {user}",
+            "GRANT SELECT, UPDATE ON `{db}`.`movers3_schema` TO {user}",
+        ],
+    ),
     # delete-source: reads verified rows and records each deletion on its row.
-    "m3_deleter": ("deleter-pass-0123456789", [
-        "GRANT SELECT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
-        "GRANT SELECT ON `{db}`.`movers3_schema` TO {user}"]),
+    "m3_deleter": (
+        "deleter-pass-0123456789",
+        [
+            "GRANT SELECT, UPDATE ON `{db}`.`movers3_objects` TO {user}",
+            "GRANT SELECT ON `{db}`.`movers3_schema` TO {user}",
+        ],
+    ),
 }
 
 
@@ -125,13 +159,16 @@ def _wait(what: str, ready, seconds: float, proc: subprocess.Popen, log: Path) -
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} while starting; log {log}:\n"
-                               + log.read_text(errors="replace")[-3000:])
+            raise RuntimeError(
+                f"{what} exited with {proc.returncode} while starting; log {log}:\n"
+                + log.read_text(errors="replace")[-3000:]
+            )
         if ready():
             return
         time.sleep(0.2)
-    raise RuntimeError(f"{what} did not become ready in {seconds}s; log {log}:\n"
-                       + log.read_text(errors="replace")[-3000:])
+    raise RuntimeError(
+        f"{what} did not become ready in {seconds}s; log {log}:\n" + log.read_text(errors="replace")[-3000:]
+    )
 
 
 def _stop(proc: subprocess.Popen | None, seconds: float = 20) -> None:
@@ -174,9 +211,19 @@ class MariaDB:
                 shutil.chown(self.base, "mysql", "mysql")
                 shutil.chown(self.datadir, "mysql", "mysql")
             install = _binary("mariadb-install-db", "/usr/bin/mariadb-install-db", "/usr/bin/mysql_install_db")
-            done = subprocess.run([install, "--no-defaults", *user, f"--datadir={self.datadir}", "--skip-test-db",
-                                   "--auth-root-authentication-method=socket"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            done = subprocess.run(
+                [
+                    install,
+                    "--no-defaults",
+                    *user,
+                    f"--datadir={self.datadir}",
+                    "--skip-test-db",
+                    "--auth-root-authentication-method=socket",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             if done.returncode != 0:
                 raise RuntimeError(f"mariadb-install-db failed ({done.returncode}):\n{done.stdout[-3000:]}")
         # Its own temp folder: the finish's multi-table UPDATE writes temp tables there, and a shared
@@ -188,12 +235,26 @@ class MariaDB:
         server = _binary("mariadbd", "/usr/sbin/mariadbd", "/usr/sbin/mysqld")
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [server, "--no-defaults", *user, f"--datadir={self.datadir}", f"--socket={self.socket}",
-                 f"--port={self.port}", "--bind-address=127.0.0.1", "--skip-log-bin", "--skip-name-resolve",
-                 "--innodb-buffer-pool-size=256M", "--max-connections=500", f"--pid-file={self.base}/mysqld.pid",
-                 f"--tmpdir={tmp}",
-                 *self.options],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    server,
+                    "--no-defaults",
+                    *user,
+                    f"--datadir={self.datadir}",
+                    f"--socket={self.socket}",
+                    f"--port={self.port}",
+                    "--bind-address=127.0.0.1",
+                    "--skip-log-bin",
+                    "--skip-name-resolve",
+                    "--innodb-buffer-pool-size=256M",
+                    "--max-connections=500",
+                    f"--pid-file={self.base}/mysqld.pid",
+                    f"--tmpdir={tmp}",
+                    *self.options,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _wait("mariadbd", self._ping, 60, self.proc, self.log)
         return self
 
@@ -213,8 +274,9 @@ class MariaDB:
         self.start()
 
     def admin(self, database: str | None = None) -> pymysql.connections.Connection:
-        return pymysql.connect(unix_socket=str(self.socket), user="root", database=database, autocommit=True,
-                               connect_timeout=5)
+        return pymysql.connect(
+            unix_socket=str(self.socket), user="root", database=database, autocommit=True, connect_timeout=5
+        )
 
     def url(self, user: str, password: str, database: str = DATABASE) -> str:
         return f"mysql+pymysql://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
@@ -252,8 +314,12 @@ class Moto:
         self.base.mkdir(parents=True, exist_ok=True)
         server = _binary("moto_server", str(Path(sys.executable).parent / "moto_server"))
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(self.port)], stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [server, "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _wait("moto_server", self._ready, 60, self.proc, self.log)
         for bucket in (OLD_BUCKET, NEW_BUCKET):
             self.client().create_bucket(Bucket=bucket)
@@ -275,8 +341,14 @@ class Moto:
 
     def client(self, identity: str = "admin"):
         key, secret = self.credentials(identity)
-        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=key, aws_secret_access_key=secret,
-                            region_name="us-east-1", config=botocore.config.Config(s3={"addressing_style": "path"}))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+            config=botocore.config.Config(s3={"addressing_style": "path"}),
+        )
 
 
 class SeaweedFS:
@@ -287,8 +359,9 @@ class SeaweedFS:
         self.log = self.base / "weed.log"
         self.proc: subprocess.Popen | None = None
         taken: set[int] = {s3_port, s3_port + 10000} if s3_port else set()
-        self.ports = {name: free_port(with_grpc=True, avoid=taken)
-                      for name in ("s3", "master", "volume", "filer", "admin")}
+        self.ports = {
+            name: free_port(with_grpc=True, avoid=taken) for name in ("s3", "master", "volume", "filer", "admin")
+        }
         if s3_port:
             self.ports["s3"] = s3_port
         self.url = f"http://127.0.0.1:{self.ports['s3']}"
@@ -296,24 +369,50 @@ class SeaweedFS:
     def start(self) -> SeaweedFS:
         self.base.mkdir(parents=True, exist_ok=True)
         (self.base / "data").mkdir(exist_ok=True)
-        config = {"identities": [
-            {"name": name, "credentials": [{"accessKey": name, "secretKey": spec["secret"]}],
-             "actions": spec["actions"], **({"policyNames": [f"{name}-policy"]} if "policy" in spec else {}),
-             **({"account": spec["account"]} if "account" in spec else {})}
-            for name, spec in S3_IDENTITIES.items()],
-            "policies": [{"name": f"{name}-policy", "content": json.dumps(spec["policy"])}
-                         for name, spec in S3_IDENTITIES.items() if "policy" in spec]}
+        config = {
+            "identities": [
+                {
+                    "name": name,
+                    "credentials": [{"accessKey": name, "secretKey": spec["secret"]}],
+                    "actions": spec["actions"],
+                    **({"policyNames": [f"{name}-policy"]} if "policy" in spec else {}),
+                    **({"account": spec["account"]} if "account" in spec else {}),
+                }
+                for name, spec in S3_IDENTITIES.items()
+            ],
+            "policies": [
+                {"name": f"{name}-policy", "content": json.dumps(spec["policy"])}
+                for name, spec in S3_IDENTITIES.items()
+                if "policy" in spec
+            ],
+        }
         (self.base / "s3.json").write_text(json.dumps(config))
         weed = _binary("weed", str(Path(sys.executable).parent / "weed"))
         p = self.ports
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [weed, "mini", f"-dir={self.base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                 "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
-                 "-s3.port.lance=0", f"-s3.port={p['s3']}", f"-master.port={p['master']}",
-                 f"-volume.port={p['volume']}", f"-filer.port={p['filer']}", f"-admin.port={p['admin']}",
-                 f"-s3.config={self.base / 's3.json'}"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    weed,
+                    "mini",
+                    f"-dir={self.base / 'data'}",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    "-master.telemetry=false",
+                    "-admin.ui=false",
+                    "-webdav=false",
+                    "-s3.port.iceberg=0",
+                    "-s3.port.lance=0",
+                    f"-s3.port={p['s3']}",
+                    f"-master.port={p['master']}",
+                    f"-volume.port={p['volume']}",
+                    f"-filer.port={p['filer']}",
+                    f"-admin.port={p['admin']}",
+                    f"-s3.config={self.base / 's3.json'}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _wait("SeaweedFS", self._healthy, 90, self.proc, self.log)
         admin = self.client("admin")
         for bucket in (OLD_BUCKET, NEW_BUCKET, INVENTORY_BUCKET):
@@ -343,7 +442,8 @@ class SeaweedFS:
                 time.sleep(0.5)
         # NEW_ACL needs ACLs enabled on the bucket (AWS's default since 2023 is BucketOwnerEnforced).
         client.put_bucket_ownership_controls(
-            Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]})
+            Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]}
+        )
 
     def stop(self) -> None:
         _stop(self.proc, 30)
@@ -354,7 +454,13 @@ class SeaweedFS:
 
     def client(self, identity: str = "admin"):
         key, secret = self.credentials(identity)
-        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=key, aws_secret_access_key=secret,
-                            region_name="us-east-1",
-                            config=botocore.config.Config(s3={"addressing_style": "path"},
-                                                          retries={"mode": "standard", "max_attempts": 5}))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+            config=botocore.config.Config(
+                s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 5}
+            ),
+        )

@@ -8,6 +8,7 @@ from movers3.seed.manifest import _Hashing
 from movers3.seed.seeder import SeedStats
 from movers3.worker.completer import Stats
 from movers3.worker.metrics import _QuietHandler, _ThreadingServer
+from tests.support.faultproxy import _QuietServer
 
 DeleteStats.examined  # logged by delete_source_finished
 SeedStats.round_finished  # logged by seed_finished
@@ -16,3 +17,4 @@ Outcome.clear_upload  # sent to rows_finish_if_owned as JSON
 _Hashing.readable  # io.RawIOBase
 _ThreadingServer.daemon_threads  # socketserver.ThreadingMixIn
 _QuietHandler.log_message  # http.server.BaseHTTPRequestHandler
+_QuietServer.handle_error  # socketserver.BaseServer

@@ -1,13 +1,13 @@
 """The claim history the chaos tests rebuild from worker logs: it must catch a row held by two live
 workers at once, and must not call a proper rescue an overlap."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tests.support.chaos import claims_from_log, overlapping
 
 
 def at(seconds: float) -> str:
-    return datetime.fromtimestamp(1_800_000_000 + seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(1_800_000_000 + seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 def t(seconds: float) -> float:
@@ -19,7 +19,13 @@ def claimed(seconds, ids, lease):
 
 
 def finished(seconds, ids):
-    return {"event": "rows_finished", "timestamp": at(seconds + 0.01), "ids": ids, "asked": t(seconds), "written": len(ids)}
+    return {
+        "event": "rows_finished",
+        "timestamp": at(seconds + 0.01),
+        "ids": ids,
+        "asked": t(seconds),
+        "written": len(ids),
+    }
 
 
 def renewed(seconds, ids, lease):

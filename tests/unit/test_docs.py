@@ -76,12 +76,15 @@ def test_every_doc_is_reachable_from_readme():
     assert not [p.name for p in (ROOT / "docs").glob("*.md") if p.resolve() not in linked]
 
 
-@pytest.mark.parametrize(("heading", "anchor"), [
-    ("On ECS (a long-running service)", "on-ecs-a-long-running-service"),
-    ("Before the seed: `movers3 plan`", "before-the-seed-movers3-plan"),
-    ("Copies: paths, what is kept, and proof", "copies-paths-what-is-kept-and-proof"),
-    ("Re-pointing", "re-pointing"),
-    ("snake_case and [a link](x.md)", "snake_case-and-a-link"),
-])
+@pytest.mark.parametrize(
+    ("heading", "anchor"),
+    [
+        ("On ECS (a long-running service)", "on-ecs-a-long-running-service"),
+        ("Before the seed: `movers3 plan`", "before-the-seed-movers3-plan"),
+        ("Copies: paths, what is kept, and proof", "copies-paths-what-is-kept-and-proof"),
+        ("Re-pointing", "re-pointing"),
+        ("snake_case and [a link](x.md)", "snake_case-and-a-link"),
+    ],
+)
 def test_anchors_are_made_as_github_makes_them(heading, anchor):
     assert slug(heading) == anchor

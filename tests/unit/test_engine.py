@@ -8,9 +8,9 @@ import botocore.credentials
 import pytest
 from botocore.stub import Stubber
 
-from movers3.transfer.copy_object import Boto3Engine, CopyRequest, CrtEngine
 from movers3.exceptions import ConfigError, CopyError, SourceChanged
 from movers3.settings import Endpoint, load
+from movers3.transfer.copy_object import Boto3Engine, CopyRequest, CrtEngine
 
 CREDS = botocore.credentials.Credentials("AKIDEXAMPLE", "secret-example-0123456789")
 
@@ -63,11 +63,19 @@ def test_virtual_and_auto_addressing():
 
 
 def test_extra_parameters_map_to_botocore_headers():
-    extra = {"MetadataDirective": "REPLACE", "ContentType": "image/png", "StorageClass": "STANDARD_IA",
-             "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "key-1", "BucketKeyEnabled": True,
-             "Metadata": {"owner": "42"}, "ACL": "private", "TaggingDirective": "COPY",
-             "Expires": datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
-             "ObjectLockRetainUntilDate": datetime.datetime(2031, 1, 1, tzinfo=datetime.timezone.utc)}
+    extra = {
+        "MetadataDirective": "REPLACE",
+        "ContentType": "image/png",
+        "StorageClass": "STANDARD_IA",
+        "ServerSideEncryption": "aws:kms",
+        "SSEKMSKeyId": "key-1",
+        "BucketKeyEnabled": True,
+        "Metadata": {"owner": "42"},
+        "ACL": "private",
+        "TaggingDirective": "COPY",
+        "Expires": datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+        "ObjectLockRetainUntilDate": datetime.datetime(2031, 1, 1, tzinfo=datetime.UTC),
+    }
     _, headers = built(crt(), extra)
     assert headers["x-amz-metadata-directive"] == "REPLACE"
     assert headers["Content-Type"] == "image/png"
@@ -82,8 +90,10 @@ def test_extra_parameters_map_to_botocore_headers():
     assert headers["x-amz-object-lock-retain-until-date"] == "2031-01-01T00:00:00Z"
 
 
-@pytest.mark.parametrize("extra", [{"NoSuchParameter": "x"}, {"ContentType": "a\r\nx-amz-acl: public-read"},
-                                   {"Metadata": {"k": "line\nbreak"}}])
+@pytest.mark.parametrize(
+    "extra",
+    [{"NoSuchParameter": "x"}, {"ContentType": "a\r\nx-amz-acl: public-read"}, {"Metadata": {"k": "line\nbreak"}}],
+)
 def test_unknown_parameters_and_header_injection_are_refused(extra):
     with pytest.raises(ValueError):
         built(crt(), extra)
@@ -99,8 +109,10 @@ def test_sse_c_requests_go_to_the_boto3_fallback():
 
 def test_response_etag_and_200_error_body():
     engine = crt()
-    ok = (b'<?xml version="1.0"?><CopyObjectResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-          b'<LastModified>2026-01-01T00:00:00Z</LastModified><ETag>&quot;abc&quot;</ETag></CopyObjectResult>')
+    ok = (
+        b'<?xml version="1.0"?><CopyObjectResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        b"<LastModified>2026-01-01T00:00:00Z</LastModified><ETag>&quot;abc&quot;</ETag></CopyObjectResult>"
+    )
     assert engine._etag(ok, 200) == "abc"
     error = b"<Error><Code>SlowDown</Code><Message>Please reduce</Message></Error>"
     with pytest.raises(Exception) as info:
@@ -129,32 +141,53 @@ def stubbed_client():
     """A real botocore S3 client whose requests are answered by botocore's Stubber: it validates every
     parameter against the service model and checks them against what the test expects, and no request
     leaves the process."""
-    return boto3.client("s3", endpoint_url="http://127.0.0.1:9", region_name="eu-west-3",
-                        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret-example-0123456789",
-                        config=botocore.config.Config(s3={"addressing_style": "path"}))
+    return boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9",
+        region_name="eu-west-3",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret-example-0123456789",
+        config=botocore.config.Config(s3={"addressing_style": "path"}),
+    )
 
 
 def test_the_boto3_engine_sends_one_copy_pinned_to_the_source_etag():
     client = stubbed_client()
-    extra = {"StorageClass": "STANDARD_IA", "ServerSideEncryption": "AES256", "MetadataDirective": "REPLACE",
-             "ContentType": "image/png", "Metadata": {"owner": "42"}}
+    extra = {
+        "StorageClass": "STANDARD_IA",
+        "ServerSideEncryption": "AES256",
+        "MetadataDirective": "REPLACE",
+        "ContentType": "image/png",
+        "Metadata": {"owner": "42"},
+    }
     with Stubber(client) as stub:
-        stub.add_response("copy_object", {"CopyObjectResult": {"ETag": '"0123456789abcdef0123456789abcdef"'}},
-                          expected_params={"Bucket": "new-bucket", "Key": "a b/+c.png",
-                                           "CopySource": {"Bucket": "old-bucket", "Key": "old/ k+%.png"},
-                                           "CopySourceIfMatch": '"etag1"', **extra})
+        stub.add_response(
+            "copy_object",
+            {"CopyObjectResult": {"ETag": '"0123456789abcdef0123456789abcdef"'}},
+            expected_params={
+                "Bucket": "new-bucket",
+                "Key": "a b/+c.png",
+                "CopySource": {"Bucket": "old-bucket", "Key": "old/ k+%.png"},
+                "CopySourceIfMatch": '"etag1"',
+                **extra,
+            },
+        )
         etag = Boto3Engine(client).copy_object(
-            CopyRequest("old-bucket", "old/ k+%.png", "etag1", "new-bucket", "a b/+c.png", extra))
+            CopyRequest("old-bucket", "old/ k+%.png", "etag1", "new-bucket", "a b/+c.png", extra)
+        )
         stub.assert_no_pending_responses()
     assert etag == "0123456789abcdef0123456789abcdef"  # quotes stripped, as the crt engine returns it
 
 
-@pytest.mark.parametrize("code, status, expected", [
-    ("PreconditionFailed", 412, SourceChanged),
-    ("SlowDown", 503, ("SlowDown", True)),
-    ("NoSuchKey", 404, ("NoSuchKey", False)),
-    ("AccessDenied", 403, ("AccessDenied", False)),
-])
+@pytest.mark.parametrize(
+    "code, status, expected",
+    [
+        ("PreconditionFailed", 412, SourceChanged),
+        ("SlowDown", 503, ("SlowDown", True)),
+        ("NoSuchKey", 404, ("NoSuchKey", False)),
+        ("AccessDenied", 403, ("AccessDenied", False)),
+    ],
+)
 def test_both_engines_sort_an_s3_error_alike(code, status, expected):
     """The same S3 answer, whichever engine received it, is the same error with the same code and
     retryability: the crt engine from the S3ResponseError awscrt raises for it, the boto3 one from
@@ -167,9 +200,17 @@ def test_both_engines_sort_an_s3_error_alike(code, status, expected):
         with pytest.raises(CopyError) as boto3_error:
             Boto3Engine(client).copy_object(CopyRequest("old", "k", "e", "new", "k"))
     body = f"<Error><Code>{code}</Code><Message>m</Message></Error>".encode()
-    crt_error = crt()._failure(S3ResponseError(code=14343, name="AWS_ERROR_S3_INVALID_RESPONSE_STATUS",
-                                               message="Invalid response status from request",
-                                               status_code=status, body=body, operation_name="CopyObject"), [])
+    crt_error = crt()._failure(
+        S3ResponseError(
+            code=14343,
+            name="AWS_ERROR_S3_INVALID_RESPONSE_STATUS",
+            message="Invalid response status from request",
+            status_code=status,
+            body=body,
+            operation_name="CopyObject",
+        ),
+        [],
+    )
     for error in (boto3_error.value, crt_error):
         if expected is SourceChanged:
             assert type(error) is SourceChanged

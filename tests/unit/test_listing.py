@@ -8,11 +8,29 @@ import pytest
 
 from movers3.seed import walk as listing
 
-KEYS = sorted({
-    "r/a-b", "r/a.c", "r/a/x", "r/a/y/z", "r/a0", "r/b/1", "r/b!", "r/Case", "r/case", "r/trailing ",
-    "r/trailing", "r/é", "r/e\u0301", "r/😀", "r/\uffff", "r/~", *(f"r/f{i:04x}" for i in range(700)),
-    *(f"r/IMG_{i:05d}" for i in range(600)), *(f"r/d/{i:03d}" for i in range(30)),
-})
+KEYS = sorted(
+    {
+        "r/a-b",
+        "r/a.c",
+        "r/a/x",
+        "r/a/y/z",
+        "r/a0",
+        "r/b/1",
+        "r/b!",
+        "r/Case",
+        "r/case",
+        "r/trailing ",
+        "r/trailing",
+        "r/é",
+        "r/e\u0301",
+        "r/😀",
+        "r/\uffff",
+        "r/~",
+        *(f"r/f{i:04x}" for i in range(700)),
+        *(f"r/IMG_{i:05d}" for i in range(600)),
+        *(f"r/d/{i:03d}" for i in range(30)),
+    }
+)
 
 
 # S3 may hold a key and a folder of the same name; a file-tree server can't.
@@ -43,7 +61,7 @@ class FakeServer:
         for key in sorted(self.entries, key=self.order):
             if not key.startswith(prefix):
                 continue
-            rest = key[len(prefix):]
+            rest = key[len(prefix) :]
             if delimiter and delimiter in rest:
                 entry = (prefix + rest.split(delimiter)[0] + delimiter, True)
             else:
@@ -57,8 +75,11 @@ class FakeServer:
             out.append(entry)
         page = out[: params["MaxKeys"]]
         truncated = len(out) > len(page)
-        response = {"Contents": [{"Key": k, "Size": 1, "ETag": '"e"'} for k, folder in page if not folder],
-                    "CommonPrefixes": [{"Prefix": k} for k, folder in page if folder], "IsTruncated": truncated}
+        response = {
+            "Contents": [{"Key": k, "Size": 1, "ETag": '"e"'} for k, folder in page if not folder],
+            "CommonPrefixes": [{"Prefix": k} for k, folder in page if folder],
+            "IsTruncated": truncated,
+        }
         if truncated:
             last = page[-1]
             response["NextContinuationToken"] = last[0][:-1] if last[1] and self.order is tree_order else last[0]
@@ -85,7 +106,8 @@ def crawl(server, *, split_every_page: bool, page_size: int) -> list[str]:
                     points = listing.split_points(server, "b", level, page.cursor, parts=4, probes=20)
                     if points:
                         bounds = points + [None]
-                        queue.extend(listing.Level(level.prefix, a, b) for a, b in zip(points, bounds[1:]))
+                        ranges = zip(points, bounds[1:], strict=True)
+                        queue.extend(listing.Level(level.prefix, a, b) for a, b in ranges)
                         level = listing.Level(level.prefix, level.after, points[0])
                         cursor, restart = page.cursor, True
                         break

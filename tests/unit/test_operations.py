@@ -5,24 +5,24 @@ import io
 import json
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from movers3 import cli
-from movers3.worker import health
-from movers3.transfer import retry
 from movers3.exceptions import ConfigError, CopyError
 from movers3.ledger.work import Outcome
-from movers3.worker.metrics import Metrics
-from movers3.worker.observer import IDLE, WORKING, Observers, WorkerObserver
 from movers3.report import REPORT_COLUMNS, write_jsonl, write_report
-from movers3.status import error_code_of, top_error_codes
 from movers3.runner import worker_environment
 from movers3.settings import COPYING, OPTIONS, load
+from movers3.status import error_code_of, top_error_codes
+from movers3.transfer import retry
 from movers3.watch import render
+from movers3.worker import health
+from movers3.worker.metrics import Metrics
+from movers3.worker.observer import IDLE, WORKING, Observers, WorkerObserver
 
 
 class Clock:
@@ -34,6 +34,7 @@ class Clock:
 
 
 # -- heartbeat ------------------------------------------------------------------------------
+
 
 def test_heartbeat_file_is_written_at_start_throttled_and_removed_at_stop(tmp_path):
     clock = Clock()
@@ -70,15 +71,19 @@ def test_a_heartbeat_folder_that_cannot_be_made_is_a_config_error(tmp_path):
         health.Heartbeat(tmp_path / "file" / "health.json")
 
 
-@pytest.mark.parametrize("age,alive,healthy,words", [
-    (5, True, True, "loop passed 5.0s ago"),
-    (61, True, False, "is stuck"),
-    (5, False, False, "is gone"),
-])
+@pytest.mark.parametrize(
+    "age,alive,healthy,words",
+    [
+        (5, True, True, "loop passed 5.0s ago"),
+        (61, True, False, "is stuck"),
+        (5, False, False, "is gone"),
+    ],
+)
 def test_check_judges_age_and_process(tmp_path, age, alive, healthy, words):
     path = tmp_path / "h.json"
-    path.write_text(json.dumps({"pid": 4242, "worker": "w-9", "state": "working", "in_flight": 2, "done": 7,
-                                "monotonic": 100.0}))
+    path.write_text(
+        json.dumps({"pid": 4242, "worker": "w-9", "state": "working", "in_flight": 2, "done": 7, "monotonic": 100.0})
+    )
     verdict = health.check(path, 60, clock=Clock(100.0 + age), pid_alive=lambda pid: alive and pid == 4242)
     assert verdict.healthy is healthy and words in verdict.message and "w-9" in verdict.message
 
@@ -93,6 +98,7 @@ def test_check_fails_on_a_missing_or_broken_file(tmp_path, content, words):
 
 
 # -- observers and metrics -----------------------------------------------------------------
+
 
 class Recorder(WorkerObserver):
     def __init__(self):
@@ -116,8 +122,17 @@ def test_observers_fan_out_to_each():
 
 def test_retry_reports_the_code_of_each_retried_attempt():
     import threading
-    seen, calls = [], iter([CopyError("x", code="SlowDown", retryable=True),
-                            CopyError("y", code="InternalError", retryable=True), None])
+
+    seen, calls = (
+        [],
+        iter(
+            [
+                CopyError("x", code="SlowDown", retryable=True),
+                CopyError("y", code="InternalError", retryable=True),
+                None,
+            ]
+        ),
+    )
 
     def flaky():
         error = next(calls)
@@ -125,8 +140,15 @@ def test_retry_reports_the_code_of_each_retried_attempt():
             raise error
         return "ok"
 
-    result = retry.call(flaky, tries=5, stop=threading.Event(), attempts=retry.Attempts(), initial=0.001,
-                        maximum=0.002, on_retry=seen.append)
+    result = retry.call(
+        flaky,
+        tries=5,
+        stop=threading.Event(),
+        attempts=retry.Attempts(),
+        initial=0.001,
+        maximum=0.002,
+        on_retry=seen.append,
+    )
     assert result == "ok" and seen == ["SlowDown", "InternalError"]
 
 
@@ -143,8 +165,13 @@ def test_metrics_count_what_reaches_the_ledger():
     metrics.copy_succeeded(100, 0.3)
     metrics.copy_retrying("SlowDown")
     metrics.loop_tick(WORKING, 3)
-    outcomes = [Outcome(1, "done", 1, size=100), Outcome(2, "done", 1, size=50),
-                Outcome(3, "failed", 1, code="NoSuchKey"), Outcome(4, "failed", 1), Outcome(5, "pending", 0)]
+    outcomes = [
+        Outcome(1, "done", 1, size=100),
+        Outcome(2, "done", 1, size=50),
+        Outcome(3, "failed", 1, code="NoSuchKey"),
+        Outcome(4, "failed", 1),
+        Outcome(5, "pending", 0),
+    ]
     metrics.rows_finished(outcomes, written=4)
     assert sample(registry, "movers3_objects_copied_total") == 2
     assert sample(registry, "movers3_bytes_copied_total") == 150
@@ -164,14 +191,22 @@ def test_metrics_count_what_reaches_the_ledger():
 
 # -- status --watch ------------------------------------------------------------------------
 
+
 def status(**rows):
     base = {"pending": 0, "in_progress": 0, "done": 0, "failed": 0}
     base.update(rows)
-    return {"total": sum(base.values()), **base, "bytes": {s: n * 1000 for s, n in base.items()},
-            "bytes_total": sum(base.values()) * 1000, "objects_per_second_last_minute": 12.5,
-            "bytes_per_second_last_minute": 12500.0, "eta_seconds": 80 if base["pending"] else None,
-            "seeds": [{"old_bucket": "legacy-s3", "old_prefix": "images", "state": "finished", "listed": 1000,
-                       "added": 1000}]}
+    return {
+        "total": sum(base.values()),
+        **base,
+        "bytes": {s: n * 1000 for s, n in base.items()},
+        "bytes_total": sum(base.values()) * 1000,
+        "objects_per_second_last_minute": 12.5,
+        "bytes_per_second_last_minute": 12500.0,
+        "eta_seconds": 80 if base["pending"] else None,
+        "seeds": [
+            {"old_bucket": "legacy-s3", "old_prefix": "images", "state": "finished", "listed": 1000, "added": 1000}
+        ],
+    }
 
 
 def screen(panel, width=100):
@@ -181,9 +216,15 @@ def screen(panel, width=100):
 
 
 def test_the_watch_screen_shows_counts_throughput_eta_and_top_errors():
-    text = screen(render(status(pending=1000, done=2000, failed=12), [("NoSuchKey", 10), ("AccessDenied", 2)],
-                         source="legacy-s3/images/", dest="production-s3/avatar/",
-                         now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)))
+    text = screen(
+        render(
+            status(pending=1000, done=2000, failed=12),
+            [("NoSuchKey", 10), ("AccessDenied", 2)],
+            source="legacy-s3/images/",
+            dest="production-s3/avatar/",
+            now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        )
+    )
     assert "movers3  legacy-s3/images/ -> production-s3/avatar/" in text
     assert "2,000" in text and "1,000" in text and "3,012" in text
     assert "12.5 objects/s, 12.5 kB/s" in text
@@ -199,8 +240,9 @@ def test_the_last_watch_screen_says_the_migration_finished():
 
 # -- report -----------------------------------------------------------------------------------
 
+
 def row(i, **over):
-    base = {c: "" for c in REPORT_COLUMNS}
+    base = dict.fromkeys(REPORT_COLUMNS, "")
     base.update(id=i, old_key=f"images/{i}.png", state="failed", size=i, attempts=1, error="=cmd")
     base.update(over)
     return base
@@ -230,25 +272,36 @@ def test_report_writers_stream_row_by_row():
     assert written == [0, 1, 2]
 
 
-@pytest.mark.parametrize("message,code", [
-    ("CopyObject: NoSuchKey: The specified key does not exist.", "NoSuchKey"),
-    ("HeadObject on the source: SlowDown: Please reduce", "SlowDown"),
-    ("internal error: ValueError: boom", "ValueError"),
-    ("CopyObject: ETag mismatch: destination 'a' != source 'b'", "ETag mismatch"),
-    ("lease expired on every attempt: the workers holding this row stopped renewing it", "lease expired on every attempt"),
-    ("", "(no message)"),
-])
+@pytest.mark.parametrize(
+    "message,code",
+    [
+        ("CopyObject: NoSuchKey: The specified key does not exist.", "NoSuchKey"),
+        ("HeadObject on the source: SlowDown: Please reduce", "SlowDown"),
+        ("internal error: ValueError: boom", "ValueError"),
+        ("CopyObject: ETag mismatch: destination 'a' != source 'b'", "ETag mismatch"),
+        (
+            "lease expired on every attempt: the workers holding this row stopped renewing it",
+            "lease expired on every attempt",
+        ),
+        ("", "(no message)"),
+    ],
+)
 def test_error_codes_come_from_recorded_errors(message, code):
     assert error_code_of(message) == code
 
 
 def test_top_error_codes_sum_messages_by_code():
-    errors = [("CopyObject: NoSuchKey: a", 3), ("HeadObject on the source: NoSuchKey: b", 4),
-              ("CopyObject: AccessDenied: c", 5), ("internal error: KeyError: d", 1)]
+    errors = [
+        ("CopyObject: NoSuchKey: a", 3),
+        ("HeadObject on the source: NoSuchKey: b", 4),
+        ("CopyObject: AccessDenied: c", 5),
+        ("internal error: KeyError: d", 1),
+    ]
     assert top_error_codes(errors, 2) == [("NoSuchKey", 7), ("AccessDenied", 5)]
 
 
 # -- settings, CLI, runner ------------------------------------------------------------------
+
 
 def test_operator_settings_parse_and_are_validated():
     s = load({"METRICS_PORT": "9100", "METRICS_HOST": "127.0.0.1", "HEALTH_FILE": "/tmp/h", "HEALTH_MAX_AGE": "30"})
@@ -302,19 +355,28 @@ def test_each_run_worker_gets_its_own_metrics_port_and_no_health_file():
 
 
 def test_the_health_limit_is_above_the_idle_poll():
-    from movers3.worker import loop as worker
     from movers3.settings import MIN_HEALTH_MAX_AGE
+    from movers3.worker import loop as worker
+
     assert MIN_HEALTH_MAX_AGE > worker.POLL_MAX_SECONDS + worker.FLUSH_SECONDS
     with pytest.raises(ConfigError, match="^HEALTH_MAX_AGE:"):
         load({"HEALTH_MAX_AGE": "10"})
 
 
-@pytest.mark.parametrize("args,handled", [
-    (["healthcheck"], True), (["healthcheck", "--health-file", "F"], True), (["healthcheck", "--health-file=F"], True),
-    (["healthcheck", "--health-file", "F", "--health-max-age", "30"], True),
-    (["healthcheck", "--help"], False), (["healthcheck", "--bogus"], False), (["healthcheck", "--health-file"], False),
-    (["status"], False), ([], False),
-])
+@pytest.mark.parametrize(
+    "args,handled",
+    [
+        (["healthcheck"], True),
+        (["healthcheck", "--health-file", "F"], True),
+        (["healthcheck", "--health-file=F"], True),
+        (["healthcheck", "--health-file", "F", "--health-max-age", "30"], True),
+        (["healthcheck", "--help"], False),
+        (["healthcheck", "--bogus"], False),
+        (["healthcheck", "--health-file"], False),
+        (["status"], False),
+        ([], False),
+    ],
+)
 def test_the_health_check_fast_path_takes_only_its_plain_form(args, handled, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HEALTH_FILE", raising=False)
@@ -327,9 +389,12 @@ def test_the_health_check_fast_path_takes_only_its_plain_form(args, handled, tmp
 def test_the_health_check_imports_neither_boto3_nor_the_database_driver(tmp_path):
     import subprocess
     import sys
-    probe = ("import sys; from movers3.entry import main; code = main(['healthcheck', '--health-file', 'none']); "
-             "print(sorted(m for m in ('boto3', 'pymysql', 'structlog', 'rich', 'movers3.cli') if m in sys.modules)); "
-             "sys.exit(code)")
+
+    probe = (
+        "import sys; from movers3.entry import main; code = main(['healthcheck', '--health-file', 'none']); "
+        "print(sorted(m for m in ('boto3', 'pymysql', 'structlog', 'rich', 'movers3.cli') if m in sys.modules)); "
+        "sys.exit(code)"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert done.returncode == 1 and done.stdout.strip() == "[]", (done.stdout, done.stderr)
     assert "movers3: unhealthy: no heartbeat at none" in done.stderr

@@ -1,10 +1,10 @@
 import csv
 import io
 
-from movers3.transfer.multipart import part_size_for, plan_parts
 from movers3.logs import Redactor, escape_controls
 from movers3.report import REPORT_COLUMNS, spreadsheet_safe, write_csv
-from movers3.settings import GIB, MIB
+from movers3.transfer.multipart import part_size_for, plan_parts
+from movers3.values import GIB, MIB
 
 
 def test_redactor_scrubs_every_occurrence():
@@ -18,7 +18,7 @@ def test_control_characters_are_escaped_for_console():
 
 
 def test_csv_guards_formulas_and_quotes_hostile_keys():
-    row = {c: "" for c in REPORT_COLUMNS} | {"old_key": "=cmd|' /C calc'!A0", "new_key": 'a,"b"\nc', "size": 3}
+    row = dict.fromkeys(REPORT_COLUMNS, "") | {"old_key": "=cmd|' /C calc'!A0", "new_key": 'a,"b"\nc', "size": 3}
     out = io.StringIO()
     assert write_csv([row], out) == 1
     parsed = list(csv.reader(io.StringIO(out.getvalue())))
@@ -32,6 +32,6 @@ def test_parts_cover_the_object_exactly_within_s3_limits():
     for size in (5 * MIB, 64 * MIB + 1, 5 * GIB + 7, 5 * 1024 * GIB):
         parts = plan_parts(size, part_size_for(size, 8 * MIB))
         assert parts[0][0] == 0 and parts[-1][1] == size - 1
-        assert all(b[0] == a[1] + 1 for a, b in zip(parts, parts[1:]))
+        assert all(b[0] == a[1] + 1 for a, b in zip(parts, parts[1:], strict=False))
         assert len(parts) <= 10_000
         assert all(last - first + 1 <= 5 * GIB for first, last in parts)

@@ -3,14 +3,17 @@ import pytest
 from movers3 import routes
 
 
-@pytest.mark.parametrize("old,new", [
-    ("images/a/b.png", "avatar/a/b.png"),
-    ("images/x", "avatar/x"),
-    ("images/", "avatar/"),
-    ("images/ Trailing space ", "avatar/ Trailing space "),
-    ("images/Cafe\u0301.png", "avatar/Cafe\u0301.png"),
-    ("images/images/x", "avatar/images/x"),
-])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        ("images/a/b.png", "avatar/a/b.png"),
+        ("images/x", "avatar/x"),
+        ("images/", "avatar/"),
+        ("images/ Trailing space ", "avatar/ Trailing space "),
+        ("images/Cafe\u0301.png", "avatar/Cafe\u0301.png"),
+        ("images/images/x", "avatar/images/x"),
+    ],
+)
 def test_remainder_is_kept_exactly(old, new):
     assert routes.new_key(old, "images", "avatar") == new
 

@@ -1,7 +1,8 @@
 import pytest
 
 from movers3.exceptions import ConfigError
-from movers3.settings import MIB, load, parse_mysql_url
+from movers3.settings import load, parse_mysql_url
+from movers3.values import MIB
 
 SECRET = "s3cr3t-Pa55word!"
 
@@ -9,7 +10,12 @@ SECRET = "s3cr3t-Pa55word!"
 def test_defaults_are_the_original_tools():
     s = load({})
     assert s.source.url == "http://localhost:8080"
-    assert (s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix) == ("legacy-s3", "images", "production-s3", "avatar")
+    assert (s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix) == (
+        "legacy-s3",
+        "images",
+        "production-s3",
+        "avatar",
+    )
     assert s.mysql == parse_mysql_url("mysql+pymysql://sketchUser:sketchPassword@localhost/sketch")
     assert (s.mysql.user, s.mysql.host, s.mysql.port, s.mysql.database) == ("sketchUser", "localhost", 3306, "sketch")
     assert s.mysql.password.reveal() == "sketchPassword"
@@ -33,15 +39,35 @@ def test_prefix_trailing_slash_is_the_same_folder():
     assert load({"OLD_PREFIX": "images/", "NEW_PREFIX": "a/b//"}).new_prefix == "a/b"
 
 
-@pytest.mark.parametrize("name,value", [
-    ("WORKER_THREADS", "0"), ("WORKER_THREADS", "-3"), ("WORKER_THREADS", "100000"), ("WORKER_THREADS", "x"),
-    ("LEASE_SECONDS", "1"), ("LEASE_SECONDS", "999999999"), ("MAX_ATTEMPTS", "0"), ("MAX_ATTEMPTS", "1000"),
-    ("OLD_PREFIX", ""), ("OLD_PREFIX", "/"), ("NEW_PREFIX", "/abs"), ("NEW_PREFIX", "a//b"),
-    ("OLD_PREFIX", "a/../b"), ("OLD_PREFIX", "a\nb"), ("OLD_BUCKET", "x"), ("NEW_BUCKET", "Bad Bucket!"),
-    ("URL_ENDPOINT", "ftp://x"), ("URL_ENDPOINT", "localhost:8080"), ("URL_ENDPOINT", "http://h:99999"),
-    ("LOAD_FILES", "maybe"), ("LOG_FORMAT", "xml"), ("MULTIPART_THRESHOLD", "1KiB"),
-    ("MULTIPART_CHUNKSIZE", "lots"), ("S3_ADDRESSING_STYLE", "sideways"),
-])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("WORKER_THREADS", "0"),
+        ("WORKER_THREADS", "-3"),
+        ("WORKER_THREADS", "100000"),
+        ("WORKER_THREADS", "x"),
+        ("LEASE_SECONDS", "1"),
+        ("LEASE_SECONDS", "999999999"),
+        ("MAX_ATTEMPTS", "0"),
+        ("MAX_ATTEMPTS", "1000"),
+        ("OLD_PREFIX", ""),
+        ("OLD_PREFIX", "/"),
+        ("NEW_PREFIX", "/abs"),
+        ("NEW_PREFIX", "a//b"),
+        ("OLD_PREFIX", "a/../b"),
+        ("OLD_PREFIX", "a\nb"),
+        ("OLD_BUCKET", "x"),
+        ("NEW_BUCKET", "Bad Bucket!"),
+        ("URL_ENDPOINT", "ftp://x"),
+        ("URL_ENDPOINT", "localhost:8080"),
+        ("URL_ENDPOINT", "http://h:99999"),
+        ("LOAD_FILES", "maybe"),
+        ("LOG_FORMAT", "xml"),
+        ("MULTIPART_THRESHOLD", "1KiB"),
+        ("MULTIPART_CHUNKSIZE", "lots"),
+        ("S3_ADDRESSING_STYLE", "sideways"),
+    ],
+)
 def test_invalid_values_name_the_variable(name, value):
     with pytest.raises(ConfigError) as info:
         load({name: value})
@@ -50,32 +76,44 @@ def test_invalid_values_name_the_variable(name, value):
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("old,new", [
-    (("bk1", "images"), ("bk1", "images")),
-    (("bk1", "images"), ("bk1", "images/avatar")),
-    (("bk1", "images/x"), ("bk1", "images")),
-])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        (("bk1", "images"), ("bk1", "images")),
+        (("bk1", "images"), ("bk1", "images/avatar")),
+        (("bk1", "images/x"), ("bk1", "images")),
+    ],
+)
 def test_destination_inside_source_is_refused(old, new):
     env = {"OLD_BUCKET": old[0], "OLD_PREFIX": old[1], "NEW_BUCKET": new[0], "NEW_PREFIX": new[1]}
     with pytest.raises(ConfigError, match="NEW_BUCKET/NEW_PREFIX"):
         load(env)
 
 
-@pytest.mark.parametrize("old,new", [
-    (("bk1", "images"), ("bk1", "images-new")),  # a sibling folder: images/ is not a prefix of images-new/
-    (("bk1", "images"), ("bk2", "images")),
-    (("bk1", "images/a"), ("bk1", "images/b")),
-])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        (("bk1", "images"), ("bk1", "images-new")),  # a sibling folder: images/ is not a prefix of images-new/
+        (("bk1", "images"), ("bk2", "images")),
+        (("bk1", "images/a"), ("bk1", "images/b")),
+    ],
+)
 def test_sibling_folders_and_other_buckets_are_fine(old, new):
     s = load({"OLD_BUCKET": old[0], "OLD_PREFIX": old[1], "NEW_BUCKET": new[0], "NEW_PREFIX": new[1]})
     assert ((s.old_bucket, s.old_prefix), (s.new_bucket, s.new_prefix)) == (old, new)
 
 
-@pytest.mark.parametrize("url", [
-    "postgres://u:" + SECRET + "@h/db", "mysql+pymysql://u:" + SECRET + "@h", "mysql+pymysql://:" + SECRET + "@h/db",
-    "mysql+pymysql://u:" + SECRET + "@h:notaport/db", "mysql+pymysql://u:" + SECRET + "@h/db?sslmode=x",
-    "not a url " + SECRET,
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://u:" + SECRET + "@h/db",
+        "mysql+pymysql://u:" + SECRET + "@h",
+        "mysql+pymysql://:" + SECRET + "@h/db",
+        "mysql+pymysql://u:" + SECRET + "@h:notaport/db",
+        "mysql+pymysql://u:" + SECRET + "@h/db?sslmode=x",
+        "not a url " + SECRET,
+    ],
+)
 def test_malformed_mysql_url_never_echoes_the_password(url):
     with pytest.raises(ConfigError) as info:
         load({"MYSQL_URL": url})

@@ -9,7 +9,8 @@ import pytest
 
 from movers3 import cli, settings
 from movers3.exceptions import ConfigError
-from movers3.settings import GIB, MIB, OPTION_BY_ENV, OPTIONS, Endpoint, Settings, load
+from movers3.settings import OPTION_BY_ENV, OPTIONS, Endpoint, Settings, load
+from movers3.values import GIB, MIB
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 SETTING_FLAGS = {o.flag for o in OPTIONS}
@@ -32,19 +33,36 @@ def test_each_command_offers_the_flags_of_its_own_settings_only(capsys, command)
 def test_status_offers_no_copy_or_s3_flags(capsys):
     shown = help_flags(capsys, "status")
     assert not shown & {"--worker-threads", "--url-endpoint", "--copy-mode", "--seed-threads", "--max-attempts"}
-    assert shown & SETTING_FLAGS == {"--old-bucket", "--old-prefix", "--new-bucket", "--new-prefix",
-                                     "--log-format", "--log-level"}
+    assert shown & SETTING_FLAGS == {
+        "--old-bucket",
+        "--old-prefix",
+        "--new-bucket",
+        "--new-prefix",
+        "--log-format",
+        "--log-level",
+    }
 
 
 # Read from each cmd_* function and what it calls; run also passes its flags on to its workers.
 EXPECTED = {
-    "init": set(), "report": set(), "retry": set(),
+    "init": set(),
+    "report": set(),
+    "retry": set(),
     "status": {"OLD_BUCKET", "OLD_PREFIX", "NEW_BUCKET", "NEW_PREFIX"},
     "seed": {"OLD_BUCKET", "OLD_PREFIX", "NEW_BUCKET", "NEW_PREFIX", "SEED_THREADS", "LEASE_SECONDS", "MAX_ATTEMPTS"},
-    "healthcheck": {"HEALTH_FILE", "HEALTH_MAX_AGE"}, "completion": set(),
+    "healthcheck": {"HEALTH_FILE", "HEALTH_MAX_AGE"},
+    "completion": set(),
 }
-SOURCE_S3 = {"URL_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_REGION", "S3_ADDRESSING_STYLE", "S3_TIMEOUT_SECONDS",
-             "OLD_URL_ENDPOINT", "OLD_AWS_ACCESS_KEY_ID", "OLD_REGION"}
+SOURCE_S3 = {
+    "URL_ENDPOINT",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_REGION",
+    "S3_ADDRESSING_STYLE",
+    "S3_TIMEOUT_SECONDS",
+    "OLD_URL_ENDPOINT",
+    "OLD_AWS_ACCESS_KEY_ID",
+    "OLD_REGION",
+}
 
 
 @pytest.mark.parametrize("command", list(EXPECTED))
@@ -71,8 +89,12 @@ def test_the_declared_commands_are_the_clis():
 
 def test_secrets_have_no_flag_on_any_command(capsys):
     secret_flags = {o.flag for o in OPTIONS if o.secret}
-    assert secret_flags == {"--aws-secret-access-key", "--old-aws-secret-access-key", "--new-aws-secret-access-key",
-                            "--mysql-url"}
+    assert secret_flags == {
+        "--aws-secret-access-key",
+        "--old-aws-secret-access-key",
+        "--new-aws-secret-access-key",
+        "--mysql-url",
+    }
     for command in cli.COMMANDS:
         assert not help_flags(capsys, command) & secret_flags
     with pytest.raises(SystemExit):
@@ -93,25 +115,60 @@ def test_a_flag_reaches_load_as_an_override_of_its_variable(monkeypatch, capsys)
 
 
 def test_a_bad_flag_gets_the_variables_error():
-    assert str(pytest.raises(ConfigError, load, {}, {"WORKER_THREADS": "0"}).value) == \
-        "WORKER_THREADS: must be from 1 to 256 (got 0)"
+    assert (
+        str(pytest.raises(ConfigError, load, {}, {"WORKER_THREADS": "0"}).value)
+        == "WORKER_THREADS: must be from 1 to 256 (got 0)"
+    )
 
 
 def test_the_defaults_are_the_original_tools_and_the_rest_as_they_were():
     s = load({})
     endpoint = Endpoint("http://localhost:8080", None, None, "us-east-1", "path", 300)
     assert (s.source, s.dest) == (endpoint, endpoint)
-    assert (s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix) == ("legacy-s3", "images", "production-s3", "avatar")
-    assert (s.mysql.user, s.mysql.password.reveal(), s.mysql.host, s.mysql.port, s.mysql.database) == \
-        ("sketchUser", "sketchPassword", "localhost", 3306, "sketch")
+    assert (s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix) == (
+        "legacy-s3",
+        "images",
+        "production-s3",
+        "avatar",
+    )
+    assert (s.mysql.user, s.mysql.password.reveal(), s.mysql.host, s.mysql.port, s.mysql.database) == (
+        "sketchUser",
+        "sketchPassword",
+        "localhost",
+        3306,
+        "sketch",
+    )
     assert dataclasses.asdict(s) | {"source": None, "dest": None, "mysql": None} == {
-        "source": None, "dest": None, "mysql": None, "old_bucket": "legacy-s3", "old_prefix": "images",
-        "new_bucket": "production-s3", "new_prefix": "avatar", "load_files": False, "worker_threads": 16,
-        "lease_seconds": 120, "max_attempts": 5, "multipart_threshold": 64 * MIB, "multipart_chunksize": 64 * MIB,
-        "claim_batch": 64, "log_format": "auto", "log_level": "info", "copy_mode": "auto", "copy_engine": "crt",
-        "new_acl": None, "new_sse": None, "new_sse_kms_key_id": None, "part_concurrency": 4,
-        "stream_memory": 256 * MIB, "website_redirects": "auto", "copy_tags": True, "seed_threads": 4,
-        "repoint_sql_file": None, "metrics_port": 0, "metrics_host": "0.0.0.0", "health_file": None,
+        "source": None,
+        "dest": None,
+        "mysql": None,
+        "old_bucket": "legacy-s3",
+        "old_prefix": "images",
+        "new_bucket": "production-s3",
+        "new_prefix": "avatar",
+        "load_files": False,
+        "worker_threads": 16,
+        "lease_seconds": 120,
+        "max_attempts": 5,
+        "multipart_threshold": 64 * MIB,
+        "multipart_chunksize": 64 * MIB,
+        "claim_batch": 64,
+        "log_format": "auto",
+        "log_level": "info",
+        "copy_mode": "auto",
+        "copy_engine": "crt",
+        "new_acl": None,
+        "new_sse": None,
+        "new_sse_kms_key_id": None,
+        "part_concurrency": 4,
+        "stream_memory": 256 * MIB,
+        "website_redirects": "auto",
+        "copy_tags": True,
+        "seed_threads": 4,
+        "repoint_sql_file": None,
+        "metrics_port": 0,
+        "metrics_host": "0.0.0.0",
+        "health_file": None,
         "health_max_age": 60,
     }
     assert settings.DEFAULT_HEALTH_MAX_AGE == 60
@@ -125,10 +182,20 @@ def test_settings_hold_no_defaults_of_their_own():
 def test_every_variable_lands_in_the_settings():
     fields = {f.name for f in dataclasses.fields(Settings)}
     endpoints = {o.env for o in OPTIONS if o.env.startswith(("OLD_", "NEW_")) and o.env.lower() not in fields}
-    assert endpoints == {f"{side}_{name}" for side in ("OLD", "NEW")
-                         for name in ("URL_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "REGION")}
-    shared = {"URL_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "S3_ADDRESSING_STYLE",
-              "S3_TIMEOUT_SECONDS", "MYSQL_URL"}
+    assert endpoints == {
+        f"{side}_{name}"
+        for side in ("OLD", "NEW")
+        for name in ("URL_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "REGION")
+    }
+    shared = {
+        "URL_ENDPOINT",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "S3_ADDRESSING_STYLE",
+        "S3_TIMEOUT_SECONDS",
+        "MYSQL_URL",
+    }
     assert {o.env for o in OPTIONS if o.dest not in fields} == endpoints | shared
 
 
@@ -148,7 +215,8 @@ def test_ranges_in_help_are_the_ranges_load_enforces():
 def test_the_docs_are_generated_from_the_declaration():
     assert DOCS.read_text(encoding="utf-8") == settings.reference_markdown(), (
         "docs/configuration.md is out of date with movers3/settings.py: run `make docs` "
-        "(or `python -m movers3.settings > docs/configuration.md`)")
+        "(or `python -m movers3.settings > docs/configuration.md`)"
+    )
 
 
 def test_the_docs_have_a_row_per_variable_and_no_secret_flag():

@@ -14,8 +14,15 @@ def test_a_prefix_of_blanks_is_an_empty_prefix(name, value):
 
 
 @pytest.mark.parametrize("name", ["URL_ENDPOINT", "OLD_URL_ENDPOINT", "NEW_URL_ENDPOINT"])
-@pytest.mark.parametrize("value", ["ftp://user:Hunter2-secret@host", "http://user:Hunter2-secret@127.0.0.1:99999",
-                                   "http://user:Hunter2#secret@127.0.0.1:9000", "http://user:Hunter2-secret@h"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ftp://user:Hunter2-secret@host",
+        "http://user:Hunter2-secret@127.0.0.1:99999",
+        "http://user:Hunter2#secret@127.0.0.1:9000",
+        "http://user:Hunter2-secret@h",
+    ],
+)
 def test_an_endpoint_with_credentials_is_refused_without_echoing_them(name, value):
     with pytest.raises(ConfigError) as raised:
         load({name: value})
@@ -24,8 +31,10 @@ def test_an_endpoint_with_credentials_is_refused_without_echoing_them(name, valu
     assert "Hunter2" not in message and "secret" not in message.split("AWS_SECRET_ACCESS_KEY")[0]
 
 
-@pytest.mark.parametrize("name,value", [("URL_ENDPOINT", "http://[::1"), ("NEW_URL_ENDPOINT", "http://[zz]:80"),
-                                        ("OLD_URL_ENDPOINT", "https://h]:9000")])
+@pytest.mark.parametrize(
+    "name,value",
+    [("URL_ENDPOINT", "http://[::1"), ("NEW_URL_ENDPOINT", "http://[zz]:80"), ("OLD_URL_ENDPOINT", "https://h]:9000")],
+)
 def test_a_malformed_endpoint_url_is_a_settings_error_not_an_internal_one(name, value):
     with pytest.raises(ConfigError, match=f"^{name}: is not a valid URL"):
         load({name: value})

@@ -28,8 +28,13 @@ def used_queries(path: Path) -> set[str]:
             args = node.args[1:] if node.func.attr == "_write" else node.args
             if args and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str):
                 used.add(args[0].value)
-        if isinstance(node, ast.Tuple) and len(node.elts) == 2 and isinstance(node.elts[0], ast.Constant) \
-                and isinstance(node.elts[0].value, str) and re.fullmatch(r"[a-z]+_[a-z_]+", node.elts[0].value):
+        if (
+            isinstance(node, ast.Tuple)
+            and len(node.elts) == 2
+            and isinstance(node.elts[0], ast.Constant)
+            and isinstance(node.elts[0].value, str)
+            and re.fullmatch(r"[a-z]+_[a-z_]+", node.elts[0].value)
+        ):
             used.add(node.elts[0].value)
     return used
 
@@ -83,10 +88,18 @@ def test_queries_have_no_comments_or_semicolons_left():
 def test_schema_statements_are_idempotent():
     statements = schema.statements()
     assert sum(s.startswith("CREATE TABLE IF NOT EXISTS") for s in statements) == 5
-    assert all(s.startswith(("CREATE TABLE IF NOT EXISTS", "ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS",
-                             "ALTER TABLE movers3_seeds ADD COLUMN IF NOT EXISTS", "CREATE INDEX IF NOT EXISTS",
-                             "CREATE OR REPLACE TRIGGER"))
-               for s in statements), [s[:60] for s in statements]
+    assert all(
+        s.startswith(
+            (
+                "CREATE TABLE IF NOT EXISTS",
+                "ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS",
+                "ALTER TABLE movers3_seeds ADD COLUMN IF NOT EXISTS",
+                "CREATE INDEX IF NOT EXISTS",
+                "CREATE OR REPLACE TRIGGER",
+            )
+        )
+        for s in statements
+    ), [s[:60] for s in statements]
     triggers = [s for s in statements if s.startswith("CREATE OR REPLACE TRIGGER")]
     assert len(triggers) == 3 and all("DELIMITER" not in s and not s.endswith("$$") for s in triggers)
     assert "END IF" in triggers[1] and triggers[1].count(";") == 1  # its body kept whole

@@ -10,8 +10,6 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-import structlog
-
 from movers3 import __version__, commands, logs
 from movers3.exceptions import (
     EXIT_FAILED_ROWS,
@@ -25,8 +23,6 @@ from movers3.ledger.schema import STATES
 from movers3.report import REPORT_FORMATS
 from movers3.settings import GROUPS, OPTIONS, Option, Settings, load, parse_mysql_url
 from movers3.worker import health
-
-log = structlog.get_logger(__name__)
 
 DEFAULT_SAMPLE_COUNT = 100
 DEFAULT_RUN_WORKERS = 4

@@ -14,15 +14,12 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import botocore.exceptions
-import structlog
 from botocore.client import BaseClient
 
 from movers3.exceptions import CopyError
 from movers3.ledger.reads import DoneRow
 from movers3.transfer import s3
 from movers3.transfer.attributes import CONTENT_FIELDS
-
-log = structlog.get_logger(__name__)
 
 READ_CHUNK = 1024 * 1024
 # Rows checked at once; results come back in order, a bounded window ahead of the printer.

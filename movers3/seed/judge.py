@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 
 from movers3 import routes
-from movers3.ledger.seeds import Known
+from movers3.ledger.seeds import Known, PageWrite, PartSpec
 from movers3.settings import Settings
 from movers3.transfer import s3
 
@@ -44,6 +44,28 @@ class Judgement:
     collisions: list[tuple[Listed, str]] = dataclasses.field(default_factory=list)  # also skipped
     retargeted: int = 0  # in the ledger with another destination (NEW_PREFIX changed): left as it is
     unchanged_states: dict[str, int] = dataclasses.field(default_factory=dict)  # ledger state -> count
+
+    def page_write(
+        self, settings: Settings, entries: list[Listed], *, cursor: str | None, consumed: int, parts: list[PartSpec]
+    ) -> PageWrite:
+        """What the seeder writes for this page, with its part's cursor, in one transaction."""
+        st = settings
+        return PageWrite(
+            old_bucket=st.old_bucket,
+            new_rows=[
+                (st.old_bucket, routes.to_db(e.key), st.new_bucket, routes.to_db(n), e.size, e.etag, e.storage_class)
+                for e, n in self.new
+            ],
+            changes=[
+                {"key": routes.to_db(e.key).hex(), "size": e.size, "etag": e.etag, "storage_class": e.storage_class}
+                for e, _ in self.changed
+            ],
+            parts=parts,
+            cursor=cursor,
+            consumed=consumed,
+            listed=len(entries),
+            skipped=len(self.skipped),
+        )
 
 
 def judge(

@@ -52,6 +52,7 @@ class SeedStats:
 
 
 class Seeder:
+    # Longer than most: the thread pool, the part loop and the two kinds of part read best side by side.
     def __init__(
         self,
         seeds: Seeds,
@@ -209,22 +210,7 @@ class Seeder:
                 count=judgement.retargeted,
                 reason="these keys are in the ledger with another new key (NEW_PREFIX changed?)",
             )
-        return PageWrite(
-            old_bucket=st.old_bucket,
-            new_rows=[
-                (st.old_bucket, routes.to_db(e.key), st.new_bucket, routes.to_db(n), e.size, e.etag, e.storage_class)
-                for e, n in judgement.new
-            ],
-            changes=[
-                {"key": routes.to_db(e.key).hex(), "size": e.size, "etag": e.etag, "storage_class": e.storage_class}
-                for e, _ in judgement.changed
-            ],
-            parts=parts,
-            cursor=cursor,
-            consumed=consumed,
-            listed=len(entries),
-            skipped=len(judgement.skipped),
-        )
+        return judgement.page_write(st, entries, cursor=cursor, consumed=consumed, parts=parts)
 
     def _write(self, seeds: Seeds, seed: SeedRound, part: Part, owner: str, write: PageWrite) -> None:
         added = seeds.seed_page(part, owner, self.settings.lease_seconds, write, seed)

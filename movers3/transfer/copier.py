@@ -30,7 +30,6 @@ import hashlib
 import threading
 from typing import Any, Protocol
 
-import structlog
 from botocore.client import BaseClient
 
 from movers3.exceptions import CopyError
@@ -43,8 +42,6 @@ from movers3.transfer.buffers import Budget, keep_buffers_out_of_the_heap, read_
 from movers3.transfer.copy_object import Boto3Engine, CopyEngine, CopyRequest
 from movers3.transfer.multipart import MAX_PART, Uploads, part_size_for
 from movers3.transfer.parts import ServerParts, StreamParts
-
-log = structlog.get_logger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +64,8 @@ class Copier(Protocol):
 
 class ObjectCopier:
     """Copies rows between two S3 clients; one per worker process, shared by its copy threads."""
+
+    # Longer than most: the four paths and their proofs stand side by side, to be read against each other.
 
     def __init__(
         self,

@@ -9,6 +9,7 @@ copy has succeeded, an AccessDenied is about that object and fails its row like 
 
 from __future__ import annotations
 
+from movers3.exceptions import CopyError
 from movers3.ledger.work import Outcome
 
 LIMIT = 10
@@ -46,3 +47,12 @@ class AccessDeniedBreaker:
         if not release:
             return held
         return [Outcome(o.id, "pending", attempts=o.attempts - 1, error=o.error) for o in held]
+
+    def error(self) -> CopyError:
+        """What the worker stops with once the breaker has tripped."""
+        return CopyError(
+            f"AccessDenied on the first {self.held} copies and no success: check that the credentials "
+            "may GetObject on OLD_BUCKET and PutObject on NEW_BUCKET",
+            code="AccessDenied",
+            retryable=False,
+        )

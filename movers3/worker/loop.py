@@ -30,6 +30,7 @@ from movers3.transfer.copier import Copier
 from movers3.worker.breaker import AccessDeniedBreaker
 from movers3.worker.completer import FLUSH_SECONDS, Completer, Stats
 from movers3.worker.copy_task import CopyTask
+from movers3.worker.housekeeping import Housekeeping
 from movers3.worker.observer import DRAINING, IDLE, WORKING, WorkerObserver
 
 log = structlog.get_logger(__name__)
@@ -38,7 +39,6 @@ POLL_MIN_SECONDS = 0.2
 POLL_MAX_SECONDS = 10.0
 # SIGTERM: in-flight copies get this long to finish before their rows are released (exit < 25 s).
 DRAIN_SECONDS = 15.0
-PROGRESS_SECONDS = 10.0
 
 
 def new_worker_id() -> str:
@@ -58,20 +58,6 @@ class WorkerConfig:
         return cls(
             settings.worker_threads, settings.lease_seconds, settings.max_attempts, settings.claim_batch, exit_when_done
         )
-
-
-class Every:
-    """A period the loop polls: due once per `seconds`, the first time after `first` seconds."""
-
-    def __init__(self, seconds: float, *, first: float) -> None:
-        self.seconds = seconds
-        self._next = time.monotonic() + first
-
-    def due(self, now: float) -> bool:
-        if now < self._next:
-            return False
-        self._next = now + self.seconds
-        return True
 
 
 class Worker:
@@ -109,10 +95,9 @@ class Worker:
         self._inflight: dict[int, tuple[Row, Future]] = {}
         # Finished copies announce themselves here: the loop never scans the futures in flight.
         self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._renew = Every(config.lease_seconds / 3, first=config.lease_seconds / 3)
-        self._rescue = Every(max(1.0, config.lease_seconds / 4), first=0)
-        self._progress = Every(PROGRESS_SECONDS, first=PROGRESS_SECONDS)
-        self._started = time.monotonic()
+        self._housekeeping = Housekeeping(
+            work, worker_id, config.lease_seconds, config.max_attempts, self.stats, self.log
+        )
 
     def stop(self) -> None:
         self.stopped.set()
@@ -134,9 +119,7 @@ class Worker:
         finally:
             self._shutdown(pool)
             self.observer.worker_stopped()
-        self.log.info(
-            "worker_stopped", **dataclasses.asdict(self.stats), seconds=round(time.monotonic() - self._started, 3)
-        )
+        self.log.info("worker_stopped", **dataclasses.asdict(self.stats), seconds=self._housekeeping.seconds())
         return self.stats
 
     # -- the loop ----------------------------------------------------------------------------
@@ -145,7 +128,7 @@ class Worker:
         idle = POLL_MIN_SECONDS
         while not self.stopped.is_set():
             self.observer.loop_tick(WORKING if self._inflight else IDLE, len(self._inflight))
-            self._housekeeping()
+            self._housekeeping.tick(list(self._inflight))
             if len(self._inflight) <= self.config.threads:
                 self._claim(pool)
             if not self._inflight:
@@ -205,15 +188,7 @@ class Worker:
     def _record(self, outcome: Outcome) -> None:
         self.completer.add(self.breaker.admit(outcome))
         if self.breaker.tripped:
-            self._fail_fast(
-                CopyError(
-                    f"AccessDenied on the first {self.breaker.held} copies and no success: check that the "
-                    "credentials may GetObject on OLD_BUCKET and PutObject on NEW_BUCKET",
-                    code="AccessDenied",
-                    retryable=False,
-                ),
-                self.log,
-            )
+            self._fail_fast(self.breaker.error(), self.log)
 
     def _fail_fast(self, exc: CopyError, olog: structlog.typing.FilteringBoundLogger) -> None:
         """Stop the worker: every copy would fail the same way. The first such error is the one told."""
@@ -224,31 +199,6 @@ class Worker:
         if first:
             olog.error("worker_misconfigured", code=exc.code, error=str(exc))
         self.stopped.set()
-
-    def _housekeeping(self) -> None:
-        now = time.monotonic()
-        lease = self.config.lease_seconds
-        if self._renew.due(now):
-            held, asked = list(self._inflight), time.time()
-            renewed = self.work.renew(self.id, held, lease)
-            if renewed < len(held):
-                self.log.warning("leases_lost", held=len(held), renewed=renewed)
-            elif held:
-                self.log.debug("leases_renewed", ids=held, lease_until=round(asked + lease, 6))
-        if self._rescue.due(now):
-            requeued, failed = self.work.rescue_expired(self.config.max_attempts)
-            if requeued or failed:
-                self.log.warning("leases_rescued", requeued=requeued, failed=failed)
-        if self._progress.due(now):
-            s = self.stats
-            self.log.info(
-                "progress",
-                done=s.done,
-                failed=s.failed,
-                bytes=s.bytes,
-                in_flight=len(self._inflight),
-                objects_per_second=round(s.done / (now - self._started), 1),
-            )
 
     # -- shutdown ----------------------------------------------------------------------------
 

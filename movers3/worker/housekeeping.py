@@ -1,0 +1,78 @@
+"""The worker's periodic chores, run from its loop: renew the leases of the rows in flight (every third
+of a lease), rescue rows whose worker vanished (every quarter of a lease, at least every second), and
+log progress (every PROGRESS_SECONDS)."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from movers3.ledger.work import WorkQueue
+from movers3.worker.completer import Stats
+
+PROGRESS_SECONDS = 10.0
+
+
+class Every:
+    """A period the loop polls: due once per `seconds`, the first time after `first` seconds."""
+
+    def __init__(self, seconds: float, *, first: float) -> None:
+        self.seconds = seconds
+        self._next = time.monotonic() + first
+
+    def due(self, now: float) -> bool:
+        if now < self._next:
+            return False
+        self._next = now + self.seconds
+        return True
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        work: WorkQueue,
+        owner: str,
+        lease_seconds: int,
+        max_attempts: int,
+        stats: Stats,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self.work = work
+        self.owner = owner
+        self.lease = lease_seconds
+        self.max_attempts = max_attempts
+        self.stats = stats
+        self.log = log
+        self._renew = Every(lease_seconds / 3, first=lease_seconds / 3)
+        self._rescue = Every(max(1.0, lease_seconds / 4), first=0)
+        self._progress = Every(PROGRESS_SECONDS, first=PROGRESS_SECONDS)
+        self._started = time.monotonic()
+
+    def seconds(self) -> float:
+        return round(time.monotonic() - self._started, 3)
+
+    def tick(self, held: list[int]) -> None:
+        """The chores that are due, for the rows held (in flight) now."""
+        now = time.monotonic()
+        if self._renew.due(now):
+            asked = time.time()
+            renewed = self.work.renew(self.owner, held, self.lease)
+            if renewed < len(held):
+                self.log.warning("leases_lost", held=len(held), renewed=renewed)
+            elif held:
+                self.log.debug("leases_renewed", ids=held, lease_until=round(asked + self.lease, 6))
+        if self._rescue.due(now):
+            requeued, failed = self.work.rescue_expired(self.max_attempts)
+            if requeued or failed:
+                self.log.warning("leases_rescued", requeued=requeued, failed=failed)
+        if self._progress.due(now):
+            s = self.stats
+            self.log.info(
+                "progress",
+                done=s.done,
+                failed=s.failed,
+                bytes=s.bytes,
+                in_flight=len(held),
+                objects_per_second=round(s.done / (now - self._started), 1),
+            )

@@ -28,18 +28,8 @@ class DoneRow(RowRoute):
 
     @classmethod
     def from_record(cls, record: tuple) -> DoneRow:
-        id_, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, method = record
-        return cls(
-            id_,
-            old_bucket,
-            routes.from_db(old_key),
-            new_bucket,
-            routes.from_db(new_key),
-            size,
-            source_etag,
-            dest_etag,
-            method,
-        )
+        dest_etag, copy_method = record[7:]
+        return cls(*RowRoute.columns(record), dest_etag, copy_method)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -54,6 +54,12 @@ class RowRoute:
     size: int
     source_etag: str
 
+    @staticmethod
+    def columns(record: Sequence) -> tuple[int, str, str, str, str, int, str]:
+        """The first seven columns of a row query (id, old route, new route, size, source ETag), keys decoded."""
+        id_, old_bucket, old_key, new_bucket, new_key, size, source_etag = record[:7]
+        return id_, old_bucket, routes.from_db(old_key), new_bucket, routes.from_db(new_key), size, source_etag
+
 
 @dataclasses.dataclass(frozen=True)
 class Row(RowRoute):
@@ -65,34 +71,10 @@ class Row(RowRoute):
 
     @classmethod
     def from_claim(cls, record: tuple) -> Row:
-        (
-            id_,
-            old_bucket,
-            old_key,
-            new_bucket,
-            new_key,
-            size,
-            etag,
-            attempts,
-            storage_class,
-            upload_id,
-            upload_etag,
-            part_size,
-            parts,
-        ) = record
+        attempts, storage_class, upload_id, upload_etag, part_size, parts = record[7:]
         # The claim UPDATE adds one attempt in the same transaction.
-        return cls(
-            id_,
-            old_bucket,
-            routes.from_db(old_key),
-            new_bucket,
-            routes.from_db(new_key),
-            size,
-            etag,
-            attempts + 1,
-            storage_class,
-            Upload.from_columns(upload_id, upload_etag, part_size, parts),
-        )
+        upload = Upload.from_columns(upload_id, upload_etag, part_size, parts)
+        return cls(*RowRoute.columns(record), attempts + 1, storage_class, upload)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,10 +38,10 @@ from movers3.ledger.work import Row
 from movers3.settings import Settings
 from movers3.transfer import copy_object, s3
 from movers3.transfer.attributes import Destination, Gaps, SourceAttributes
-from movers3.transfer.buffers import Budget, keep_buffers_out_of_the_heap, read_exact
+from movers3.transfer.buffers import Budget, keep_buffers_out_of_the_heap
 from movers3.transfer.copy_object import Boto3Engine, CopyEngine, CopyRequest
 from movers3.transfer.multipart import MAX_PART, Uploads, part_size_for
-from movers3.transfer.parts import ServerParts, StreamParts
+from movers3.transfer.parts import ServerParts, StreamParts, read_source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,14 +185,7 @@ class ObjectCopier:
     def _stream_single(self, row: Row) -> Copied:
         self.budget.acquire(row.size, self.stop.is_set)
         try:
-            response = s3.request(
-                self.source.get_object,
-                "GetObject on the source",
-                Bucket=row.old_bucket,
-                Key=row.old_key,
-                IfMatch=s3.quoted_etag(row.source_etag),
-            )
-            data = read_exact(response["Body"], row.size, "GetObject on the source")
+            data, response = read_source(self.source, row)
             md5 = hashlib.md5(data).hexdigest()  # noqa: S324 (S3's ETag format)
             if s3.is_md5(s3.bare_etag(row.source_etag)) and md5 != s3.bare_etag(row.source_etag):
                 # Checked before the PUT: damaged bytes never become the new object.

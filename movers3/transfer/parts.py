@@ -62,19 +62,7 @@ class StreamParts:
     ) -> tuple[str, str | None]:
         row, size = self.row, last - first + 1
         try:
-
-            def get() -> bytearray:
-                response = s3.request(
-                    self.source.get_object,
-                    "GetObject on the source",
-                    Bucket=row.old_bucket,
-                    Key=row.old_key,
-                    IfMatch=s3.quoted_etag(row.source_etag),
-                    Range=f"bytes={first}-{last}",
-                )
-                return read_exact(response["Body"], size, "GetObject on the source")
-
-            data = _retried(get, self.stop)
+            data, _ = _retried(lambda: read_source(self.source, row, (first, last)), self.stop)
             md5 = hashlib.md5(data).hexdigest()  # noqa: S324 (S3's ETag format)
 
             def put() -> str:
@@ -102,6 +90,22 @@ class StreamParts:
         else:
             self.budget.release(size)
         return etag, md5
+
+
+def read_source(source: BaseClient, row: Row, byte_range: tuple[int, int] | None = None) -> tuple[bytearray, dict]:
+    """The source version the ledger recorded, whole or bytes first..last of it, in one buffer, and the
+    response that carried them (its headers are the object's attributes)."""
+    first, last = byte_range or (0, row.size - 1)
+    ranged = {"Range": f"bytes={first}-{last}"} if byte_range else {}
+    response = s3.request(
+        source.get_object,
+        "GetObject on the source",
+        Bucket=row.old_bucket,
+        Key=row.old_key,
+        IfMatch=s3.quoted_etag(row.source_etag),
+        **ranged,
+    )
+    return read_exact(response["Body"], last - first + 1, "GetObject on the source"), response
 
 
 def _retried(fn, stop: threading.Event):

@@ -17,37 +17,19 @@ policy in an account of its own) runs them.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import os
 
 import pytest
 
 from movers3.values import MIB
-from tests.support.helpers import json_events, run_cli
+from tests.support.helpers import CONTENT_ATTRIBUTES, SOURCE_ATTRIBUTES, assert_forbidden, json_events, run_cli
 from tests.support.services import S3_IDENTITIES, SHARED_ACCOUNT, WORKER_POLICY
 
 pytestmark = pytest.mark.acceptance
 
-ATTRS = dict(
-    ContentType="image/webp",
-    CacheControl="public, max-age=60",
-    ContentDisposition='inline; filename="a b.webp"',
-    ContentLanguage="fr-CA",
-    Expires=datetime.datetime(2031, 2, 3, 4, 5, 6, tzinfo=datetime.UTC),
-    Metadata={"owner": "user-42", "x-note": "kept"},
-    StorageClass="STANDARD_IA",
-    Tagging="team=web&kind=avatar",
-)
-CONTENT = (
-    "ContentType",
-    "CacheControl",
-    "ContentDisposition",
-    "ContentLanguage",
-    "Expires",
-    "Metadata",
-    "StorageClass",
-)
+ATTRS = SOURCE_ATTRIBUTES
+CONTENT = CONTENT_ATTRIBUTES
 SIZES = {"small.webp": 300_000, "large.webp": 11 * MIB + 123}  # one part; three parts of 5 MiB
 # (COPY_MODE, worker identity, objects): the four paths, each under README's worker policy.
 CASES = [
@@ -97,14 +79,7 @@ def test_the_shared_account_grants_the_worker_nothing_more(route, stack):
         "GetObjectTagging on the old bucket": lambda: worker.get_object_tagging(**source),
         "PutBucketAcl on the new bucket": lambda: worker.put_bucket_acl(Bucket=route.new_bucket, ACL="public-read"),
     }
-    allowed = []
-    for name, call in forbidden.items():
-        try:
-            call()
-            allowed.append(name)
-        except worker.exceptions.ClientError as exc:
-            assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403, (name, exc)
-    assert allowed == []
+    assert_forbidden(forbidden, worker)
 
 
 def test_why_the_server_side_copy_path_needs_the_shared_account(route, stack):

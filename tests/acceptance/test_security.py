@@ -21,7 +21,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from tests.support.helpers import Route, json_events, run_cli, start_cli, wait_for
+from tests.support.helpers import Route, assert_forbidden, json_events, run_cli, start_cli, wait_for
 from tests.support.keys import HOSTILE
 from tests.support.services import DB_ROLES, S3_IDENTITIES
 
@@ -79,14 +79,7 @@ def test_the_worker_roles_are_enforced_by_both_servers(route, stack):
         ),
         "CreateBucket": lambda: worker.create_bucket(Bucket="m3-" + uuid.uuid4().hex[:8]),
     }
-    allowed = []
-    for name, call in forbidden.items():
-        try:
-            call()
-            allowed.append(name)
-        except worker.exceptions.ClientError as exc:
-            assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403, (name, exc)
-    assert allowed == []
+    assert_forbidden(forbidden, worker)
 
     conn = pymysql.connect(
         host="127.0.0.1",

@@ -13,16 +13,11 @@ from movers3.settings import load
 from movers3.transfer import s3
 from movers3.transfer.copier import ObjectCopier
 from movers3.values import MIB
+from tests.support.helpers import BASIC_ATTRIBUTES
 
 pytestmark = pytest.mark.integration
 
-ATTRS = dict(
-    ContentType="image/webp",
-    CacheControl="max-age=60",
-    ContentDisposition='inline; filename="a b.webp"',
-    ContentLanguage="fr",
-    Metadata={"owner": "user-42", "x-note": "kept"},
-)
+ATTRS = BASIC_ATTRIBUTES
 
 
 def copier(route, identity="worker"):

@@ -15,19 +15,14 @@ from movers3.transfer import s3
 from movers3.transfer.copier import ObjectCopier
 from movers3.transfer.copy_object import CopyRequest
 from tests.support.faultproxy import FaultProxy
+from tests.support.helpers import BASIC_ATTRIBUTES
 from tests.support.keys import HOSTILE, LONG
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.integration
 
 ENGINES = ["boto3", "crt"]
-ATTRS = dict(
-    ContentType="image/webp",
-    CacheControl="max-age=60",
-    ContentDisposition='inline; filename="a b.webp"',
-    ContentLanguage="fr",
-    Metadata={"owner": "user-42", "x-note": "kept"},
-)
+ATTRS = BASIC_ATTRIBUTES
 
 
 def engine(route, name, identity="worker", **env):

@@ -2,7 +2,6 @@
 and destination, server-side and streamed, single and multipart, with the least-privilege worker
 identity wherever the endpoint enforces one."""
 
-import datetime
 import hashlib
 import os
 import threading
@@ -19,31 +18,12 @@ from movers3.transfer import s3
 from movers3.transfer.copier import ObjectCopier
 from movers3.values import MIB
 from movers3.worker.loop import Worker, WorkerConfig
+from tests.support.helpers import CONTENT_ATTRIBUTES, SOURCE_ATTRIBUTES
 
 pytestmark = pytest.mark.integration
 
-ATTRS = dict(
-    ContentType="image/webp",
-    CacheControl="public, max-age=60",
-    ContentDisposition='inline; filename="a b.webp"',
-    ContentLanguage="fr-CA",
-    ContentEncoding="identity",
-    Expires=datetime.datetime(2031, 2, 3, 4, 5, 6, tzinfo=datetime.UTC),
-    Metadata={"owner": "user-42", "x-note": "kept"},
-    WebsiteRedirectLocation="/moved/here.html",
-    StorageClass="STANDARD_IA",
-    Tagging="team=web&kind=avatar",
-)
-CONTENT = (
-    "ContentType",
-    "CacheControl",
-    "ContentDisposition",
-    "ContentLanguage",
-    "ContentEncoding",
-    "Expires",
-    "Metadata",
-    "StorageClass",
-)
+ATTRS = SOURCE_ATTRIBUTES
+CONTENT = CONTENT_ATTRIBUTES
 # Checked once below with a plain PutObject: SeaweedFS does not store x-amz-website-redirect-location at
 # all, so no copy onto it can keep one (README says so); moto keeps it.
 KEEPS_REDIRECT = {"seaweedfs": False, "moto": True}
@@ -51,8 +31,9 @@ KEEPS_REDIRECT = {"seaweedfs": False, "moto": True}
 SMALL, LARGE = 300_000, 11 * MIB + 123
 PART = 5 * MIB  # MULTIPART_CHUNKSIZE below: LARGE is three parts
 # SeaweedFS makes a server-side copy belong to the source object's owner (AWS makes it the requester's),
-# so only an identity that may change any ACL can apply NEW_ACL to it: that pair copies as admin. The
-# least-privilege worker identity applies ACLs to the objects it writes itself (the streamed pairs).
+# so only that owner's account or an identity that may change any ACL can apply NEW_ACL to it: this pair
+# copies as admin. tests/acceptance/test_least_privilege.py runs it under the exact worker policy, in the
+# sources' account; the least-privilege identity applies ACLs to the objects it writes itself.
 SERVER_SIDE_ON_SEAWEEDFS = "admin"
 PAIRS = [
     # source, destination, COPY_MODE, (path below the threshold, path above it)

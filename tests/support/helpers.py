@@ -4,6 +4,7 @@ and how to wait on a condition instead of sleeping."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import signal
@@ -18,6 +19,52 @@ from tests.support.services import DATABASE, NEW_BUCKET, OLD_BUCKET, MariaDB, Se
 MOVERS3 = [sys.executable, "-m", "movers3"]
 # README ("Resuming after a failure"): on SIGTERM a worker lets copies finish for up to 15 s, releases
 # the rest and "exits 0 within 25 s". Tests assert that documented bound on the measured stop.
+# One source object with every attribute a copy keeps (docs/copying.md).
+SOURCE_ATTRIBUTES = {
+    "ContentType": "image/webp",
+    "CacheControl": "public, max-age=60",
+    "ContentDisposition": 'inline; filename="a b.webp"',
+    "ContentLanguage": "fr-CA",
+    "ContentEncoding": "identity",
+    "Expires": datetime.datetime(2031, 2, 3, 4, 5, 6, tzinfo=datetime.UTC),
+    "Metadata": {"owner": "user-42", "x-note": "kept"},
+    "WebsiteRedirectLocation": "/moved/here.html",
+    "StorageClass": "STANDARD_IA",
+    "Tagging": "team=web&kind=avatar",
+}
+# The headers and metadata every copy path keeps on every server.
+BASIC_ATTRIBUTES = {
+    "ContentType": "image/webp",
+    "CacheControl": "max-age=60",
+    "ContentDisposition": 'inline; filename="a b.webp"',
+    "ContentLanguage": "fr",
+    "Metadata": {"owner": "user-42", "x-note": "kept"},
+}
+# Those a HEAD of the copy gives back as they were put (tags and the redirect are checked apart).
+CONTENT_ATTRIBUTES = (
+    "ContentType",
+    "CacheControl",
+    "ContentDisposition",
+    "ContentLanguage",
+    "ContentEncoding",
+    "Expires",
+    "Metadata",
+    "StorageClass",
+)
+
+
+def assert_forbidden(calls: dict[str, Callable[[], object]], client) -> None:
+    """Every call is refused with a 403 by `client`'s identity."""
+    allowed = []
+    for name, call in calls.items():
+        try:
+            call()
+            allowed.append(name)
+        except client.exceptions.ClientError as exc:
+            assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403, (name, exc)
+    assert allowed == []
+
+
 STOP_BOUND_SECONDS = 25
 # How long a test waits for the exit before killing the process: well past the bound, so that a worker
 # that overstays is reported with the time it took (and never left running), not as a wait that expired.

@@ -128,6 +128,18 @@ DB_ROLES = {
 }
 
 
+def s3_client(url: str, key: str, secret: str, **config):
+    """A boto3 client of a test server, path-style, as one identity."""
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=botocore.config.Config(s3={"addressing_style": "path"}, **config),
+    )
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -340,15 +352,7 @@ class Moto:
         return f"moto-{identity}", f"moto-secret-{identity}-0123456789"
 
     def client(self, identity: str = "admin"):
-        key, secret = self.credentials(identity)
-        return boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            aws_access_key_id=key,
-            aws_secret_access_key=secret,
-            region_name="us-east-1",
-            config=botocore.config.Config(s3={"addressing_style": "path"}),
-        )
+        return s3_client(self.url, *self.credentials(identity))
 
 
 class SeaweedFS:
@@ -453,14 +457,4 @@ class SeaweedFS:
         return identity, S3_IDENTITIES[identity]["secret"]
 
     def client(self, identity: str = "admin"):
-        key, secret = self.credentials(identity)
-        return boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            aws_access_key_id=key,
-            aws_secret_access_key=secret,
-            region_name="us-east-1",
-            config=botocore.config.Config(
-                s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 5}
-            ),
-        )
+        return s3_client(self.url, *self.credentials(identity), retries={"mode": "standard", "max_attempts": 5})

@@ -344,7 +344,6 @@ class Bench:
             checked,
             rss,
             status1["Questions"] - status0["Questions"],
-            status1["Com_commit"] - status0["Com_commit"],
             note,
         )
         self.clear_destination(workload)

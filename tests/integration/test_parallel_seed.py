@@ -230,7 +230,10 @@ def test_two_seed_processes_share_the_parts(route, seeder_ledger, tmp_path):
 
     def share(log):
         text = log.read_text()
-        (summary,) = [e for e in json_events(text) if e.get("event") == "seed_finished"]
+        # The log holds the JSON events (stderr) and, last, the one summary line the command prints (stdout).
+        *events, printed = text.rstrip("\n").split("\n")
+        assert printed.startswith("seeded "), printed
+        (summary,) = [e for e in json_events("\n".join(events) + "\n") if e.get("event") == "seed_finished"]
         listed = int(re.search(r"seeded .*: ([\d,]+) listed", text).group(1).replace(",", ""))
         return summary["parts"], summary["listed"], listed
 

@@ -31,7 +31,11 @@ $(BENCH_STAMP): $(STAMP) setup.cfg
 system-deps:
 	@if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then \
 		echo "installing mariadb-server from Debian's packages"; \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mariadb-server mariadb-client; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mariadb-server mariadb-client tzdata; \
+	fi
+	@# The lease tests load the time zone tables from the system's zoneinfo.
+	@if [ ! -d /usr/share/zoneinfo/Europe ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends tzdata; \
 	fi
 
 demo: venv system-deps

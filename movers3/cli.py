@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["worker"].add_argument(
         "--exit-when-done", action="store_true", help="exit 0 once seeding has finished and nothing is left to claim"
     )
-    parsers["worker"].add_argument("--worker-id", help="lease owner name (default: host-pid-random)")
+    parsers["worker"].add_argument(
+        "--worker-id", help="lease owner name, made unique with a ~suffix (default: host-pid-random)"
+    )
     parsers["run"].add_argument(
         "--workers",
         type=_whole(1, 100_000),

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import sys
 import threading
 
@@ -73,7 +74,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         work.repoint = repoint.load(settings.repoint_sql_file)
         repoint.check(db, work.repoint)
     stop = threading.Event()
-    worker_id = args.worker_id or new_worker_id()
+    # A lease owner names one live process: a --worker-id given to two (a copied unit file, a restart
+    # before the old one is gone) gets a suffix of its own. The claim token fences them even so.
+    worker_id = f"{args.worker_id}~{secrets.token_hex(3)}" if args.worker_id else new_worker_id()
     journal = UploadJournal.open(db, worker_id)
     copier = ObjectCopier.from_settings(settings, journal, stop)
     s3.check_listable(copier.source, settings.old_bucket, settings.old_prefix + "/", tries=settings.max_attempts)

@@ -43,6 +43,10 @@ class LedgerConflict(LedgerError):
     """A ledger transaction was rolled back by a deadlock or lock timeout."""
 
 
+class DuplicateKey(LedgerError):
+    """A write would give a unique key (an old route, a new route) a second row."""
+
+
 class SchemaError(LedgerError):
     """The ledger schema is missing or out of date: run `movers3 init`."""
 

@@ -21,7 +21,7 @@ import pymysql.cursors
 import structlog
 import tenacity
 
-from movers3.exceptions import LedgerConflict, LedgerError, LedgerUnavailable, SchemaError
+from movers3.exceptions import DuplicateKey, LedgerConflict, LedgerError, LedgerUnavailable, SchemaError
 from movers3.values import MysqlUrl
 
 log = structlog.get_logger(__name__)
@@ -39,6 +39,7 @@ _ACCESS_DENIED = 1045
 _DB_ACCESS_DENIED = 1044
 _UNKNOWN_DB = 1049
 _NO_SUCH_TABLE = 1146
+_DUPLICATE_KEY = (1062, 1586)
 _COMMAND_DENIED = (1142, 1143)
 _DEADLOCK, _LOCK_WAIT = 1213, 1205
 _CANT_CONNECT = (2002, 2003, 2005)
@@ -157,9 +158,15 @@ class Database:
                 read_timeout=READ_TIMEOUT_SECONDS,
                 write_timeout=READ_TIMEOUT_SECONDS,
                 # READ COMMITTED: SKIP LOCKED claims take no gap locks, so claimers never wait on each other.
-                init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-                # For Tx.execute_and_commit; every statement is a named query with escaped parameters.
-                client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS,
+                # UTC: leases are NOW(6) + seconds, compared with NOW(6) by other sessions; in the
+                # server's own zone a daylight-saving change would expire every lease at once in spring
+                # and stretch them by an hour in autumn. Every time the ledger writes is UTC.
+                init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET time_zone = '+00:00'",
+                # MULTI_STATEMENTS for Tx.execute_and_commit (every statement is a named query with escaped
+                # parameters). FOUND_ROWS: a guarded write counts the rows its guard matched, not only
+                # those it changed, so that one run again after a dropped COMMIT (its values already
+                # there) counts as written, not as a lease lost.
+                client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS | pymysql.constants.CLIENT.FOUND_ROWS,
             )
         except pymysql.MySQLError as exc:
             raise self._translate(exc) from exc
@@ -262,6 +269,8 @@ class Database:
             return SchemaError(f"the ledger schema is missing in {self.url.database!r}: run `movers3 init`")
         if code in (_DEADLOCK, _LOCK_WAIT):
             return LedgerConflict(f"ledger transaction rolled back (error {code}), repeating it")
+        if code in _DUPLICATE_KEY:
+            return DuplicateKey(f"ledger database error {code}: a unique key would have two rows")
         if code in _COMMAND_DENIED:
             return LedgerError(f"the ledger account lacks a privilege: {_message(exc)}")
         return LedgerError(f"ledger database error {code}: {_message(exc)}")

@@ -3,10 +3,10 @@ and checked by every other command before it touches a row."""
 
 from __future__ import annotations
 
-from movers3.exceptions import SchemaError
+from movers3.exceptions import DuplicateKey, SchemaError
 from movers3.ledger.db import Database, Tx, read_sql
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATES = ("pending", "in_progress", "done", "failed")
 COUNTER_SLOTS = 16  # movers3_counts rows per state; the triggers use CONNECTION_ID() % 16
 
@@ -42,7 +42,15 @@ def create(db: Database) -> int:
         tx.execute("schema_version_set", {"version": SCHEMA_VERSION})
         return SCHEMA_VERSION
 
-    version = db.transaction(work)
+    try:
+        version = db.transaction(work)
+    except DuplicateKey:
+        shared = db.transaction(lambda tx: tx.row("routes_shared"))[0]
+        raise SchemaError(
+            f"cannot upgrade the ledger: {shared} destination keys belong to more than one row (two sources "
+            "mapped onto one new key); `movers3 report` shows them: delete or re-route the extra rows, then "
+            "run `movers3 init` again"
+        ) from None
     recount(db)
     return version
 

@@ -8,7 +8,9 @@ rows together with its part's cursor, so a crashed seeder's part resumes.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import secrets
 from collections.abc import Sequence
 
 from movers3 import routes
@@ -69,9 +71,10 @@ class Part:
     file_md5: str | None
     cursor: str | None
     cursor_rows: int
+    owner: str  # this claim of the part: the seeder's name and a fresh token, carried by every write
 
     @classmethod
-    def from_record(cls, record: tuple) -> Part:
+    def from_record(cls, record: tuple, owner: str) -> Part:
         id_, prefix, after, upto, file, md5, cursor, rows = record
         return cls(
             id_,
@@ -82,6 +85,7 @@ class Part:
             md5,
             _str_or_none(cursor),
             int(rows),
+            owner,
         )
 
 
@@ -94,7 +98,7 @@ class PageWrite:
     changes: list[dict]  # rows whose source changed: {key (hex), size, etag, storage_class}
     parts: list[PartSpec]  # sub-folders met, or the rest of a split level
     cursor: str | None
-    consumed: int  # manifest data rows read (file parts)
+    cursor_rows: int  # manifest data rows read up to the end of this page (file parts): where it resumes
     listed: int
     skipped: int
     narrow_to: str | None = None  # a split: this part now stops at this key
@@ -171,12 +175,19 @@ class Seeds:
         return self.db.transaction(work)
 
     def part_claim(self, seed: SeedRound, owner: str, lease_seconds: int) -> Part | None:
+        """Lease the next part to `owner` under a claim of its own. Safe to run twice: run again after a
+        dropped COMMIT, it finds the part that claim leased instead of leasing another."""
+        claim = f"{owner}/{secrets.token_hex(8)}"
+        runs = itertools.count()
+
         def work(tx: Tx) -> Part | None:
-            found = tx.one("parts_claimable_lock", {"seed_id": seed.id, "round": seed.round})
+            found = tx.one("parts_claimed_by", {"owner": claim}) if next(runs) else None
             if found is None:
-                return None
-            tx.execute("parts_claim", {"id": found[0], "owner": owner, "lease_seconds": lease_seconds})
-            return Part.from_record(found)
+                found = tx.one("parts_claimable_lock", {"seed_id": seed.id, "round": seed.round})
+                if found is None:
+                    return None
+                tx.execute("parts_claim", {"id": found[0], "owner": claim, "lease_seconds": lease_seconds})
+            return Part.from_record(found, claim)
 
         return self.db.transaction(work)
 
@@ -200,13 +211,27 @@ class Seeds:
 
         return self.db.transaction(work)
 
-    def seed_page(self, part: Part, owner: str, lease_seconds: int, page: PageWrite, seed: SeedRound) -> int:
+    def seed_page(
+        self, part: Part, lease_seconds: int, page: PageWrite, seed: SeedRound
+    ) -> tuple[int, list[tuple[str, str]]]:
         """Insert a page's new rows, queue its changed ones again, add the parts it met, and move the
-        part's cursor, all in one transaction; returns the rows added. Raises PartLost (and writes
-        nothing) when another seeder took the part over."""
+        part's cursor to where the page ends, all in one transaction. Returns the rows added, and the
+        keys skipped because another source's row took their new key first (old key, that source),
+        which a seed judging its page at the same time can't see. Raises PartLost (and writes
+        nothing) when another seeder took the part over. Safe to run twice: run again after a
+        dropped COMMIT, it finds the cursor already there and writes nothing more."""
+        owner = part.owner
+        cursor = {"cursor_key": _db_or_none(page.cursor), "cursor_rows": page.cursor_rows}
+        runs = itertools.count()
+        added: int = 0
+        taken: list[tuple[str, str]] = []
 
-        def work(tx: Tx) -> int:
+        def work(tx: Tx) -> tuple[int, list[tuple[str, str]]]:
+            nonlocal added, taken
+            if next(runs) and tx.one("parts_at_if_owned", {"id": part.id, "owner": owner, **cursor}):
+                return added, taken  # the first run committed before its answer was lost
             added = tx.executemany("rows_insert_if_new", page.new_rows) if page.new_rows else 0
+            taken = _taken(tx, page.new_rows) if added < len(page.new_rows) else []
             if page.changes:
                 tx.execute("rows_requeue_if_changed", {"bucket": page.old_bucket, "changes": json.dumps(page.changes)})
             if page.parts:
@@ -221,27 +246,27 @@ class Seeds:
                     "id": part.id,
                     "owner": owner,
                     "lease_seconds": lease_seconds,
-                    "cursor_key": _db_or_none(page.cursor),
-                    "rows": page.consumed,
+                    **cursor,
                     "listed": page.listed,
                     "added": added,
                     "changed": len(page.changes),
-                    "skipped": page.skipped,
+                    "skipped": page.skipped + len(taken),
                 },
             )
             if not moved:
                 raise PartLost(f"seed part {part.id}: another seeder took it over")
-            return added
+            return added, taken
 
         return self.db.transaction(work)
 
-    def part_finish(self, seed: SeedRound, part: Part, owner: str, old_bucket: str, folder: str) -> bool:
+    def part_finish(self, seed: SeedRound, part: Part, old_bucket: str, folder: str) -> bool:
         """End a part; the seeder that ends a round's last part finishes the round (and counts the
-        rows it did not list). True when this call finished the round."""
+        rows it did not list). True when this call finished the round. Safe to run twice: a part
+        finished under this very claim counts as finished by it."""
 
         def work(tx: Tx) -> bool:
             tx.one("seeds_lock", {"id": seed.id})
-            if not tx.execute("parts_finish_if_owned", {"id": part.id, "owner": owner}):
+            if not tx.execute("parts_finish_if_owned", {"id": part.id, "owner": part.owner}):
                 raise PartLost(f"seed part {part.id}: another seeder took it over")
             unfinished, _ = tx.row("parts_unfinished", {"seed_id": seed.id, "round": seed.round})
             if unfinished:
@@ -256,8 +281,8 @@ class Seeds:
 
         return self.db.transaction(work)
 
-    def part_release(self, part: Part, owner: str) -> None:
-        self.db.transaction(lambda tx: tx.execute("parts_release_if_owned", {"id": part.id, "owner": owner}))
+    def part_release(self, part: Part) -> None:
+        self.db.transaction(lambda tx: tx.execute("parts_release_if_owned", {"id": part.id, "owner": part.owner}))
 
     def parts_unfinished(self, seed: SeedRound) -> tuple[int, int]:
         """Parts of the round not finished yet, and how many of them other seeders hold now."""
@@ -270,6 +295,22 @@ class Seeds:
                 lambda tx: tx.row("rows_count_in_folder", {"bucket": old_bucket, **folder_range(folder)})[0]
             )
         )
+
+
+def _taken(tx: Tx, rows: list[tuple]) -> list[tuple[str, str]]:
+    """Of rows just inserted with IGNORE, those whose new key another source's row holds: (old key, owner)."""
+    owners = {
+        bytes(new_key): (bucket, bytes(old_key))
+        for new_key, bucket, old_key in tx.all(
+            "rows_known_by_new_route", {"bucket": rows[0][2], "keys": tuple(r[3] for r in rows)}
+        )
+    }
+    taken = []
+    for old_bucket, old_key, _, new_key, *_ in rows:
+        owner = owners.get(bytes(new_key))
+        if owner is not None and owner != (old_bucket, bytes(old_key)):
+            taken.append((routes.from_db(old_key), f"{owner[0]}/{routes.from_db(owner[1])}"))
+    return taken
 
 
 def _db_or_none(value: str | None) -> bytes | None:

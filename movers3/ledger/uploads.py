@@ -65,6 +65,8 @@ class UploadJournal:
         if self.db is None:
             return
         with self._lock:
-            written = self.db.transaction(lambda tx: tx.execute(query, {**params, "id": row.id, "owner": self.owner}))
+            written = self.db.transaction(
+                lambda tx: tx.execute(query, {**params, "id": row.id, "owner": self.owner, "token": row.token})
+            )
         if not written:
             raise LeaseLost(f"row {row.id}: lease lost while recording its multipart upload")

@@ -11,8 +11,10 @@ made by its own command: `retry`, `verify --mark-failed` and `delete-source`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
-from collections.abc import Sequence
+import secrets
+from collections.abc import Collection, Sequence
 
 from movers3 import routes
 from movers3.ledger.db import Database, Tx
@@ -68,13 +70,14 @@ class Row(RowRoute):
     attempts: int
     storage_class: str | None = None
     upload: Upload | None = None
+    token: int = 0  # the claim it is held under: every write about it carries this
 
     @classmethod
-    def from_claim(cls, record: tuple) -> Row:
+    def from_claim(cls, record: tuple, token: int) -> Row:
         attempts, storage_class, upload_id, upload_etag, part_size, parts = record[7:]
         # The claim UPDATE adds one attempt in the same transaction.
         upload = Upload.from_columns(upload_id, upload_etag, part_size, parts)
-        return cls(*RowRoute.columns(record), attempts + 1, storage_class, upload)
+        return cls(*RowRoute.columns(record), attempts + 1, storage_class, upload, token)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +96,7 @@ class Outcome:
     error: str | None = None
     clear_upload: bool = False  # the row's recorded multipart upload was aborted
     code: str | None = None  # the S3 error code, for the worker's judgement; not stored
+    token: int = 0  # the claim this outcome belongs to: written only while that claim holds the row
 
     def as_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -100,6 +104,11 @@ class Outcome:
         if data["error"] is not None:
             data["error"] = data["error"][:MAX_ERROR_CHARS]
         return data
+
+
+def new_token() -> int:
+    """A claim token: 63 random bits, so that no two claims of any row by any worker share one."""
+    return secrets.randbits(63) or 1
 
 
 class WorkQueue:
@@ -110,33 +119,48 @@ class WorkQueue:
         self.repoint = repoint  # the application's UPDATE, run with each row finished as done
 
     def claim_and_finish(
-        self, owner: str, limit: int, lease_seconds: int, finished: Sequence[Outcome] = ()
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: int,
+        finished: Sequence[Outcome] = (),
+        held: Collection[int] = (),
     ) -> tuple[list[Row], int]:
-        """Lease up to `limit` pending rows to `owner`, and write the outcomes of `finished` rows in
-        the same commit: two round trips for a claimed batch, results included. Returns the rows and
-        how many outcomes were written (see `finish`). With re-pointing, the batch is claimed first
-        and the outcomes follow in a transaction of their own (`finish`), which re-points the
-        application's records with them."""
+        """Lease up to `limit` pending rows to `owner` under a fresh claim token, none of the rows it
+        `held` already, and write the outcomes of `finished` rows in the same commit: two round trips
+        for a claimed batch, results included. Returns the rows and how many outcomes were written
+        (see `finish`). With re-pointing, the batch is claimed first and the outcomes follow in a
+        transaction of their own (`finish`), which re-points the application's records with them.
+
+        Safe to run twice: when the connection drops after the COMMIT was sent, the transaction runs
+        again, finds the rows its token leased (the COMMIT landed) and returns those instead of
+        claiming more; the finish it repeats writes what it wrote, alike (`rows_finish_if_owned`)."""
         if self.repoint is not None and finished:
-            rows, _ = self.claim_and_finish(owner, limit, lease_seconds)
+            rows, _ = self.claim_and_finish(owner, limit, lease_seconds, held=held)
             return rows, self.finish(owner, finished)
         finish = self._finish_params(owner, finished)
+        token = new_token()
+        runs = itertools.count()
 
         def work(tx: Tx) -> tuple[list[Row], int]:
-            records = tx.all("rows_claimable_lock", {"limit": limit})
+            landed = tx.all("rows_claimed_with_token", {"owner": owner, "token": token}) if next(runs) else []
+            records = landed or tx.all("rows_claimable_lock", {"limit": limit, "held": tuple(held) or (0,)})
             statements = [("rows_finish_if_owned", finish)] if finish else []
-            if records:
+            if records and not landed:
                 ids = tuple(r[0] for r in records)
-                statements.append(("rows_claim", {"owner": owner, "lease_seconds": lease_seconds, "ids": ids}))
+                claim = {"owner": owner, "token": token, "lease_seconds": lease_seconds, "ids": ids}
+                statements.append(("rows_claim", claim))
             counts = tx.execute_and_commit(*statements)
-            return [Row.from_claim(r) for r in records], counts[0] if finish else 0
+            return [Row.from_claim(r, token) for r in records], counts[0] if finish else 0
 
         return self.db.transaction(work)
 
-    def renew(self, owner: str, ids: Sequence[int], lease_seconds: int) -> int:
-        if not ids:
+    def renew(self, owner: str, claims: Sequence[tuple[int, int]], lease_seconds: int) -> int:
+        """Extend the leases of the rows this worker holds, each under its claim: (id, token) pairs."""
+        if not claims:
             return 0
-        params = {"owner": owner, "lease_seconds": lease_seconds, "ids": tuple(ids)}
+        ids = tuple(row_id for row_id, _ in claims)
+        params = {"owner": owner, "lease_seconds": lease_seconds, "ids": ids, "claims": tuple(claims)}
         return self.db.transaction(lambda tx: tx.execute_and_commit(("rows_renew_if_owned", params))[0])
 
     def finish(self, owner: str, outcomes: Sequence[Outcome]) -> int:
@@ -145,7 +169,7 @@ class WorkQueue:
         params = self._finish_params(owner, outcomes)
         if not params:
             return 0
-        done = tuple(o.id for o in outcomes if o.state == "done")
+        done = tuple((o.id, o.token) for o in outcomes if o.state == "done")
         if self.repoint is None or not done:
             return self.db.transaction(lambda tx: tx.execute_and_commit(("rows_finish_if_owned", params))[0])
         repoint = self.repoint
@@ -153,7 +177,7 @@ class WorkQueue:
         def work(tx: Tx) -> int:
             # Lock the done rows this worker still owns: the finish below writes exactly those, and
             # the application's records follow exactly those, in this one transaction.
-            owned = tx.all("rows_done_owned_lock", {"ids": done, "owner": owner})
+            owned = tx.all("rows_done_owned_lock", {"ids": tuple(i for i, _ in done), "claims": done, "owner": owner})
             written = tx.execute("rows_finish_if_owned", params)
             for _, old_bucket, old_key, new_bucket, new_key in owned:
                 tx.operator(

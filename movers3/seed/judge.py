@@ -46,7 +46,7 @@ class Judgement:
     unchanged_states: dict[str, int] = dataclasses.field(default_factory=dict)  # ledger state -> count
 
     def page_write(
-        self, settings: Settings, entries: list[Listed], *, cursor: str | None, consumed: int, parts: list[PartSpec]
+        self, settings: Settings, entries: list[Listed], *, cursor: str | None, cursor_rows: int, parts: list[PartSpec]
     ) -> PageWrite:
         """What the seeder writes for this page, with its part's cursor, in one transaction."""
         st = settings
@@ -62,7 +62,7 @@ class Judgement:
             ],
             parts=parts,
             cursor=cursor,
-            consumed=consumed,
+            cursor_rows=cursor_rows,
             listed=len(entries),
             skipped=len(self.skipped),
         )

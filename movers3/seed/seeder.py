@@ -147,21 +147,21 @@ class Seeder:
                     self._stats.resumed_after = part.cursor
             try:
                 if part.file is not None:
-                    self._read_file(seeds, seed, part, part.file, owner)
+                    self._read_file(seeds, seed, part, part.file)
                 else:
-                    self._list_level(seeds, seed, part, owner)
+                    self._list_level(seeds, seed, part)
             except BaseException:
                 try:
-                    seeds.part_release(part, owner)
+                    seeds.part_release(part)
                 except Exception:  # the lease expires on its own
                     log.warning("seed_part_not_released", part=part.id)
                 raise
-            if seeds.part_finish(seed, part, owner, self.settings.old_bucket, self.folder):
+            if seeds.part_finish(seed, part, self.settings.old_bucket, self.folder):
                 with self._lock:
                     self._stats.round_finished = True
                 log.info("seed_round_finished", round=seed.round)
 
-    def _list_level(self, seeds: Seeds, seed: SeedRound, part: Part, owner: str) -> None:
+    def _list_level(self, seeds: Seeds, seed: SeedRound, part: Part) -> None:
         level = walk.Level(part.prefix or self.folder, part.after, part.upto)
         for step in walk.walk(self._list, self.settings.old_bucket, level, part.cursor):
             self._check_stop()
@@ -170,19 +170,20 @@ class Seeder:
                 seeds,
                 [Listed.from_listing(o) for o in page.files],
                 cursor=page.cursor,
-                consumed=0,
+                cursor_rows=0,
                 parts=[PartSpec(prefix=f) for f in page.folders],
             )
             if step.split:
                 # The part now stops where the split begins; the ranges after it are parts of their own.
                 write.narrow_to = step.split[0].after
                 write.parts += [PartSpec(prefix=s.prefix, after=s.after, upto=s.upto) for s in step.split]
-            self._write(seeds, seed, part, owner, write)
+            self._write(seeds, seed, part, write)
             if step.split:
                 log.info("seed_level_split", prefix=level.prefix, parts=len(step.split) + 1)
 
-    def _read_file(self, seeds: Seeds, seed: SeedRound, part: Part, file: str, owner: str) -> None:
+    def _read_file(self, seeds: Seeds, seed: SeedRound, part: Part, file: str) -> None:
         st = self.settings
+        rows = part.cursor_rows  # data rows of the file read so far, committed with each page
 
         def mine(entry: manifest.Entry) -> bool:
             return entry.bucket == st.old_bucket and entry.key.startswith(self.folder)
@@ -192,13 +193,14 @@ class Seeder:
         ):
             self._check_stop()
             entries = [Listed(e.key, e.size, e.etag, e.storage_class) for e in chunk.entries]
-            write = self._page(seeds, _latest(entries), cursor=None, consumed=chunk.consumed, parts=[])
-            self._write(seeds, seed, part, owner, write)
+            rows += chunk.consumed
+            write = self._page(seeds, _latest(entries), cursor=None, cursor_rows=rows, parts=[])
+            self._write(seeds, seed, part, write)
 
     # -- one page ------------------------------------------------------------------------------
 
     def _page(
-        self, seeds: Seeds, entries: list[Listed], *, cursor: str | None, consumed: int, parts: list[PartSpec]
+        self, seeds: Seeds, entries: list[Listed], *, cursor: str | None, cursor_rows: int, parts: list[PartSpec]
     ) -> PageWrite:
         st = self.settings
         judgement = judge(entries, st, lambda old, new: seeds.known(st.old_bucket, old, st.new_bucket, new))
@@ -210,17 +212,20 @@ class Seeder:
                 count=judgement.retargeted,
                 reason="these keys are in the ledger with another new key (NEW_PREFIX changed?)",
             )
-        return judgement.page_write(st, entries, cursor=cursor, consumed=consumed, parts=parts)
+        return judgement.page_write(st, entries, cursor=cursor, cursor_rows=cursor_rows, parts=parts)
 
-    def _write(self, seeds: Seeds, seed: SeedRound, part: Part, owner: str, write: PageWrite) -> None:
-        added = seeds.seed_page(part, owner, self.settings.lease_seconds, write, seed)
+    def _write(self, seeds: Seeds, seed: SeedRound, part: Part, write: PageWrite) -> None:
+        added, taken = seeds.seed_page(part, self.settings.lease_seconds, write, seed)
+        for old_key, owner in taken:
+            # Another seed gave the same new key to its source first: the ledger's unique key refused it.
+            log.error("key_skipped", key=old_key, reason=f"its new key already belongs to {owner}")
         with self._lock:
             stats = self._stats
             stats.pages += 1
             stats.listed += write.listed
             stats.added += added
             stats.changed += len(write.changes)
-            stats.skipped += write.skipped
+            stats.skipped += write.skipped + len(taken)
             pages, listed = stats.pages, stats.listed
         log.info(
             "seed_page",

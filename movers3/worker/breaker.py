@@ -46,7 +46,7 @@ class AccessDeniedBreaker:
         held, self._held = self._held, []
         if not release:
             return held
-        return [Outcome(o.id, "pending", attempts=o.attempts - 1, error=o.error) for o in held]
+        return [Outcome(o.id, "pending", attempts=o.attempts - 1, error=o.error, token=o.token) for o in held]
 
     def error(self) -> CopyError:
         """What the worker stops with once the breaker has tripped."""

@@ -59,7 +59,7 @@ class CopyTask:
 
         def released(error: str | None = None) -> Outcome:
             # Back to pending unfinished: the try in hand is given back.
-            return Outcome(row.id, "pending", attempts=spent() - 1, error=error)
+            return Outcome(row.id, "pending", attempts=spent() - 1, error=error, token=row.token)
 
         try:
             copied = retry.call(
@@ -91,6 +91,7 @@ class CopyTask:
                 error=str(exc),
                 code=exc.code,
                 clear_upload=self._abandon(current),
+                token=row.token,
             )
         except Exception as exc:  # a bug, not a storage error: fail the row, keep the worker
             olog.exception("copy_crashed")
@@ -99,6 +100,7 @@ class CopyTask:
                 "failed",
                 attempts=max(spent(), row.attempts),
                 error=f"internal error: {type(exc).__name__}: {exc}",
+                token=row.token,
             )
         self.observer.copy_succeeded(copied.size, time.monotonic() - started)
         olog.debug(
@@ -114,6 +116,7 @@ class CopyTask:
             copy_method=copied.method,
             verified_by=copied.verified_by,
             checksum=copied.checksum,
+            token=row.token,
         )
 
     def _abandon(self, row: Row) -> bool:

@@ -52,8 +52,8 @@ class Housekeeping:
     def seconds(self) -> float:
         return round(time.monotonic() - self._started, 3)
 
-    def tick(self, held: list[int]) -> None:
-        """The chores that are due, for the rows held (in flight) now."""
+    def tick(self, held: list[tuple[int, int]]) -> None:
+        """The chores that are due, for the rows held (in flight) now: (id, claim token) pairs."""
         now = time.monotonic()
         if self._renew.due(now):
             asked = time.time()
@@ -61,7 +61,7 @@ class Housekeeping:
             if renewed < len(held):
                 self.log.warning("leases_lost", held=len(held), renewed=renewed)
             elif held:
-                self.log.debug("leases_renewed", ids=held, lease_until=round(asked + self.lease, 6))
+                self.log.debug("leases_renewed", ids=[i for i, _ in held], lease_until=round(asked + self.lease, 6))
         if self._rescue.due(now):
             requeued, failed = self.work.rescue_expired(self.max_attempts)
             if requeued or failed:

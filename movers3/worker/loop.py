@@ -128,7 +128,7 @@ class Worker:
         idle = POLL_MIN_SECONDS
         while not self.stopped.is_set():
             self.observer.loop_tick(WORKING if self._inflight else IDLE, len(self._inflight))
-            self._housekeeping.tick(list(self._inflight))
+            self._housekeeping.tick([(row.id, row.token) for row, _ in self._inflight.values()])
             if len(self._inflight) <= self.config.threads:
                 self._claim(pool)
             if not self._inflight:
@@ -153,7 +153,9 @@ class Worker:
         lease = self.config.lease_seconds
         started, asked = time.monotonic(), time.time()
         # Outcomes waiting to be written ride along: one commit for both, two round trips a batch.
-        rows = self.completer.write_with(lambda outcomes: self.work.claim_and_finish(self.id, limit, lease, outcomes))
+        rows = self.completer.write_with(
+            lambda outcomes: self.work.claim_and_finish(self.id, limit, lease, outcomes, held=tuple(self._inflight))
+        )
         self.observer.rows_claimed(len(rows), time.monotonic() - started)
         if not rows:
             return
@@ -207,14 +209,14 @@ class Worker:
         for row_id, (row, future) in list(self._inflight.items()):
             if future.cancel():
                 del self._inflight[row_id]
-                self._record(Outcome(row.id, "pending", attempts=row.attempts - 1))
+                self._record(Outcome(row.id, "pending", attempts=row.attempts - 1, token=row.token))
         deadline = time.monotonic() + DRAIN_SECONDS
         while self._inflight and time.monotonic() < deadline:
             self.observer.loop_tick(DRAINING, len(self._inflight))
             self._collect(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
         for row, _ in self._inflight.values():
             self.log.warning("copy_abandoned", row_id=row.id, key=row.old_key)
-            self._record(Outcome(row.id, "pending", attempts=row.attempts - 1))
+            self._record(Outcome(row.id, "pending", attempts=row.attempts - 1, token=row.token))
         self.stats.abandoned = len(self._inflight)
         self._inflight.clear()
         self.completer.add(self.breaker.settle(release=self.fatal is not None))

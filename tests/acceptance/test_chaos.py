@@ -295,6 +295,14 @@ def test_kills_faults_a_seeder_crash_and_a_ledger_restart_lose_nothing(route, tm
             "rows copied again after a kill or lost lease": sum(1 for n in copies.values() if n > 1),
             "rows lost": total - len(new) + len(wrong) + sum(r["state"] != "done" for r in rows),
             "rows copied twice concurrently": len(twice),
+            # Outcomes of a claim that no longer held its row (lease lost, row claimed again): refused
+            # by the ledger's owner-and-token guard, each logged by the worker that sent it.
+            "outcomes discarded by fencing": sum(
+                e["count"]
+                for w in fleet.procs
+                for e in fleet.events(w)
+                if e.get("event") == "results_dropped_lease_lost"
+            ),
             "longest in progress past lease (s)": round(watch.worst, 1),
             "orphaned uploads": len(orphans),
         }
@@ -330,8 +338,8 @@ def run_the_chaos(route, fleet: Fleet, proxy: FaultProxy, rng: random.Random, to
         live = fleet.live()
         return sorted(
             w
-            for (w,) in query(route, "SELECT DISTINCT lease_owner FROM movers3_objects WHERE state = 'in_progress'")
-            if w in live
+            for (owner,) in query(route, "SELECT DISTINCT lease_owner FROM movers3_objects WHERE state = 'in_progress'")
+            if (w := owner.split("~")[0]) in live
         )
 
     def start_due() -> None:

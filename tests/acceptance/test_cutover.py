@@ -12,7 +12,7 @@ from movers3.ledger.db import Database
 from movers3.ledger.repoint import parse
 from movers3.ledger.work import Outcome, WorkQueue
 from movers3.settings import load
-from tests.support.helpers import Route, run_cli
+from tests.support.helpers import Route, make_rows, run_cli
 from tests.support.keys import HOSTILE, LONG
 from tests.support.services import DATABASE
 
@@ -189,7 +189,6 @@ def exact_update(table: str) -> str:
 
 
 def test_finish_repoints_exactly_the_rows_the_worker_still_owned(route, seeder_ledger, app_table):
-    from tests.integration.test_ledger import make_rows
 
     make_rows(seeder_ledger, route, 3)
     for i in range(3):
@@ -200,7 +199,9 @@ def test_finish_repoints_exactly_the_rows_the_worker_still_owned(route, seeder_l
     admin(route, "UPDATE movers3_objects SET lease_owner = 'w2' WHERE id = %s", (b.id,))
     assert (
         ledger.finish(
-            "w1", [Outcome(r.id, "done", 1, dest_etag="e") for r in (a, b)] + [Outcome(c.id, "failed", 1, error="x")]
+            "w1",
+            [Outcome(r.id, "done", 1, dest_etag="e", token=r.token) for r in (a, b)]
+            + [Outcome(c.id, "failed", 1, error="x", token=c.token)],
         )
         == 2
     )

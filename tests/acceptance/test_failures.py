@@ -157,3 +157,28 @@ def test_debug_shows_the_traceback(route, env):
     result = run_cli("status", "--debug", env=bad, check=False)
     assert result.returncode == 3 and "Traceback" in result.stderr
     assert "worker-pass-0123456789" not in result.stderr
+
+
+def test_two_workers_given_one_worker_id_hold_rows_under_owners_of_their_own(route, env, tmp_path):
+    """A copied unit file starts two workers as `--worker-id dup`: each is a lease owner of its own
+    (`dup~<suffix>`), so neither renews or finishes the other's rows by name (the claim token would
+    refuse it anyway)."""
+    route.put_many((f"{i}.bin", os.urandom(512)) for i in range(120))
+    seed(route)
+    one = {**env, "WORKER_THREADS": "1", "CLAIM_BATCH": "1"}
+    workers = [
+        start_cli("worker", "--worker-id", "dup", "--exit-when-done", env=one, log=tmp_path / f"dup{i}.log")
+        for i in range(2)
+    ]
+    for worker in workers:
+        assert worker.wait(180) == 0
+    owners = {r["lease_owner"] for r in route.rows()}
+    assert {r["state"] for r in route.rows()} == {"done"}
+    assert owners and all(o.startswith("dup~") and len(o) == len("dup~") + 6 for o in owners), owners
+    started = [
+        json.loads(line)["worker"]
+        for i in range(2)
+        for line in (tmp_path / f"dup{i}.log").read_text().splitlines()
+        if '"worker_started"' in line
+    ]
+    assert len(started) == 2 and len(set(started)) == 2 and set(started) >= owners, (started, owners)

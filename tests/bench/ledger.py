@@ -159,7 +159,9 @@ def claim_latency(url: str) -> tuple[list[float], list[float], list[int]]:
         if not rows:
             break
         outcomes = [
-            Outcome(r.id, "done", r.attempts, dest_etag=r.source_etag, copy_method="copy", verified_by="etag")
+            Outcome(
+                r.id, "done", r.attempts, dest_etag=r.source_etag, copy_method="copy", verified_by="etag", token=r.token
+            )
             for r in rows
         ]
         started = time.perf_counter()
@@ -183,7 +185,9 @@ def _claimer(url: str, name: str, seconds: float, ready, queue) -> None:
             ledger.finish(
                 name,
                 [
-                    Outcome(r.id, "done", r.attempts, dest_etag="e", copy_method="copy", verified_by="etag")
+                    Outcome(
+                        r.id, "done", r.attempts, dest_etag="e", copy_method="copy", verified_by="etag", token=r.token
+                    )
                     for r in rows
                 ],
             )
@@ -258,11 +262,11 @@ def insert_rate(url: str, size: int) -> float:
             changes=[],
             parts=[],
             cursor=entries[-1].key,
-            consumed=0,
+            cursor_rows=0,
             listed=len(entries),
             skipped=0,
         )
-        rows += ledger.seed_page(part, "bench-seeder", 600, write, seed)
+        rows += ledger.seed_page(part, 600, write, seed)[0]
     return rows / (time.perf_counter() - started)
 
 

@@ -11,45 +11,11 @@ from movers3.ledger import schema
 from movers3.ledger.db import Database
 from movers3.ledger.reads import Reads
 from movers3.ledger.schema import SCHEMA_VERSION
-from movers3.ledger.seeds import PageWrite, PartSpec
 from movers3.ledger.work import RESCUE_PAGE, Outcome, WorkQueue
 from movers3.settings import load, parse_mysql_url
-from tests.support.services import DATABASE
+from tests.support.helpers import admin_exec, make_rows
 
 pytestmark = pytest.mark.integration
-
-
-def make_rows(seeder_ledger, route, count, start=0):
-    """The factory: `count` pending rows inserted the way the seeder inserts them (one page of one part)."""
-    seed = seeder_ledger.seed_round(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix, input=None)
-    seeder_ledger.seed_plan(seed, [PartSpec(prefix=route.old_prefix + "/")])
-    part = seeder_ledger.part_claim(seed, "factory", 60)
-    rows = [
-        (
-            route.old_bucket,
-            routes.to_db(route.old(f"{i:05d}")),
-            route.new_bucket,
-            routes.to_db(route.new(f"{i:05d}")),
-            i,
-            f"{i:032x}",
-            "STANDARD",
-        )
-        for i in range(start, start + count)
-    ]
-    seeder_ledger.seed_page(
-        part,
-        "factory",
-        60,
-        PageWrite(route.old_bucket, rows, [], [], route.old(f"{start + count - 1:05d}"), 0, count, 0),
-        seed,
-    )
-    seeder_ledger.part_finish(seed, part, "factory", route.old_bucket, route.old_prefix + "/")
-
-
-def admin_exec(route, sql, params=None):
-    with route.stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall()
 
 
 def test_concurrent_claimers_never_share_a_row(route, seeder_ledger):
@@ -95,9 +61,9 @@ def test_finish_writes_only_rows_the_worker_still_owns(route, seeder_ledger, led
     written = ledger.finish(
         "w1",
         [
-            Outcome(a.id, "done", 1, size=None, dest_etag="e1", copy_method="copy", verified_by="etag"),
-            Outcome(b.id, "done", 1, dest_etag="e2"),
-            Outcome(c.id, "failed", 3, error="NoSuchKey: gone " + "x" * 5000),
+            Outcome(a.id, "done", 1, size=None, dest_etag="e1", copy_method="copy", verified_by="etag", token=a.token),
+            Outcome(b.id, "done", 1, dest_etag="e2", token=b.token),
+            Outcome(c.id, "failed", 3, error="NoSuchKey: gone " + "x" * 5000, token=c.token),
         ],
     )
     assert written == 2
@@ -112,7 +78,7 @@ def test_renew_extends_only_own_leases(route, seeder_ledger, ledger):
     make_rows(seeder_ledger, route, 2)
     a, b = ledger.claim_and_finish("w1", 2, 5)[0]
     admin_exec(route, "UPDATE movers3_objects SET lease_owner = 'w2' WHERE id = %s", (b.id,))
-    assert ledger.renew("w1", [a.id, b.id], 600) == 1
+    assert ledger.renew("w1", [(a.id, a.token), (b.id, b.token)], 600) == 1
     expiry = dict(admin_exec(route, "SELECT id, lease_expires_at > NOW() + INTERVAL 500 SECOND FROM movers3_objects"))
     assert expiry == {a.id: 1, b.id: 0}
 
@@ -164,7 +130,9 @@ def test_more_expired_leases_than_a_rescue_page_all_come_back_a_page_at_a_time(r
 def test_retry_puts_failed_rows_back(route, seeder_ledger, ledger):
     make_rows(seeder_ledger, route, 2)
     a, b = ledger.claim_and_finish("w", 2, 60)[0]
-    ledger.finish("w", [Outcome(a.id, "failed", 5, error="boom"), Outcome(b.id, "done", 1)])
+    ledger.finish(
+        "w", [Outcome(a.id, "failed", 5, error="boom", token=a.token), Outcome(b.id, "done", 1, token=b.token)]
+    )
     assert ledger.retry_failed() == 1
     assert {r["id"]: (r["state"], r["attempts"]) for r in route.rows()} == {a.id: ("pending", 0), b.id: ("done", 1)}
 
@@ -175,14 +143,14 @@ def test_unfinished_until_seeded_and_drained(route, seeder_ledger, ledger):
     assert ledger.unfinished()
     (row,) = ledger.claim_and_finish("w", 1, 60)[0]
     assert ledger.unfinished()
-    ledger.finish("w", [Outcome(row.id, "done", 1)])
+    ledger.finish("w", [Outcome(row.id, "done", 1, token=row.token)])
     assert not ledger.unfinished()
 
 
 def test_counts_and_report(route, seeder_ledger, ledger):
     make_rows(seeder_ledger, route, 3)
     a, _b, _c = ledger.claim_and_finish("w", 1, 60)[0] + [None, None]
-    ledger.finish("w", [Outcome(a.id, "done", 1, dest_etag="d")])
+    ledger.finish("w", [Outcome(a.id, "done", 1, dest_etag="d", token=a.token)])
     counts = Reads(ledger.db).counts()
     assert counts.rows == {"pending": 2, "in_progress": 0, "done": 1, "failed": 0}
     assert counts.bytes["pending"] == 1 + 2 and counts.done_last_minute == 1
@@ -247,13 +215,15 @@ def test_init_upgrades_a_version_2_ledger_in_place_with_its_rows_and_counts(rout
         old = WorkQueue(Database(parse_mysql_url(url)))
         with pytest.raises(SchemaError):
             schema.check(old.db)
-        assert schema.create(old.db) == SCHEMA_VERSION == 3
+        assert schema.create(old.db) == SCHEMA_VERSION
         schema.check(old.db)
         counts = Reads(old.db).counts()
         assert counts.rows == {"pending": 10, "in_progress": 0, "done": 10, "failed": 10}
         assert counts.bytes == Reads(old.db).counts(exact=True).bytes
         assert counts.seeds[0]["listed"] == 30 and counts.seeds[0]["round"] == 1
-        assert schema.create(old.db) == 3 and Reads(old.db).counts().rows == counts.rows  # idempotent, recount included
+        assert (
+            schema.create(old.db) == SCHEMA_VERSION and Reads(old.db).counts().rows == counts.rows
+        )  # idempotent, recount included
     finally:
         with route.stack.db.admin() as conn, conn.cursor() as cur:
             cur.execute(f"DROP DATABASE `{database}`")
@@ -271,7 +241,12 @@ def test_status_counters_match_the_rows_through_claims_finishes_rescues_and_dele
                 # one in five stays in progress.
                 states = ("done", "failed", "pending" if batch[0].attempts == 1 else "done", "done")
                 ledger.finish(
-                    name, [Outcome(r.id, states[r.id % 4], r.attempts, size=r.size + 1) for r in batch if r.id % 5]
+                    name,
+                    [
+                        Outcome(r.id, states[r.id % 4], r.attempts, size=r.size + 1, token=r.token)
+                        for r in batch
+                        if r.id % 5
+                    ],
                 )
         except Exception as exc:  # reported below
             errors.append(exc)

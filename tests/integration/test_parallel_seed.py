@@ -15,7 +15,7 @@ from movers3.ledger.work import WorkQueue
 from movers3.seed.seeder import Seeder
 from movers3.settings import load
 from movers3.transfer import s3
-from tests.support.helpers import json_events, run_cli, start_cli, wait_for
+from tests.support.helpers import admin_exec, json_events, run_cli, start_cli, wait_for
 from tests.support.keys import HOSTILE, LONG
 from tests.support.services import DATABASE
 
@@ -40,12 +40,6 @@ COLUMNS = (
 # Names whose order differs between S3 (UTF-8 bytes: 'x-y' < 'x/') and a file-tree server (SeaweedFS
 # lists the folder 'x/' where 'x' sorts): a key range across folders would lose some of them.
 ORDER_TRAPS = ["x/a", "x/b/c", "x-y", "x.z", "x!", "x-d/1", "x-d/2", "x0", "x /s", "x~"]
-
-
-def admin_exec(route, sql, params=None):
-    with route.stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall()
 
 
 def ledger_rows(route) -> list[tuple]:
@@ -149,7 +143,7 @@ def test_a_catch_up_round_adds_new_requeues_changed_and_counts_vanished(route, s
     with route.stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
         cur.execute("UPDATE movers3_objects SET state = 'done', dest_etag = 'e', done_at = NOW(6) WHERE id % 2 = 0")
         cur.execute(
-            "UPDATE movers3_objects SET state = 'in_progress', lease_owner = 'w1', "
+            "UPDATE movers3_objects SET state = 'in_progress', lease_owner = 'w1', claim_token = 7, "
             "lease_expires_at = NOW() + INTERVAL 1 HOUR WHERE id % 2 = 1"
         )
     route.put("d0/0.png", body=b"v2 longer")  # changed while done
@@ -169,7 +163,7 @@ def test_a_catch_up_round_adds_new_requeues_changed_and_counts_vanished(route, s
     ledger = WorkQueue(Database(load(route.env("worker", "m3_worker")).mysql))
     from movers3.ledger.work import Outcome
 
-    assert ledger.finish("w1", [Outcome(rows["d1/1.png"]["id"], "done", 1, dest_etag="old")]) == 0
+    assert ledger.finish("w1", [Outcome(rows["d1/1.png"]["id"], "done", 1, dest_etag="old", token=7)]) == 0
     status = Reads(ledger.db).counts()
     assert status.seeds[0]["vanished"] == 1 and status.seeds[0]["changed"] == 2
 

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from movers3 import routes
+from movers3.ledger.seeds import PageWrite, PartSpec
 from tests.support.services import DATABASE, NEW_BUCKET, OLD_BUCKET, MariaDB, SeaweedFS
 
 MOVERS3 = [sys.executable, "-m", "movers3"]
@@ -218,3 +220,36 @@ def wait_for(condition: Callable[[], object], *, timeout: float, interval: float
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def make_rows(seeder_ledger, route, count, start=0):
+    """The factory: `count` pending rows inserted the way the seeder inserts them (one page of one part)."""
+    seed = seeder_ledger.seed_round(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix, input=None)
+    seeder_ledger.seed_plan(seed, [PartSpec(prefix=route.old_prefix + "/")])
+    part = seeder_ledger.part_claim(seed, "factory", 60)
+    rows = [
+        (
+            route.old_bucket,
+            routes.to_db(route.old(f"{i:05d}")),
+            route.new_bucket,
+            routes.to_db(route.new(f"{i:05d}")),
+            i,
+            f"{i:032x}",
+            "STANDARD",
+        )
+        for i in range(start, start + count)
+    ]
+    seeder_ledger.seed_page(
+        part,
+        60,
+        PageWrite(route.old_bucket, rows, [], [], route.old(f"{start + count - 1:05d}"), 0, count, 0),
+        seed,
+    )
+    seeder_ledger.part_finish(seed, part, route.old_bucket, route.old_prefix + "/")
+
+
+def admin_exec(route, sql: str, params=None) -> tuple:
+    """One statement as the database's administrator; its rows."""
+    with route.stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()

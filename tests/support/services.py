@@ -290,6 +290,26 @@ class MariaDB:
             unix_socket=str(self.socket), user="root", database=database, autocommit=True, connect_timeout=5
         )
 
+    def load_time_zones(self) -> None:
+        """The server's time zone tables, from the system's zoneinfo, as Debian's package would load them."""
+        zones = subprocess.run(
+            [
+                _binary("mariadb-tzinfo-to-sql", "/usr/bin/mariadb-tzinfo-to-sql", "/usr/bin/mysql_tzinfo_to_sql"),
+                "/usr/share/zoneinfo",
+            ],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        ).stdout
+        client = _binary("mariadb", "/usr/bin/mariadb", "/usr/bin/mysql")
+        subprocess.run(
+            [client, "--no-defaults", f"--socket={self.socket}", "-uroot", "mysql"],
+            input=zones,
+            capture_output=True,
+            check=True,
+            timeout=300,
+        )
+
     def url(self, user: str, password: str, database: str = DATABASE) -> str:
         return f"mysql+pymysql://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
 

@@ -95,6 +95,8 @@ def test_schema_statements_are_idempotent():
                 "ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS",
                 "ALTER TABLE movers3_seeds ADD COLUMN IF NOT EXISTS",
                 "CREATE INDEX IF NOT EXISTS",
+                "CREATE UNIQUE INDEX IF NOT EXISTS",
+                "DROP INDEX IF EXISTS",
                 "CREATE OR REPLACE TRIGGER",
             )
         )

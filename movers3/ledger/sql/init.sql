@@ -2,6 +2,13 @@
 -- Loaded once by movers3.ledger.db: a block starts with `-- name --` and a one-line description;
 -- names are noun first, then the verb and its guard.
 
+-- routes_shared --
+-- Destination keys given to more than one row: `init` can't make the new route unique until an
+-- operator has resolved them.
+SELECT COUNT(*) FROM (
+    SELECT 1 FROM movers3_objects GROUP BY new_bucket, new_key HAVING COUNT(*) > 1
+) AS shared;
+
 -- schema_version --
 -- The ledger's schema version (one row).
 SELECT version FROM movers3_schema WHERE singleton = 1;

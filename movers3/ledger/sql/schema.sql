@@ -1,4 +1,4 @@
--- The movers3 ledger (version 3 at the end of this file). Every statement is idempotent: `movers3 init`
+-- The movers3 ledger (version 4 at the end of this file). Every statement is idempotent: `movers3 init`
 -- runs them all, in order, on a new ledger or on one of an older version alike.
 -- Keys are VARBINARY so that they compare as the exact bytes S3 uses (case, trailing spaces and
 -- Unicode normalisation all count); buckets are ASCII with a binary collation for the same reason.
@@ -84,8 +84,7 @@ ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
 -- When `delete-source` removed (or found already gone) the source of a verified copy.
 ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
     source_deleted_at DATETIME(6) NULL AFTER done_at;
--- Serves the seeder's and `plan`'s check that no two sources map to one destination key.
-CREATE INDEX IF NOT EXISTS new_route ON movers3_objects (new_bucket, new_key);
+-- (Version 3 indexed the new route here; version 4 makes that index unique, below.)
 -- Serves `delete-source` (done rows whose source is still there) without reading deleted ones.
 CREATE INDEX IF NOT EXISTS deletable ON movers3_objects (state, source_deleted_at, id);
 
@@ -133,6 +132,19 @@ CREATE TABLE IF NOT EXISTS movers3_seed_parts (
     UNIQUE KEY part (seed_id, round, part_key),
     KEY claimable (seed_id, round, state)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Version 4: fencing.
+-- The claim that holds the row: a token drawn afresh for every claim, which every renewal, finish
+-- and journal write must carry with the owner's name. A name can repeat (a restarted host, a copied
+-- --worker-id, the same worker claiming the row again); a token does not, so a late writer of an
+-- older claim is refused. NULL while no worker holds the row.
+ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
+    claim_token BIGINT UNSIGNED NULL AFTER lease_owner;
+-- One row per destination object: two sources are never given one destination key, even by two
+-- seeds that judged their pages at the same time. It replaces version 3's plain index; `init`
+-- refuses to upgrade a ledger where a destination key already has two rows (and names how many).
+CREATE UNIQUE INDEX IF NOT EXISTS one_row_per_destination ON movers3_objects (new_bucket, new_key);
+DROP INDEX IF EXISTS new_route ON movers3_objects;
 
 -- Rows and bytes per state, kept by the triggers below so that `status` never counts a billion
 -- rows. Each connection adds to its own slot (CONNECTION_ID() % 16), so concurrent claimers and

@@ -60,6 +60,18 @@ ORDER BY id
 LIMIT 1
 FOR UPDATE SKIP LOCKED;
 
+-- parts_claimed_by --
+-- The part one claim leased, found again when the connection dropped before its COMMIT was answered.
+SELECT id, prefix, after_key, upto_key, file, file_md5, cursor_key, cursor_rows
+FROM movers3_seed_parts
+WHERE owner = %(owner)s AND state = 'listing';
+
+-- parts_at_if_owned --
+-- Whether this claim's part already stands where a page ends (that page committed).
+SELECT 1 FROM movers3_seed_parts
+WHERE id = %(id)s AND state = 'listing' AND owner = %(owner)s
+  AND cursor_key <=> %(cursor_key)s AND cursor_rows = %(cursor_rows)s;
+
 -- parts_claim --
 -- Lease the part locked by parts_claimable_lock to this seeder.
 UPDATE movers3_seed_parts
@@ -70,7 +82,7 @@ WHERE id = %(id)s;
 -- Record a page in the same transaction as its rows, and renew the lease.
 UPDATE movers3_seed_parts
 SET cursor_key = %(cursor_key)s,
-    cursor_rows = cursor_rows + %(rows)s,
+    cursor_rows = %(cursor_rows)s,
     pages = pages + 1,
     listed = listed + %(listed)s,
     added = added + %(added)s,
@@ -92,10 +104,11 @@ SET state = 'pending', owner = NULL, lease_expires_at = NULL
 WHERE id = %(id)s AND state = 'listing' AND owner = %(owner)s;
 
 -- parts_finish_if_owned --
--- The part reached its end.
+-- The part reached its end. The claim's owner stays on it, so that this finish, run again after a
+-- dropped COMMIT, finds the part finished by the same claim (and counts it, as CLIENT_FOUND_ROWS does).
 UPDATE movers3_seed_parts
-SET state = 'finished', finished_at = NOW(6), owner = NULL, lease_expires_at = NULL
-WHERE id = %(id)s AND state = 'listing' AND owner = %(owner)s;
+SET state = 'finished', finished_at = COALESCE(finished_at, NOW(6)), lease_expires_at = NULL
+WHERE id = %(id)s AND state IN ('listing', 'finished') AND owner = %(owner)s;
 
 -- parts_unfinished --
 -- Parts of the round not finished yet, and how many of those another seeder holds.
@@ -104,10 +117,12 @@ FROM movers3_seed_parts
 WHERE seed_id = %(seed_id)s AND round = %(round)s AND state <> 'finished';
 
 -- rows_insert_if_new --
--- Seed one page of listed objects; a key already in the ledger is left exactly as it is.
-INSERT INTO movers3_objects (old_bucket, old_key, new_bucket, new_key, size, source_etag, storage_class)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON DUPLICATE KEY UPDATE id = id;
+-- Seed one page of listed objects. A key already in the ledger (its old route), or a new key another
+-- source's row holds (the unique new route), is left exactly as it is, and the count is of the rows
+-- inserted: IGNORE, as ON DUPLICATE KEY UPDATE would be counted under CLIENT_FOUND_ROWS. Every value is
+-- checked before it gets here (keys of at most 1024 bytes), so IGNORE hides no truncation.
+INSERT IGNORE INTO movers3_objects (old_bucket, old_key, new_bucket, new_key, size, source_etag, storage_class)
+VALUES (%s, %s, %s, %s, %s, %s, %s);
 
 -- rows_known_by_old_route --
 -- Which keys of a listed page the ledger already has, and the version it has of each.
@@ -142,6 +157,7 @@ JOIN JSON_TABLE(%(changes)s, '$[*]' COLUMNS (
 SET o.state = 'pending',
     o.attempts = 0,
     o.lease_owner = NULL,
+    o.claim_token = NULL,
     o.lease_expires_at = NULL,
     o.last_error = 'source changed after it was listed; a catch-up seed queued its new version',
     o.dest_etag = NULL,

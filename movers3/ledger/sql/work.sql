@@ -4,33 +4,47 @@
 -- names are noun first, then the verb and its guard.
 
 -- rows_claimable_lock --
--- Lock the next pending rows; rows other workers hold are skipped, not waited for.
+-- Lock the next pending rows; rows other workers hold are skipped, not waited for, and so are the
+-- rows this worker still has a copy of in flight (back to pending under it: it never holds one twice).
 SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, attempts, storage_class,
        upload_id, upload_source_etag, upload_part_size, upload_parts
 FROM movers3_objects
-WHERE state = 'pending'
+WHERE state = 'pending' AND id NOT IN %(held)s
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- rows_claim --
--- Lease the rows locked by rows_claimable_lock to this worker; commit follows at once.
+-- Lease the rows locked by rows_claimable_lock to this worker under a fresh claim token; commit
+-- follows at once.
 UPDATE movers3_objects
 SET state = 'in_progress',
     lease_owner = %(owner)s,
+    claim_token = %(token)s,
     lease_expires_at = NOW(6) + INTERVAL %(lease_seconds)s SECOND,
     attempts = attempts + 1
 WHERE id IN %(ids)s AND state = 'pending';
 
+-- rows_claimed_with_token --
+-- The rows a claim leased, found again when the connection dropped before its COMMIT was answered:
+-- the claim landed if they are there (their attempts already count it).
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, attempts - 1, storage_class,
+       upload_id, upload_source_etag, upload_part_size, upload_parts
+FROM movers3_objects
+WHERE lease_owner = %(owner)s AND claim_token = %(token)s AND state = 'in_progress'
+ORDER BY id;
+
 -- rows_renew_if_owned --
--- Extend the lease of rows this worker still holds.
+-- Extend the lease of rows this worker still holds under the claims it made (id, token).
 UPDATE movers3_objects
 SET lease_expires_at = NOW(6) + INTERVAL %(lease_seconds)s SECOND
-WHERE id IN %(ids)s AND state = 'in_progress' AND lease_owner = %(owner)s;
+WHERE id IN %(ids)s AND (id, claim_token) IN %(claims)s AND state = 'in_progress' AND lease_owner = %(owner)s;
 
 -- rows_finish_if_owned --
--- Record the outcome of a batch of rows (JSON array) in one statement; rows whose lease this
--- worker lost are left alone, and the caller compares the count.
+-- Record the outcome of a batch of rows (JSON array) in one statement, each under the claim it
+-- came from: rows whose lease this worker lost, or that it holds under a newer claim, are left
+-- alone, and the caller compares the count. A row already in its outcome's state under that same
+-- claim is this very finish, committed before a dropped connection hid it: written again, alike.
 UPDATE movers3_objects o
 JOIN JSON_TABLE(%(outcomes)s, '$[*]' COLUMNS (
     id           BIGINT UNSIGNED PATH '$.id',
@@ -43,7 +57,8 @@ JOIN JSON_TABLE(%(outcomes)s, '$[*]' COLUMNS (
     verified_by  VARCHAR(32)     PATH '$.verified_by',
     checksum     VARCHAR(160)    PATH '$.checksum',
     error        VARCHAR(1024)   PATH '$.error',
-    clear_upload BOOLEAN         PATH '$.clear_upload'
+    clear_upload BOOLEAN         PATH '$.clear_upload',
+    token        BIGINT UNSIGNED PATH '$.token'
 )) AS j ON o.id = j.id
 SET o.state = j.state,
     o.attempts = j.attempts,
@@ -61,14 +76,15 @@ SET o.state = j.state,
     o.upload_parts = IF(j.state = 'done' OR j.clear_upload, NULL, o.upload_parts),
     o.lease_expires_at = NULL,
     o.done_at = IF(j.state = 'done', NOW(6), NULL)
-WHERE o.state = 'in_progress' AND o.lease_owner = %(owner)s;
+WHERE o.lease_owner = %(owner)s AND o.claim_token = j.token AND (o.state = 'in_progress' OR o.state = j.state);
 
 -- rows_done_owned_lock --
 -- Re-pointing: which of the rows about to be marked done this worker still owns (locked, so that
 -- the finish that follows writes exactly these).
 SELECT id, old_bucket, old_key, new_bucket, new_key
 FROM movers3_objects
-WHERE id IN %(ids)s AND state = 'in_progress' AND lease_owner = %(owner)s
+WHERE id IN %(ids)s AND (id, claim_token) IN %(claims)s AND state IN ('in_progress', 'done')
+  AND lease_owner = %(owner)s
 FOR UPDATE;
 
 -- rows_expired_requeue --
@@ -76,6 +92,7 @@ FOR UPDATE;
 UPDATE movers3_objects
 SET state = 'pending',
     lease_owner = NULL,
+    claim_token = NULL,
     lease_expires_at = NULL,
     last_error = 'lease expired: the worker holding this row stopped renewing it'
 WHERE state = 'in_progress' AND lease_expires_at < NOW(6) AND attempts < %(max_attempts)s
@@ -86,6 +103,7 @@ LIMIT %(limit)s;
 -- Rows whose worker vanished on every attempt: failed, so that a poison object can't crash-loop workers.
 UPDATE movers3_objects
 SET state = 'failed',
+    claim_token = NULL,
     lease_expires_at = NULL,
     last_error = 'lease expired on every attempt: the workers holding this row stopped renewing it'
 WHERE state = 'in_progress' AND lease_expires_at < NOW(6) AND attempts >= %(max_attempts)s
@@ -103,13 +121,13 @@ SELECT EXISTS (SELECT 1 FROM movers3_objects WHERE state IN ('pending', 'in_prog
 -- rows_failed_retry --
 -- `movers3 retry`: failed rows back to pending with a fresh attempt budget.
 UPDATE movers3_objects
-SET state = 'pending', attempts = 0, lease_owner = NULL, lease_expires_at = NULL
+SET state = 'pending', attempts = 0, lease_owner = NULL, claim_token = NULL, lease_expires_at = NULL
 WHERE state = 'failed';
 
 -- rows_fail_if_done --
 -- `verify --mark-failed`: a done row whose copy no longer checks out goes to failed, for `retry`.
 UPDATE movers3_objects
-SET state = 'failed', last_error = %(error)s, done_at = NULL
+SET state = 'failed', last_error = %(error)s, done_at = NULL, claim_token = NULL
 WHERE id = %(id)s AND state = 'done';
 
 -- rows_source_deleted_if_unchanged --

@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: help venv system-deps demo test lint test-unit bench bench-ledger docs clean
+.PHONY: help venv system-deps demo test lint test-unit bench bench-ledger bench-cutover docs clean
 
 help:
 	@echo "make demo   - local MariaDB + local S3 (SeaweedFS) on loopback, sample objects, a real migration, status"
 	@echo "make test   - lint (ruff, vulture, mypy), then the test suite against a private MariaDB and SeaweedFS"
 	@echo "make bench  - movers3 vs s5cmd, rclone and aws s3 cp on a private MariaDB and SeaweedFS (docs/benchmarks.md)"
 	@echo "make bench-ledger - the ledger benchmark at 10k, 1M and 10M rows (docs/scaling.md)"
+	@echo "make bench-cutover - verify and delete-source over 100,000 migrated objects (docs/scaling.md)"
 	@echo "make docs   - regenerate docs/configuration.md from the settings' declaration (movers3/settings.py)"
 	@echo "make clean  - remove the venv and the demo's data"
 
@@ -62,6 +63,10 @@ test-unit: venv
 # BENCH_SIZES=10000,100000 for a quick run. Took 6.5 minutes on a quiet 2-core VM, ~6 GB of /tmp at 10M rows.
 bench-ledger: venv system-deps
 	$(BIN)/python -m tests.bench.ledger
+
+# verify and delete-source over BENCH_ROWS (default 100000) migrated objects: time, rate, peak RSS.
+bench-cutover: venv system-deps
+	$(BIN)/python -m tests.bench.cutover
 
 # docs/configuration.md is made from movers3/settings.py; tests/unit/test_settings_declaration.py fails when it is stale.
 docs: venv

@@ -29,6 +29,7 @@ from movers3.ledger.reads import Reads
 from movers3.ledger.seeds import Seeds
 from movers3.ledger.uploads import UploadJournal
 from movers3.ledger.work import WorkQueue
+from movers3.progress import Progress
 from movers3.report import write_report
 from movers3.runner import Runner, child_environment
 from movers3.samples import load_samples
@@ -59,10 +60,11 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     seeder = Seeder(seeds, client, settings, manifest_uri=args.manifest, restart=args.restart)
     with signals.on_stop(seeder.stopped.set):
         stats = seeder.run()
+    older = f"{stats.older:,} older than the version copied (left alone), " if stats.older else ""
     print(
         f"seeded {settings.old_bucket}/{settings.old_prefix}/ (round {stats.round}"
         f"{', from ' + args.manifest if args.manifest else ''}): {stats.listed:,} listed, {stats.added:,} added, "
-        f"{stats.changed:,} changed, {stats.skipped:,} skipped by this process"
+        f"{stats.changed:,} changed, {older}{stats.skipped:,} skipped by this process"
     )
     return EXIT_FAILED_ROWS if stats.skipped else EXIT_OK
 
@@ -223,8 +225,15 @@ def cmd_delete_source(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
-    count = WorkQueue(open_ledger(settings)).retry_failed()
-    print(f"{count:,} failed rows are pending again")
+    count, kept = WorkQueue(open_ledger(settings)).retry_failed()
+    print(
+        f"{count:,} failed rows are pending again"
+        + (
+            f"; {kept:,} stay failed: their source was deleted by delete-source (restore it to copy them)"
+            if kept
+            else ""
+        )
+    )
     return EXIT_OK
 
 
@@ -232,9 +241,12 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     db = open_ledger(settings)
     verifier = Verifier(s3.client(settings.source), s3.client(settings.dest), full=args.full)
     rows = Reads(db).done_rows(args.sample, random.Random())
+    marks = WorkQueue(db.another())  # its own connection: a write never shares one with the read
     checked = bad = marked = 0
+    progress = Progress("verify")
     for row, finding in verifier.run(rows):
         checked += 1
+        progress.tick(checked, mismatched=bad, marked=marked)
         if finding is None:
             continue
         bad += 1
@@ -243,8 +255,9 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             f"MISMATCH id={row.id} {row.old_bucket}/{logs.escape_controls(row.old_key)} -> "
             f"{row.new_bucket}/{logs.escape_controls(row.new_key)}: {problems}"
         )
-        if args.mark_failed and WorkQueue(db).fail_done(row.id, f"verify: {problems}"):
+        if args.mark_failed and marks.fail_done(row.id, f"verify: {problems}"):
             marked += 1
+    progress.done(checked, mismatched=bad, marked=marked)
     tail = f"; {marked:,} marked failed (`movers3 retry` copies them again)" if args.mark_failed else ""
     print(
         f"verified {checked:,} done rows{' (full: bytes compared)' if args.full else ''}: "

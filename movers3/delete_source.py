@@ -39,6 +39,7 @@ from movers3.exceptions import CopyError, Interrupted, SourceChanged
 from movers3.ledger.db import Database
 from movers3.ledger.reads import DoneRow, Reads
 from movers3.ledger.work import WorkQueue
+from movers3.progress import Progress
 from movers3.routes import folder_range
 from movers3.settings import Settings
 from movers3.transfer import s3
@@ -96,8 +97,10 @@ class SourceDeleter:
             max_deletes=self.max_deletes,
             dry_run=self.dry_run,
         )
+        progress = Progress("delete-source")
         with ThreadPoolExecutor(THREADS, thread_name_prefix="delete") as pool:
             while not self._guard_reached():
+                progress.tick(self.stats.examined, deleted=self.stats.deleted, skipped=sum(self.stats.skipped.values()))
                 if self.stopped.is_set():
                     raise Interrupted("delete-source stopped; run it again to go on")
                 candidates = self.reads.deletable_page(st.old_bucket, folder, after, PAGE)
@@ -113,6 +116,7 @@ class SourceDeleter:
                     ]
                 )
         self.stats.guard_reached = self._guard_reached()
+        progress.done(self.stats.examined, deleted=self.stats.deleted, skipped=sum(self.stats.skipped.values()))
         log.info(
             "delete_source_finished",
             **{k: v for k, v in dataclasses.asdict(self.stats).items() if k != "skipped"},

@@ -27,6 +27,7 @@ REPORT_COLUMNS = (
     "verified_by",
     "checksum",
     "done_at",
+    "source_deleted_at",  # set: done, and `delete-source` removed the source on purpose
     "id",
 )
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

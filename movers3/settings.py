@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from movers3 import routes, values
+from movers3.endpoints import SERVICE_URL, Service
 from movers3.exceptions import ConfigError
 from movers3.values import GIB, MIB, MysqlUrl, Parser, Secret, parse_mysql_url
 
@@ -35,13 +36,23 @@ class Endpoint:
         default_factory=lambda: int(OPTION_BY_ENV["S3_TIMEOUT_SECONDS"].default or 0)
     )
 
+    @property
+    def service(self) -> Service:
+        return Service.of(self.url)
+
     def same_service_as(self, other: Endpoint) -> bool:
-        return self.url == other.url
+        return self.service.identity == other.service.identity
+
+    def shares_buckets_with(self, other: Endpoint) -> bool:
+        """Whether a bucket name means the same bucket on both sides."""
+        return self.service.namespace == other.service.namespace
 
     def can_copy_from(self, other: Endpoint) -> bool:
         """Server-side copy is possible when this side's credentials can read the other side's
         objects through the same service: same endpoint and same access key."""
-        return self.url == other.url and self.access_key == other.access_key and self.secret_key == other.secret_key
+        return (
+            self.same_service_as(other) and self.access_key == other.access_key and self.secret_key == other.secret_key
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +159,7 @@ HEALTH = ("worker", "healthcheck")
 
 def _side(side: str, where: str, commands: tuple[str, ...]) -> tuple[Option, ...]:
     return (
-        Option(f"{side}_URL_ENDPOINT", None, values.URL, f"{where} S3 endpoint", commands, fallback="URL_ENDPOINT"),
+        Option(f"{side}_URL_ENDPOINT", None, SERVICE_URL, f"{where} S3 endpoint", commands, fallback="URL_ENDPOINT"),
         Option(
             f"{side}_AWS_ACCESS_KEY_ID",
             None,
@@ -174,7 +185,7 @@ def _side(side: str, where: str, commands: tuple[str, ...]) -> tuple[Option, ...
 # fmt: off
 GROUPS: dict[str, tuple[Option, ...]] = {
     "S3": (
-        Option("URL_ENDPOINT", "http://localhost:8080", values.URL, "S3 endpoint of both sides", SOURCE),
+        Option("URL_ENDPOINT", "http://localhost:8080", SERVICE_URL, "S3 endpoint of both sides", SOURCE),
         Option("AWS_ACCESS_KEY_ID", None, values.KEY_ID, "S3 access key id (unset: boto3's default chain)", SOURCE),
         Option("AWS_SECRET_ACCESS_KEY", None, values.SECRET, "S3 secret key (unset: boto3's default chain)", SOURCE,
                secret=True),
@@ -201,7 +212,8 @@ GROUPS: dict[str, tuple[Option, ...]] = {
                       strip=False), "the ledger database (?unix_socket=/path allowed)", LEDGER, secret=True),
         Option("LEASE_SECONDS", "120", values.whole(5, 86400), "how long a claimed row or seed part is held without "
                "renewal (renewed every third of it)", ("seed", "worker", "run")),
-        Option("MAX_ATTEMPTS", "5", values.whole(1, 100), "copy attempts before a row is failed; tries of each listing",
+        Option("MAX_ATTEMPTS", "5", values.whole(1, 100),
+               "copy attempts before a row is failed; tries of each listing request and of each HEAD of a CSV seed",
                ("seed", "worker", "run", "plan")),
         Option("CLAIM_BATCH", "64", values.whole(1, 1000), "rows claimed per transaction", COPYING),
         Option("REPOINT_SQL_FILE", None, values.PATH, "a file holding one UPDATE of the application's table, run "
@@ -300,8 +312,9 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
         mysql=v["MYSQL_URL"],
         **{o.dest: v[o.env] for o in OPTIONS if o.dest in fields},
     )
-    # Two endpoints are two namespaces: the same bucket name on each is two buckets.
-    if s.source.same_service_as(s.dest) and routes.overlaps(s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix):
+    # Two services are two namespaces, where the same bucket name is two buckets; one service written
+    # two ways is one (and on AWS, every region's endpoint reaches every bucket of the partition).
+    if s.source.shares_buckets_with(s.dest) and routes.overlaps(s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix):
         raise ConfigError(
             "NEW_BUCKET/NEW_PREFIX: must not be equal to, inside, or around OLD_BUCKET/OLD_PREFIX "
             f"({s.new_bucket}/{s.new_prefix} vs {s.old_bucket}/{s.old_prefix}): the copy would feed on its own output"

@@ -23,6 +23,8 @@ def status_dict(counts: Counts) -> dict:
         **{state: counts.rows[state] for state in STATES},
         "bytes": {state: counts.bytes[state] for state in STATES},
         "bytes_total": sum(counts.bytes.values()),
+        # done rows whose source `delete-source` removed: moved, not only copied
+        "source_deleted": counts.source_deleted,
         "objects_per_second_last_minute": round(rate, 2),
         "bytes_per_second_last_minute": round(counts.bytes_per_second, 1),
         "eta_seconds": round(remaining / rate) if rate > 0 and remaining else None,
@@ -34,6 +36,8 @@ def render_status(status: dict) -> str:
     lines = [f"{'state':<12} {'objects':>12} {'bytes':>16}"]
     for state in STATES:
         lines.append(f"{state:<12} {status[state]:>12,} {status['bytes'][state]:>16,}")
+        if state == "done" and status.get("source_deleted"):
+            lines.append(f"{'':<12} {status['source_deleted']:>12,}  of all rows: source deleted by delete-source")
     lines.append(f"{'total':<12} {status['total']:>12,} {status['bytes_total']:>16,}")
     eta = status["eta_seconds"]
     lines.append(

@@ -2,7 +2,9 @@
 
 For each row: the new object exists, has the ledger's size, the ETag the copy recorded, and the same
 content headers and user metadata as the source; with `--full`, the bytes of both sides are streamed
-and their MD5s compared. It needs GetObject on both buckets (the worker role can't read the
+and their MD5s compared. A row whose source `delete-source` removed on purpose is checked against what
+the ledger recorded of the copy instead (size, ETag, and with `--full` the MD5 that proved it): its
+source is gone by design, not a mismatch. It needs GetObject on both buckets (the worker role can't read the
 destination: the "verifier" role of docs/permissions.md), and UPDATE on the ledger only with `--mark-failed`.
 """
 
@@ -67,6 +69,13 @@ class Verifier:
             problems.append(f"size {new['ContentLength']} != ledger {row.size}")
         if row.dest_etag and s3.bare_etag(new["ETag"]) != s3.bare_etag(row.dest_etag):
             problems.append("destination changed since the copy (ETag differs from the recorded one)")
+        if row.source_deleted:
+            # Nothing to compare with at the source: the destination against the ledger's record.
+            recorded = (row.checksum or "").removeprefix("md5:")
+            full = self.full and not problems and s3.is_md5(recorded)
+            if full and _md5(self.dest, row.new_bucket, row.new_key) != recorded:
+                problems.append("bytes differ from the MD5 the copy recorded (its source was deleted)")
+            return Finding(row, tuple(problems)) if problems else None
         old = _head(self.source, row.old_bucket, row.old_key)
         if old is None:
             problems.append("source no longer exists (nothing to compare with)")

@@ -13,6 +13,7 @@ import importlib.resources
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pymysql
@@ -51,6 +52,21 @@ _BLOCK = re.compile(r"^-- (\w+) --\n(?:--[^\n]*\n)*(.*?)(?=^-- \w+ --\n|\Z)", re
 # One file per module of this package that runs queries (work.sql for work.py, ...): a test checks
 # that each module runs only its own file's queries, and what the worker's files may do.
 QUERY_FILES = ("init", "work", "uploads", "seeds", "reads", "repoint")
+
+
+def utc_text(moment: datetime | None) -> str | None:
+    """A moment as the ledger's DATETIME text, in UTC (every session runs with time_zone '+00:00'; a
+    naive moment is taken as UTC already): for a statement's parameters and the JSON some take."""
+    if moment is None:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def utc_moment(value: datetime | None) -> datetime | None:
+    """A DATETIME read from the ledger (naive, in UTC) as an aware moment."""
+    return value.replace(tzinfo=UTC) if value is not None else None
 
 
 def read_sql(name: str) -> str:

@@ -10,11 +10,13 @@ from datetime import datetime
 
 from movers3 import routes
 from movers3.ledger.db import Database, Tx
-from movers3.ledger.schema import STATES
+from movers3.ledger.schema import SOURCE_DELETED, STATES
 from movers3.ledger.work import RowRoute
 
 # `verify --sample N`: random points drawn per row wanted, at most, before it settles for fewer rows.
 SAMPLE_DRAWS_PER_ROW = 4
+# `verify --sample 0` reads the done rows this many at a time.
+DONE_PAGE = 1000
 # `status` shows the throughput of the rows finished within this many seconds.
 RATE_WINDOW_SECONDS = 60
 
@@ -25,11 +27,13 @@ class DoneRow(RowRoute):
 
     dest_etag: str | None
     copy_method: str | None
+    checksum: str | None = None  # what proved the copy, e.g. md5:<hex>
+    source_deleted: bool = False  # `delete-source` removed its source on purpose
 
     @classmethod
     def from_record(cls, record: tuple) -> DoneRow:
-        dest_etag, copy_method = record[7:]
-        return cls(*RowRoute.columns(record), dest_etag, copy_method)
+        dest_etag, copy_method, checksum, source_deleted_at = record[7:]
+        return cls(*RowRoute.columns(record), dest_etag, copy_method, checksum, source_deleted_at is not None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,7 @@ class Counts:
     done_last_minute: int
     bytes_last_minute: int
     seeds: list[dict]
+    source_deleted: int = 0  # done rows whose source `delete-source` removed on purpose
     # The seconds the last minute's rows span: up to now while rows remain, up to the last of them
     # once none does; at least one second. A run younger than a minute is not averaged over 60 s.
     window_seconds: float = float(RATE_WINDOW_SECONDS)
@@ -65,7 +70,7 @@ class Reads:
         size), or with `exact` by counting every row (seconds on millions of rows)."""
 
         def work(tx: Tx) -> Counts:
-            rows, sizes = _per_state(tx, exact=exact)
+            rows, sizes, source_deleted = _per_state(tx, exact=exact)
             done, done_bytes, to_now, to_last = tx.row("rows_done_since", {"seconds": RATE_WINDOW_SECONDS})
             seeds = [
                 {
@@ -106,7 +111,7 @@ class Reads:
             remaining = rows["pending"] + rows["in_progress"]
             span = (to_now if remaining else to_last) or 0
             window = min(float(RATE_WINDOW_SECONDS), max(1.0, int(span) / 1e6))
-            return Counts(rows, sizes, int(done), int(done_bytes), seeds, window)
+            return Counts(rows, sizes, int(done), int(done_bytes), seeds, source_deleted, window)
 
         return self.db.transaction(work)
 
@@ -133,6 +138,7 @@ class Reads:
                 verified_by,
                 checksum,
                 done_at,
+                source_deleted_at,
             ) in records:
                 yield {
                     "id": id_,
@@ -150,6 +156,7 @@ class Reads:
                     "verified_by": verified_by or "",
                     "checksum": checksum or "",
                     "done_at": _iso(done_at) or "",
+                    "source_deleted_at": _iso(source_deleted_at) or "",
                 }
 
     def done_rows(self, sample: int, rng: random.Random) -> Iterator[DoneRow]:
@@ -157,8 +164,10 @@ class Reads:
         seeks, not a scan), or every one of them, streamed, when `sample` is 0 or at least the number
         of done rows. Points that land on a row already drawn are drawn again, a bounded number of times."""
         if sample == 0 or self.done_count() <= sample:
-            with self.db.stream("rows_done_all") as records:
-                yield from (DoneRow.from_record(r) for r in records)
+            after = 0
+            while page := self.done_page(after):
+                yield from (DoneRow.from_record(r) for r in page)
+                after = page[-1][0]
             return
         low, high = self.db.transaction(lambda tx: tx.row("rows_done_id_range"))
         if low is None:
@@ -171,6 +180,10 @@ class Reads:
             if found is not None and found[0] not in seen:
                 seen.add(found[0])
                 yield DoneRow.from_record(found)
+
+    def done_page(self, after: int) -> list[tuple]:
+        params = {"after": after, "limit": DONE_PAGE}
+        return self.db.transaction(lambda tx: tx.all("rows_done_page", params))
 
     def failed_errors(self, limit: int) -> list[tuple[str, int]]:
         """The commonest `last_error` values of failed rows, with their counts."""
@@ -189,13 +202,18 @@ class Reads:
         return [DoneRow.from_record(r) for r in self.db.transaction(lambda tx: tx.all("rows_deletable_page", params))]
 
 
-def _per_state(tx: Tx, *, exact: bool) -> tuple[dict[str, int], dict[str, int]]:
-    """Rows and bytes per state: from the trigger-kept counters, or with `exact` by counting every row."""
+def _per_state(tx: Tx, *, exact: bool) -> tuple[dict[str, int], dict[str, int], int]:
+    """Rows and bytes per state, and the done rows whose source was deleted: from the trigger-kept
+    counters, or with `exact` by counting every row."""
     rows = dict.fromkeys(STATES, 0)
     sizes = dict.fromkeys(STATES, 0)
+    source_deleted = 0
     for state, count, size in tx.all("rows_count_by_state") if exact else tx.all("counts_by_state"):
-        rows[state], sizes[state] = int(count), int(size)
-    return rows, sizes
+        if state == SOURCE_DELETED:
+            source_deleted = int(count)
+        elif state in rows:
+            rows[state], sizes[state] = int(count), int(size)
+    return rows, sizes, source_deleted
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from movers3.exceptions import DuplicateKey, SchemaError
 from movers3.ledger.db import Database, Tx, read_sql
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STATES = ("pending", "in_progress", "done", "failed")
+# Counted beside the states: done rows whose source `delete-source` removed.
+SOURCE_DELETED = "source_deleted"
 COUNTER_SLOTS = 16  # movers3_counts rows per state; the triggers use CONNECTION_ID() % 16
 
 
@@ -60,7 +62,8 @@ def recount(db: Database) -> None:
     them, and the repair after rows were changed with the triggers absent (e.g. TRUNCATE)."""
 
     def work(tx: Tx) -> None:
-        tx.executemany("counts_slot_create", [(state, slot) for state in STATES for slot in range(COUNTER_SLOTS)])
+        counted = (*STATES, SOURCE_DELETED)
+        tx.executemany("counts_slot_create", [(state, slot) for state in counted for slot in range(COUNTER_SLOTS)])
         tx.execute("counts_zero")
         tx.execute("counts_recount")
 

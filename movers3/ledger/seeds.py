@@ -12,10 +12,12 @@ import itertools
 import json
 import secrets
 from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
 
 from movers3 import routes
 from movers3.exceptions import ConfigError, PartLost
-from movers3.ledger.db import Database, Tx
+from movers3.ledger.db import Database, Tx, utc_moment
 from movers3.routes import folder_range
 
 
@@ -95,26 +97,40 @@ class PageWrite:
 
     old_bucket: str
     new_rows: list[tuple]  # rows_insert_if_new parameters
-    changes: list[dict]  # rows whose source changed: {key (hex), size, etag, storage_class}
+    changes: list[dict]  # rows whose source changed: {key (hex), size, etag, storage_class, last_modified}
     parts: list[PartSpec]  # sub-folders met, or the rest of a split level
     cursor: str | None
     cursor_rows: int  # manifest data rows read up to the end of this page (file parts): where it resumes
     listed: int
     skipped: int
     narrow_to: str | None = None  # a split: this part now stops at this key
+    older: int = 0  # keys listed with another version older than the row's: left alone (counted, not written)
+
+
+class KnownRow(NamedTuple):
+    """A ledger row a listed key already has: the version it describes, and where that stands."""
+
+    new_key: bytes
+    size: int
+    source_etag: str
+    state: str
+    last_modified: datetime | None  # that version's LastModified (aware UTC), None when unknown
+    source_deleted: bool  # `delete-source` removed that version's source
 
 
 @dataclasses.dataclass(frozen=True)
 class Known:
     """What the ledger already holds for a page: rows by old key, and owners of new keys."""
 
-    by_old_key: dict[bytes, tuple]  # old_key -> (new_key, size, source_etag, state)
+    by_old_key: dict[bytes, KnownRow]
     by_new_key: dict[bytes, tuple]  # new_key -> (old_bucket, old_key)
 
 
 class Seeds:
     """Seed rounds, their parts and the pages of rows they insert: one per seeder thread (a
     `Database` is one connection, used by one thread)."""
+
+    # Past 150 lines: every statement of the seeder's role, each safe to run twice, in one place.
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -198,8 +214,8 @@ class Seeds:
 
         def work(tx: Tx) -> Known:
             by_old = {
-                bytes(k): (bytes(n), int(size), etag, state)
-                for k, n, size, etag, state in tx.all(
+                bytes(k): KnownRow(bytes(n), int(size), etag, state, utc_moment(modified), bool(deleted))
+                for k, n, size, etag, state, modified, deleted in tx.all(
                     "rows_known_by_old_route", {"bucket": old_bucket, "keys": tuple(old_keys)}
                 )
             }

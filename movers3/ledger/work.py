@@ -15,9 +15,10 @@ import itertools
 import json
 import secrets
 from collections.abc import Collection, Sequence
+from datetime import datetime
 
 from movers3 import routes
-from movers3.ledger.db import Database, Tx
+from movers3.ledger.db import Database, Tx, utc_text
 from movers3.ledger.repoint import Repoint
 
 RESCUE_PAGE = 1000
@@ -89,6 +90,7 @@ class Outcome:
     attempts: int
     size: int | None = None
     source_etag: str | None = None
+    source_last_modified: datetime | None = None  # a newer version found (SourceChanged): its LastModified
     dest_etag: str | None = None
     copy_method: str | None = None
     verified_by: str | None = None
@@ -101,6 +103,7 @@ class Outcome:
     def as_json(self) -> dict:
         data = dataclasses.asdict(self)
         del data["code"]
+        data["source_last_modified"] = utc_text(self.source_last_modified)
         if data["error"] is not None:
             data["error"] = data["error"][:MAX_ERROR_CHARS]
         return data
@@ -215,8 +218,13 @@ class WorkQueue:
 
         return self.db.transaction(work)
 
-    def retry_failed(self) -> int:
-        return self.db.transaction(lambda tx: tx.execute("rows_failed_retry"))
+    def retry_failed(self) -> tuple[int, int]:
+        """Failed rows back to pending; and how many stay failed because their source was deleted."""
+
+        def work(tx: Tx) -> tuple[int, int]:
+            return tx.execute("rows_failed_retry"), int(tx.row("rows_failed_source_deleted")[0])
+
+        return self.db.transaction(work)
 
     def fail_done(self, row_id: int, error: str) -> bool:
         params = {"id": row_id, "error": error[:MAX_ERROR_CHARS]}

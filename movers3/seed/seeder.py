@@ -8,7 +8,9 @@ its lease expires; a seeder stopped by a signal or an error hands its part back 
 
 A second round is a catch-up: keys not yet in the ledger are added, keys whose ETag or size changed
 go back to pending as their new version (whatever their state: a worker copying the old version
-loses its lease), and keys the round did not list are counted as vanished and left alone.
+loses its lease), keys listed with a version older than the row's are left alone and counted (a
+catch-up never moves a row backwards: judge.py), and keys the round did not list are counted as
+vanished and left alone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from movers3 import routes
 from movers3.exceptions import CopyError, Interrupted
 from movers3.ledger.seeds import PageWrite, Part, PartSpec, SeedRound, Seeds
 from movers3.seed import manifest, walk
+from movers3.seed.entries import Entry
 from movers3.seed.judge import Listed, judge
 from movers3.settings import Settings
 from movers3.transfer import s3
@@ -44,6 +47,7 @@ class SeedStats:
     listed: int = 0
     added: int = 0
     changed: int = 0
+    older: int = 0  # listed with a version older than the one the row describes: left alone
     skipped: int = 0
     parts: int = 0
     resumed_after: str | None = None
@@ -185,16 +189,31 @@ class Seeder:
         st = self.settings
         rows = part.cursor_rows  # data rows of the file read so far, committed with each page
 
-        def mine(entry: manifest.Entry) -> bool:
+        def mine(entry: Entry) -> bool:
             return entry.bucket == st.old_bucket and entry.key.startswith(self.folder)
 
         for chunk in manifest.chunks(
-            file, part.file_md5, self.client, skip=part.cursor_rows, size=walk.PAGE_SIZE, stop=self.stopped, keep=mine
+            file,
+            part.file_md5,
+            self.client,
+            skip=part.cursor_rows,
+            size=walk.PAGE_SIZE,
+            stop=self.stopped,
+            tries=st.max_attempts,
+            keep=mine,
         ):
             self._check_stop()
-            entries = [Listed(e.key, e.size, e.etag, e.storage_class) for e in chunk.entries]
+            entries = [
+                Listed(e.key, e.size, e.etag, e.storage_class, last_modified=e.last_modified) for e in chunk.entries
+            ]
             rows += chunk.consumed
             write = self._page(seeds, _latest(entries), cursor=None, cursor_rows=rows, parts=[])
+            # Rows the manifest named that could not be completed (gone since it was written): skipped keys.
+            gone = dict(chunk.skipped)
+            for key, reason in gone.items():
+                log.error("key_skipped", key=key, reason=reason)
+            write.listed += len(gone)
+            write.skipped += len(gone)
             self._write(seeds, seed, part, write)
 
     # -- one page ------------------------------------------------------------------------------
@@ -206,6 +225,14 @@ class Seeder:
         judgement = judge(entries, st, lambda old, new: seeds.known(st.old_bucket, old, st.new_bucket, new))
         for entry, reason in judgement.skipped:
             log.error("key_skipped", key=entry.key, reason=reason)
+        if judgement.older:
+            log.info(
+                "rows_listed_older_than_copied",
+                count=len(judgement.older),
+                key=judgement.older[0][0].key,
+                reason="listed with a version older than the one the ledger has (an inventory older than "
+                "the copy, or a previous version made current again): left as they are",
+            )
         if judgement.retargeted:
             log.warning(
                 "rows_keep_their_destination",
@@ -225,6 +252,7 @@ class Seeder:
             stats.listed += write.listed
             stats.added += added
             stats.changed += len(write.changes)
+            stats.older += write.older
             stats.skipped += write.skipped + len(taken)
             pages, listed = stats.pages, stats.listed
         log.info(

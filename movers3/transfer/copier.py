@@ -28,7 +28,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import threading
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
 
 from botocore.client import BaseClient
 
@@ -54,10 +55,18 @@ class Copied:
     checksum: str | None = None
 
 
+class SourceVersion(NamedTuple):
+    """The source's current version, as a HEAD describes it."""
+
+    size: int
+    etag: str
+    last_modified: datetime | None  # aware UTC, to the second
+
+
 class Copier(Protocol):
     def copy(self, row: Row) -> Copied: ...
 
-    def describe_source(self, row: Row) -> tuple[int, str]: ...
+    def describe_source(self, row: Row) -> SourceVersion: ...
 
     def abandon(self, row: Row) -> bool: ...
 
@@ -128,8 +137,8 @@ class ObjectCopier:
         self.destination.apply_acl(self.dest, row.new_bucket, row.new_key)
         return copied
 
-    def describe_source(self, row: Row) -> tuple[int, str]:
-        """The source's current size and ETag, after a SourceChanged."""
+    def describe_source(self, row: Row) -> SourceVersion:
+        """The source's current size, ETag and LastModified, after a SourceChanged."""
         head = s3.head_or_none(self.source, "HeadObject on the source", Bucket=row.old_bucket, Key=row.old_key)
         if head is None:
             raise CopyError(
@@ -137,7 +146,11 @@ class ObjectCopier:
                 code="NoSuchKey",
                 retryable=False,
             )
-        return int(head["ContentLength"]), s3.bare_etag(head["ETag"])
+        try:
+            modified = s3.last_modified(head.get("LastModified"))
+        except ValueError:  # a date movers3 can't read: unknown, and the row keeps the one it has
+            modified = None
+        return SourceVersion(int(head["ContentLength"]), s3.bare_etag(head["ETag"]), modified)
 
     def abandon(self, row: Row) -> bool:
         """The row failed for good: abort its recorded upload if the role may. True when it is gone."""

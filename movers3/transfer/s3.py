@@ -8,9 +8,11 @@ retries are off: `retry.py` owns the policy, so that MAX_ATTEMPTS means what it 
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -124,6 +126,33 @@ def _session(parse_timestamps: bool = True) -> boto3.session.Session:
                 core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=lambda value: value)
             _SESSIONS[parse_timestamps] = boto3.session.Session(botocore_session=core)
         return _SESSIONS[parse_timestamps]
+
+
+# -- versions -----------------------------------------------------------------------------------
+
+
+def last_modified(value: object) -> datetime | None:
+    """An object's LastModified as an aware UTC moment, to the second: S3 keeps no finer (a listing
+    prints .000Z, and a HEAD's Last-Modified header is an HTTP date), so a listing, an inventory and a
+    HEAD compare alike. Takes a datetime (a client that parses timestamps), an ISO 8601 string (a
+    listing read with parse_timestamps=False, an inventory's LastModifiedDate) or an HTTP date (a HEAD
+    read with parse_timestamps=False); None or '' is None. Raises ValueError on anything else."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = str(value).strip()
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            try:
+                moment = email.utils.parsedate_to_datetime(text)
+            except (TypeError, ValueError):
+                raise ValueError(f"{text!r} is not a date (ISO 8601 or HTTP)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(microsecond=0)
 
 
 # -- ETags and checksums ------------------------------------------------------------------------

@@ -41,16 +41,18 @@ class CopyTask:
         olog = self.log.bind(row_id=row.id, key=row.old_key)
         started = time.monotonic()
         current = row
+        modified = None  # the LastModified of the version `current` describes, once a HEAD gave it
         attempts = retry.Attempts()
 
         def attempt():
-            nonlocal current
+            nonlocal current, modified
             try:
                 return self.copier.copy(current)
             except SourceChanged:
-                size, etag = self.copier.describe_source(current)
-                olog.info("source_changed", old_etag=current.source_etag, new_etag=etag, size=size)
-                current = dataclasses.replace(current, size=size, source_etag=etag)
+                version = self.copier.describe_source(current)
+                olog.info("source_changed", old_etag=current.source_etag, new_etag=version.etag, size=version.size)
+                current = dataclasses.replace(current, size=version.size, source_etag=version.etag)
+                modified = version.last_modified
                 raise
 
         def spent() -> int:
@@ -88,6 +90,7 @@ class CopyTask:
                 attempts=spent(),
                 size=current.size,
                 source_etag=current.source_etag,
+                source_last_modified=modified,
                 error=str(exc),
                 code=exc.code,
                 clear_upload=self._abandon(current),
@@ -112,6 +115,7 @@ class CopyTask:
             attempts=spent(),
             size=copied.size,
             source_etag=copied.source_etag,
+            source_last_modified=modified,
             dest_etag=copied.dest_etag,
             copy_method=copied.method,
             verified_by=copied.verified_by,

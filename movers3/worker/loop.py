@@ -61,6 +61,8 @@ class WorkerConfig:
 
 
 class Worker:
+    # Past 150 lines by its shutdown: the drain reads best beside the loop it ends.
+
     def __init__(
         self,
         work: WorkQueue,

@@ -62,6 +62,19 @@ CONFIG_CASES = [
         {"NEW_BUCKET": "{old_bucket}", "OLD_PREFIX": "{old_prefix}/deeper", "NEW_PREFIX": "{old_prefix}"},
         "NEW_BUCKET/NEW_PREFIX",
     ),
+    (  # one service written two ways: refused before any request, so AWS need not be reachable
+        {
+            "OLD_URL_ENDPOINT": "https://s3.amazonaws.com",
+            "NEW_URL_ENDPOINT": "https://S3.US-EAST-1.AMAZONAWS.COM:443/",
+            "NEW_BUCKET": "{old_bucket}",
+            "NEW_PREFIX": "{old_prefix}",
+        },
+        "NEW_BUCKET/NEW_PREFIX: must not be equal to",
+    ),
+    (
+        {"OLD_URL_ENDPOINT": "https://{old_bucket}.s3.eu-west-1.amazonaws.com"},
+        "OLD_URL_ENDPOINT: names the bucket",
+    ),
     ({"WORKER_THREADS": "0"}, "WORKER_THREADS: must be from 1 to 256 (got 0)"),
     ({"WORKER_THREADS": "1000000"}, "WORKER_THREADS: must be from 1 to 256"),
     ({"WORKER_THREADS": "1e3"}, "WORKER_THREADS: must be a whole number"),

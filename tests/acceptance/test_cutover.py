@@ -2,7 +2,9 @@
 `plan` (a dry run that writes nothing), `delete-source` (verified copies only, version-aware, bounded
 by --max-deletes) and re-pointing the application's records as rows finish."""
 
+import hashlib
 import json
+import time
 import uuid
 
 import pytest
@@ -130,7 +132,8 @@ def test_delete_source_removes_verified_copies_only_and_stops_at_the_guard(route
     assert "deleted 0 " in run_cli("delete-source", "--max-deletes", "100", env=deleter, check=False).stdout
 
 
-def test_delete_source_deletes_exactly_the_version_it_copied(stack):
+def versioned_route(stack) -> Route:
+    """A route whose source bucket keeps versions."""
     bucket = "legacy-versioned"
     admin_s3 = stack.s3.client()
     try:
@@ -139,7 +142,12 @@ def test_delete_source_deletes_exactly_the_version_it_copied(stack):
         pass
     admin_s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     tag = "t" + uuid.uuid4().hex[:10]
-    route = Route(stack, old_prefix=f"{tag}/images", new_prefix=f"{tag}/avatar", old_bucket=bucket)
+    return Route(stack, old_prefix=f"{tag}/images", new_prefix=f"{tag}/avatar", old_bucket=bucket)
+
+
+def test_delete_source_deletes_exactly_the_version_it_copied(stack):
+    route = versioned_route(stack)
+    admin_s3, bucket = stack.s3.client(), route.old_bucket
     with stack.db.admin(DATABASE) as conn, conn.cursor() as cur:
         cur.execute("DELETE FROM movers3_objects")
     older = route.put("kept.png", body=b"an older version")
@@ -228,3 +236,74 @@ def test_a_worker_repoints_hostile_keys_exactly_and_refuses_a_bad_statement(rout
     assert route.states() == {"done": len(keys)}
     avatars = [r[0] for r in admin(route, f"SELECT avatar FROM {app_table} ORDER BY id")]
     assert avatars == [route.new(k) for k in keys] + decoys
+
+
+def test_a_catch_up_after_delete_source_never_copies_the_previous_version_back(stack):
+    """On a versioned source: `delete-source` deletes the copied (current) version and S3
+    makes the previous one current again, older than the copy: the next catch-up leaves the row and
+    the destination alone. `w.png` was copied after a SourceChanged: the worker recorded the date of
+    the version it found, so the version between the one listed and the one copied is older too. A
+    version written after the copy is still caught up."""
+    route = versioned_route(stack)
+    admin_s3, bucket = stack.s3.client(), route.old_bucket
+    admin(route, "DELETE FROM movers3_objects")
+    admin(route, "DELETE FROM movers3_seeds")
+    admin(route, "DELETE FROM movers3_seed_parts")
+    seeder, worker = route.env("admin", "m3_seeder"), route.env("admin", "m3_worker")
+
+    def seed() -> str:
+        return run_cli("seed", env=seeder).stdout
+
+    def copy() -> None:
+        run_cli("worker", "--exit-when-done", env=worker, timeout=180)
+
+    def rows() -> dict[str, tuple]:
+        found = admin(
+            route, "SELECT old_key, state, source_etag, source_deleted_at IS NOT NULL, last_error FROM movers3_objects"
+        )
+        return {routes.from_db(k).rsplit("/", 1)[1]: tuple(rest) for k, *rest in found}
+
+    def copied(name: str) -> bytes:
+        return route.read_new(name)["Body"].read()
+
+    def later() -> None:
+        time.sleep(1.1)  # S3 keeps LastModified to the second
+
+    def etag(body: bytes) -> str:
+        return hashlib.md5(body).hexdigest()
+
+    route.put("k.png", body=b"k one")
+    route.put("w.png", body=b"w one")
+    seed()  # lists both first versions
+    later()
+    route.put("w.png", body=b"w two")
+    later()
+    route.put("w.png", body=b"w three")
+    copy()  # k's first version; w's listed version is gone: the worker copies the current one, w three
+    later()
+    route.put("k.png", body=b"k two")
+    assert " 1 changed" in seed()
+    copy()
+    assert (copied("k.png"), copied("w.png")) == (b"k two", b"w three")
+
+    out = run_cli("delete-source", "--max-deletes", "10", env=route.env("admin", "m3_deleter")).stdout
+    assert "deleted 2 " in out, out
+    current = {
+        o["Key"].rsplit("/", 1)[1]: o["ETag"].strip('"')
+        for o in admin_s3.list_objects_v2(Bucket=bucket, Prefix=route.old_prefix + "/")["Contents"]
+    }
+    assert current == {"k.png": etag(b"k one"), "w.png": etag(b"w two")}  # the previous versions, current again
+
+    plan = json.loads(run_cli("plan", "--json", env=seeder).stdout)
+    assert plan["changed"]["objects"] == 0 and plan["older_than_copied"]["objects"] == 2, plan
+    out = seed()
+    assert " 0 changed, 2 older than the version copied (left alone)" in out, out
+    assert rows() == {"k.png": ("done", etag(b"k two"), 1, None), "w.png": ("done", etag(b"w three"), 1, None)}
+    copy()
+    assert (copied("k.png"), copied("w.png")) == (b"k two", b"w three")
+
+    later()
+    route.put("k.png", body=b"k three")
+    assert " 1 changed, 1 older than the version copied" in seed()
+    copy()
+    assert rows()["k.png"] == ("done", etag(b"k three"), 0, None) and copied("k.png") == b"k three"

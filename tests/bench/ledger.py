@@ -256,7 +256,16 @@ def insert_rate(url: str, size: int) -> float:
         write = PageWrite(
             old_bucket="legacy-s3",
             new_rows=[
-                ("legacy-s3", routes.to_db(e.key), "production-s3", routes.to_db(n), e.size, e.etag, e.storage_class)
+                (
+                    "legacy-s3",
+                    routes.to_db(e.key),
+                    "production-s3",
+                    routes.to_db(n),
+                    e.size,
+                    e.etag,
+                    e.storage_class,
+                    None,
+                )
                 for e, n in judgement.new
             ],
             changes=[],

@@ -77,8 +77,10 @@ def test_a_changed_source_is_caught_by_its_pinned_etag(route):
     c = copier(route)
     with pytest.raises(SourceChanged):
         c.copy(row)
-    size, etag = c.describe_source(row)
+    size, etag, modified = c.describe_source(row)
     assert (size, etag) == (12, hashlib.md5(b"version two!").hexdigest())
+    head = route.stack.s3.client().head_object(Bucket=route.old_bucket, Key=route.old("v.txt"))
+    assert modified == head["LastModified"] and modified.tzinfo is not None
 
 
 def test_the_worker_identity_cannot_read_the_destination(route):

@@ -8,13 +8,12 @@ import dataclasses
 
 import pytest
 
-from movers3 import routes
 from movers3.ledger.db import Database
 from movers3.ledger.seeds import PageWrite, PartSpec, Seeds
 from movers3.ledger.uploads import UploadJournal
 from movers3.ledger.work import Outcome, Upload, WorkQueue
 from movers3.settings import load
-from tests.support.helpers import admin_exec, make_rows
+from tests.support.helpers import admin_exec, make_rows, page_row
 from tests.support.sqlproxy import SqlProxy
 
 pytestmark = pytest.mark.integration
@@ -73,18 +72,7 @@ def test_a_seed_page_whose_commit_answer_is_lost_moves_the_cursor_once(route, pr
     seed = seeds.seed_round(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix, input="m.csv")
     seeds.seed_plan(seed, [PartSpec(file="data.csv", ordinal=1)])
     part = seeds.part_claim(seed, "seeder", 60)
-    rows = [
-        (
-            route.old_bucket,
-            routes.to_db(route.old(f"{i}")),
-            route.new_bucket,
-            routes.to_db(route.new(f"{i}")),
-            1,
-            "e",
-            None,
-        )
-        for i in range(4)
-    ]
+    rows = [page_row(route, f"{i}", storage_class=None) for i in range(4)]
     proxy.drop_after_commit()  # the seeder commits on its own (COMMIT alone): the next one
     added, taken = seeds.seed_page(part, 60, PageWrite(route.old_bucket, rows, [], [], None, 5, 4, 0), seed)
     assert proxy.commits_dropped == 1 and (added, taken) == (4, [])

@@ -81,6 +81,7 @@ def test_two_sources_racing_for_one_destination_key_get_one_row(route, stack):
             1,
             "e",
             None,
+            None,
         )
         page = PageWrite(route.old_bucket, [row], [], [], old_key, 0, 1, 0)
         inserted[prefix] = seeds.seed_page(part, 60, page, seed)

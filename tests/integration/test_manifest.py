@@ -7,6 +7,8 @@ import gzip
 import hashlib
 import io
 import json
+import time
+from datetime import UTC
 from urllib.parse import quote_plus
 
 import pytest
@@ -17,7 +19,8 @@ from movers3.seed.seeder import Seeder
 from movers3.settings import load
 from movers3.transfer import s3
 from tests.integration.test_parallel_seed import ledger_rows, plain_listing_rows
-from tests.support.helpers import run_cli
+from tests.support.faultproxy import FaultProxy
+from tests.support.helpers import admin_exec, json_events, run_cli
 from tests.support.keys import HOSTILE, LONG
 from tests.support.services import DATABASE, INVENTORY_BUCKET
 
@@ -97,6 +100,11 @@ def inventory(route, files: int = 3) -> tuple[dict, dict[str, bytes]]:
             "",
         ]
     )
+    return inventory_of(route, records, files)
+
+
+def inventory_of(route, records: list[list[str]], files: int = 1) -> tuple[dict, dict[str, bytes]]:
+    """manifest.json and its data files for these records (columns of SCHEMA)."""
     prefix = f"inv/{route.old_bucket}/{route.old_prefix.split('/')[0]}"
     data, entries = {}, []
     for i in range(files):
@@ -199,3 +207,170 @@ def test_a_plain_csv_with_and_without_sizes_gives_the_plain_listings_rows(route,
     ).run()
     assert stats.added == len(expected)
     assert ledger_rows(route) == expected
+
+
+# -- a plain CSV completed with HeadObject: the objects it names may have changed since ----------------
+
+
+class FirstRequestFails(FaultProxy):
+    """A rule's fault on the first matching request of each path only: the retry goes through."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hit: set[str] = set()
+
+    def _choose(self, method: str, path: str) -> str | None:
+        kind = super()._choose(method, path)
+        with self._lock:
+            if kind is None or (method, path) in self.hit:
+                return None
+            self.hit.add((method, path))
+        return kind
+
+
+def keys_csv(path, route, names) -> str:
+    """A plain CSV of bucket,key without sizes or ETags: every row is completed with a HeadObject."""
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["bucket", "key"])
+        writer.writerows([route.old_bucket, route.old(n)] for n in names)
+    return str(path)
+
+
+def test_a_key_deleted_since_the_csv_was_written_is_a_reported_skip_and_the_seed_goes_on(route, tmp_path):
+    names = [f"k/{i:03d}.png" for i in range(30)] + ["with space/a b+c.png"]
+    route.put_many((n, n.encode()) for n in [*names, "gone.png"])
+    path = keys_csv(tmp_path / "objects.csv", route, ["gone.png", *names])
+    route.stack.s3.client().delete_object(Bucket=route.old_bucket, Key=route.old("gone.png"))  # after the CSV
+    expected = plain_listing_rows(route)
+    assert len(expected) == len(names)
+    # HeadObject needs s3:GetObject on the source: the worker's S3 identity has it.
+    result = run_cli("seed", "--manifest", path, env=route.env("worker", "m3_seeder"), check=False)
+    assert result.returncode == 1, result.stderr  # finished, with a key skipped (EXIT_FAILED_ROWS)
+    assert f"{len(names):,} added, 0 changed, 1 skipped by this process" in result.stdout, result.stdout
+    skipped = [e for e in json_events(result.stderr) if e["event"] == "key_skipped"]
+    assert [e["key"] for e in skipped] == [route.old("gone.png")], skipped
+    assert "gone" in skipped[0]["reason"] and "404" in skipped[0]["reason"], skipped
+    assert ledger_rows(route) == expected
+
+
+def test_throttled_and_timed_out_heads_are_retried_and_the_seed_has_every_row(route, tmp_path):
+    names = [f"slow-{i}.png" for i in range(4)] + [f"late-{i}.png" for i in range(2)] + [f"ok-{i}" for i in range(20)]
+    route.put_many((n, n.encode()) for n in names)
+    expected = plain_listing_rows(route)
+    path = keys_csv(tmp_path / "objects.csv", route, names)
+    proxy = FirstRequestFails(route.stack.s3.url, timeout_seconds=4).start()
+    proxy.rules += [(route.old("slow-"), "slowdown", "HEAD"), (route.old("late-"), "timeout", "HEAD")]
+    env = route.env("worker", "m3_seeder", URL_ENDPOINT=proxy.url, S3_TIMEOUT_SECONDS="2", MAX_ATTEMPTS="4")
+    try:
+        result = run_cli("seed", "--manifest", path, env=env, check=False)
+    finally:
+        proxy.stop()
+    assert result.returncode == 0, result.stderr
+    assert dict(proxy.injected) == {"slowdown": 4, "timeout": 2}
+    assert f"{len(names):,} added, 0 changed, 0 skipped" in result.stdout, result.stdout
+    assert ledger_rows(route) == expected
+
+
+def test_heads_the_role_may_not_make_or_a_missing_bucket_stop_the_seed_with_one_line(route, tmp_path):
+    route.put_many((n, b"x") for n in ("a.png", "b.png"))
+    path = keys_csv(tmp_path / "objects.csv", route, ["a.png", "b.png"])
+    # The seeder's S3 identity may list the source but not read it: AccessDenied on every HeadObject.
+    denied = run_cli("seed", "--manifest", path, env=route.env("seeder", "m3_seeder"), check=False)
+    last = denied.stderr.strip().splitlines()[-1]
+    assert denied.returncode == 5 and last.startswith("movers3: error: HeadObject"), denied.stderr
+    assert "s3:GetObject" in last, last
+    assert ledger_rows(route) == []
+    # A bucket that does not exist answers HeadObject with a bare 404, as a deleted key does: not a skip.
+    # (A role scoped to the old bucket gets a 403 there instead, the case above.)
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        csv.writer(out).writerows(
+            [["no-such-bucket-m3", route.old("a.png")], ["no-such-bucket-m3", route.old("b.png")]]
+        )
+    env = route.env("admin", "m3_seeder", OLD_BUCKET="no-such-bucket-m3")
+    missing = run_cli("seed", "--manifest", path, "--restart", env=env, check=False)
+    last = missing.stderr.strip().splitlines()[-1]
+    assert missing.returncode == 5 and "NoSuchBucket" in last, missing.stderr
+    assert ledger_rows(route) == []
+
+
+# -- catch-up from a manifest never moves a row backwards ------------------------------------------
+
+
+def test_a_manifest_older_than_the_copy_never_moves_a_row_back(route, tmp_path):
+    """A manifest made before the last copy lists a version overwritten since. Dated (an
+    inventory's LastModifiedDate, a plain CSV's sixth column), it is older than the row's version and
+    is left alone, even once `delete-source` removed the source (before schema version 5 the row was
+    queued again, and then failed: NoSuchKey). Undated, it can't be told apart from a newer version:
+    queued again, as before, and the worker's copy pinned to the listed ETag copies the current
+    version again. A version newer than the copy is still caught up."""
+    seeder, worker = route.env("seeder", "m3_seeder"), route.env("worker", "m3_worker")
+    client = route.stack.s3.client()
+
+    def version() -> tuple[str, int, str]:
+        """The source's current ETag, size and LastModified (as S3 Inventory prints it)."""
+        (o,) = client.list_objects_v2(Bucket=route.old_bucket, Prefix=route.old("a.png"))["Contents"]
+        return o["ETag"].strip('"'), o["Size"], o["LastModified"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    def inventory_uri(etag: str, size: int, modified: str) -> str:
+        key = quote_plus(route.old("a.png"), safe="/")
+        record = [route.old_bucket, key, "null", "true", "false", str(size), modified, etag, "STANDARD"]
+        return upload(route, *inventory_of(route, [record]))
+
+    def seed(*args: str) -> str:
+        return run_cli("seed", *args, env=seeder).stdout
+
+    def copy() -> None:
+        run_cli("worker", "--exit-when-done", env=worker, timeout=180)
+
+    def row() -> tuple:
+        (found,) = admin_exec(
+            route,
+            "SELECT state, source_etag, last_error, DATE_FORMAT(source_last_modified, '%Y-%m-%dT%H:%i:%s.000Z'),"
+            " source_deleted_at IS NOT NULL FROM movers3_objects",
+        )
+        return found
+
+    def copied() -> bytes:
+        return route.read_new("a.png")["Body"].read()
+
+    route.put("a.png", body=b"version one")
+    seed()
+    copy()
+    one = version()
+    time.sleep(1.1)  # S3 keeps LastModified to the second
+    route.put("a.png", body=b"version two!")
+    assert " 1 changed" in seed()
+    copy()
+    two = version()
+    assert row() == ("done", two[0], None, two[2], 0) and copied() == b"version two!"
+
+    # The first version, dated: older than the copy, left alone.
+    dated = tmp_path / "dated.csv"
+    dated.write_text(f"{route.old_bucket},{route.old('a.png')},{one[1]},{one[0]},STANDARD,{one[2]}\n")
+    out = seed("--manifest", str(dated))
+    assert " 0 changed, 1 older than the version copied (left alone), 0 skipped" in out, out
+    assert row() == ("done", two[0], None, two[2], 0)
+
+    # Undated, it can't know: queued again; the copy pinned to the first version's ETag finds the
+    # second current, copies it and records its date.
+    undated = tmp_path / "undated.csv"
+    undated.write_text(f"{route.old_bucket},{route.old('a.png')},{one[1]},{one[0]}\n")
+    assert " 1 changed" in seed("--manifest", str(undated))
+    copy()
+    assert row() == ("done", two[0], None, two[2], 0) and copied() == b"version two!"
+
+    # The source deleted, an inventory of the first version: still left alone.
+    deleted = run_cli("delete-source", "--max-deletes", "10", env=route.env("deleter", "m3_deleter")).stdout
+    assert "deleted 1 " in deleted, deleted
+    out = seed("--manifest", inventory_uri(*one))
+    assert " 0 changed, 1 older than the version copied" in out, out
+    assert row() == ("done", two[0], None, two[2], 1)
+
+    # A version newer than the copy is caught up.
+    time.sleep(1.1)
+    route.put("a.png", body=b"version three")
+    three = version()
+    assert " 1 changed" in seed("--manifest", inventory_uri(*three))
+    copy()
+    assert row() == ("done", three[0], None, three[2], 0) and copied() == b"version three"

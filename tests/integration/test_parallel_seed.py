@@ -5,17 +5,19 @@ than 1000 keys per level so that pagination and splitting are exercised."""
 import re
 import signal
 import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from movers3.ledger.db import Database
+from movers3.ledger.db import Database, utc_text
 from movers3.ledger.reads import Reads
-from movers3.ledger.seeds import PartSpec, Seeds
+from movers3.ledger.seeds import KnownRow, PageWrite, PartSpec, Seeds
 from movers3.ledger.work import WorkQueue
+from movers3.seed.judge import Listed, newer
 from movers3.seed.seeder import Seeder
 from movers3.settings import load
 from movers3.transfer import s3
-from tests.support.helpers import admin_exec, json_events, run_cli, start_cli, wait_for
+from tests.support.helpers import admin_exec, json_events, make_rows, run_cli, start_cli, wait_for
 from tests.support.keys import HOSTILE, LONG
 from tests.support.services import DATABASE
 
@@ -166,6 +168,56 @@ def test_a_catch_up_round_adds_new_requeues_changed_and_counts_vanished(route, s
     assert ledger.finish("w1", [Outcome(rows["d1/1.png"]["id"], "done", 1, dest_etag="old", token=7)]) == 0
     status = Reads(ledger.db).counts()
     assert status.seeds[0]["vanished"] == 1 and status.seeds[0]["changed"] == 2
+
+
+def test_the_requeue_itself_never_moves_a_row_back(route, seeder_ledger):
+    """The guard of `rows_requeue_if_changed` settles every case as `judge.newer` does: the seeder
+    judged the page before its write, and a worker may have recorded a newer version in between."""
+    copied = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    second = timedelta(seconds=1)
+    # (listed LastModified, row's LastModified, row's source deleted): the cases of tests/unit/test_catch_up.py
+    cases = [
+        (copied + second, copied, False),
+        (copied + second, copied, True),
+        (copied - second, copied, False),
+        (copied - second, copied, True),
+        (copied, copied, False),
+        (copied, copied, True),
+        (None, copied, True),
+        (copied - second, None, True),
+    ]
+    make_rows(seeder_ledger, route, len(cases))
+    for i, (_, recorded, deleted) in enumerate(cases):
+        admin_exec(
+            route,
+            "UPDATE movers3_objects SET state = 'done', dest_etag = 'd', done_at = NOW(6), source_last_modified = %s,"
+            " source_deleted_at = IF(%s, NOW(6), NULL) WHERE old_key = %s",
+            (utc_text(recorded), deleted, route.old(f"{i:05d}").encode()),
+        )
+    seed = seeder_ledger.seed_round(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix, input=None)
+    seeder_ledger.seed_plan(seed, [PartSpec(prefix=route.old_prefix + "/")])
+    part = seeder_ledger.part_claim(seed, "guard", 60)
+    listed = [Listed(route.old(f"{i:05d}"), i, f"v2-{i}", last_modified=at) for i, (at, _, _) in enumerate(cases)]
+    changes = [
+        {"key": e.key.encode().hex(), "size": e.size, "etag": e.etag, "last_modified": utc_text(e.last_modified)}
+        for e in listed
+    ]
+    seeder_ledger.seed_page(part, 60, PageWrite(route.old_bucket, [], changes, [], None, 0, len(cases), 0), seed)
+    found = {
+        bytes(k).decode(): (state, etag, modified)
+        for k, state, etag, modified in admin_exec(
+            route, "SELECT old_key, state, source_etag, source_last_modified FROM movers3_objects"
+        )
+    }
+    for i, (entry, (listed_at, recorded, deleted)) in enumerate(zip(listed, cases, strict=True)):
+        row = KnownRow(b"", i, f"{i:032x}", "done", recorded, deleted)
+        if newer(entry, row):
+            # the new version, dated when the listing gave a date, else still the last date known
+            expected = ("pending", entry.etag, (listed_at or recorded).replace(tzinfo=None))
+        else:
+            expected = ("done", f"{i:032x}", recorded.replace(tzinfo=None))
+        assert found[entry.key] == expected, (i, cases[i])
+    assert sum(state == "pending" for state, _, _ in found.values()) == 5  # the newer, the tie, the undated
 
 
 def stopped(pid: int) -> bool:

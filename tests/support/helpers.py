@@ -222,23 +222,26 @@ def wait_for(condition: Callable[[], object], *, timeout: float, interval: float
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def page_row(route, rest: str, *, size: int = 1, etag: str = "e", storage_class: str | None = "STANDARD") -> tuple:
+    """One row of a seed page (rows_insert_if_new's parameters) for the object `rest` of the route."""
+    return (
+        route.old_bucket,
+        routes.to_db(route.old(rest)),
+        route.new_bucket,
+        routes.to_db(route.new(rest)),
+        size,
+        etag,
+        storage_class,
+        None,
+    )
+
+
 def make_rows(seeder_ledger, route, count, start=0):
     """The factory: `count` pending rows inserted the way the seeder inserts them (one page of one part)."""
     seed = seeder_ledger.seed_round(route.old_bucket, route.old_prefix, route.new_bucket, route.new_prefix, input=None)
     seeder_ledger.seed_plan(seed, [PartSpec(prefix=route.old_prefix + "/")])
     part = seeder_ledger.part_claim(seed, "factory", 60)
-    rows = [
-        (
-            route.old_bucket,
-            routes.to_db(route.old(f"{i:05d}")),
-            route.new_bucket,
-            routes.to_db(route.new(f"{i:05d}")),
-            i,
-            f"{i:032x}",
-            "STANDARD",
-        )
-        for i in range(start, start + count)
-    ]
+    rows = [page_row(route, f"{i:05d}", size=i, etag=f"{i:032x}") for i in range(start, start + count)]
     seeder_ledger.seed_page(
         part,
         60,

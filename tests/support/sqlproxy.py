@@ -325,14 +325,20 @@ class _Connection:
         except OSError:
             pass
         finally:
-            with self.lock:
-                killed = self.killed
-            if not killed:
-                try:  # the client is done sending (COM_QUIT, then FIN): tell the server the same way
-                    self.upstream.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-            self._pump_done()
+            # The client is done sending (COM_QUIT, then FIN): tell the server the same way.
+            self._half_close(self.upstream)
+
+    def _half_close(self, sock: socket.socket) -> None:
+        """One direction ended: pass its end on (FIN) unless the proxy killed the pair; then, once both
+        have ended, close the connection."""
+        with self.lock:
+            killed = self.killed
+        if not killed:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        self._pump_done()
 
     def _handshake(self, packet: _Packet) -> None:
         """The client's first packet: its handshake response, or the start of a TLS request. Its
@@ -397,14 +403,7 @@ class _Connection:
         except OSError:
             pass
         finally:
-            with self.lock:
-                killed = self.killed
-            if not killed:
-                try:  # the server hung up: so does the proxy, in the same polite way
-                    self.client.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-            self._pump_done()
+            self._half_close(self.client)  # the server hung up: so does the proxy, in the same polite way
 
 
 class SqlProxy:

@@ -104,7 +104,7 @@ def test_schema_statements_are_idempotent():
     ), [s[:60] for s in statements]
     triggers = [s for s in statements if s.startswith("CREATE OR REPLACE TRIGGER")]
     assert len(triggers) == 3 and all("DELIMITER" not in s and not s.endswith("$$") for s in triggers)
-    assert "END IF" in triggers[1] and triggers[1].count(";") == 1  # its body kept whole
+    assert triggers[1].count("END IF") == 2 and triggers[1].count(";") == 4  # its body kept whole
 
 
 def test_no_sql_strings_in_python():

@@ -31,4 +31,6 @@ UPDATE movers3_counts SET objects = 0, bytes = 0;
 -- writes committed after it add their own change once this commits.
 INSERT INTO movers3_counts (state, slot, objects, bytes)
 SELECT state, 0, COUNT(*), COALESCE(SUM(size), 0) FROM movers3_objects GROUP BY state
+UNION ALL
+SELECT 'source_deleted', 0, COUNT(*), COALESCE(SUM(size), 0) FROM movers3_objects WHERE source_deleted_at IS NOT NULL
 ON DUPLICATE KEY UPDATE objects = VALUES(objects), bytes = VALUES(bytes);

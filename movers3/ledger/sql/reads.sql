@@ -7,8 +7,10 @@
 SELECT state, SUM(objects), SUM(bytes) FROM movers3_counts GROUP BY state;
 
 -- rows_count_by_state --
--- Counts and bytes per state, for `status`.
-SELECT state, COUNT(*), COALESCE(SUM(size), 0) FROM movers3_objects GROUP BY state;
+-- Counts and bytes per state, and of the rows whose source was deleted, for `status --exact`.
+SELECT state, COUNT(*), COALESCE(SUM(size), 0) FROM movers3_objects GROUP BY state
+UNION ALL
+SELECT 'source_deleted', COUNT(*), COALESCE(SUM(size), 0) FROM movers3_objects WHERE source_deleted_at IS NOT NULL;
 
 -- rows_done_since --
 -- Rows and bytes finished in the last N seconds, for the rate and ETA in `status`, with the
@@ -32,14 +34,14 @@ ORDER BY s.id;
 -- rows_report --
 -- Every row in id order, streamed for `report`.
 SELECT id, old_bucket, old_key, new_bucket, new_key, state, size, attempts, last_error,
-       source_etag, dest_etag, copy_method, verified_by, checksum, done_at
+       source_etag, dest_etag, copy_method, verified_by, checksum, done_at, source_deleted_at
 FROM movers3_objects
 ORDER BY id;
 
 -- rows_report_in_state --
 -- The rows in one state in id order, streamed for `report --state` (served by the `claimable` index).
 SELECT id, old_bucket, old_key, new_bucket, new_key, state, size, attempts, last_error,
-       source_etag, dest_etag, copy_method, verified_by, checksum, done_at
+       source_etag, dest_etag, copy_method, verified_by, checksum, done_at, source_deleted_at
 FROM movers3_objects
 WHERE state = %(state)s
 ORDER BY id;
@@ -59,23 +61,28 @@ SELECT MIN(id), MAX(id) FROM movers3_objects WHERE state = 'done';
 
 -- rows_done_from --
 -- The first done row at or after an id (a random point of the sample).
-SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, copy_method
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, copy_method, checksum,
+       source_deleted_at
 FROM movers3_objects
 WHERE state = 'done' AND id >= %(id)s
 ORDER BY id
 LIMIT 1;
 
--- rows_done_all --
--- Every done row in id order, streamed for `verify --sample 0`.
-SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, copy_method
+-- rows_done_page --
+-- Done rows in id order after a cursor, a page at a time, for `verify --sample 0` (served by the
+-- `claimable` index): no read stays open while verify writes what it found.
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, copy_method, checksum,
+       source_deleted_at
 FROM movers3_objects
-WHERE state = 'done'
-ORDER BY id;
+WHERE state = 'done' AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s;
 
 -- rows_deletable_page --
 -- `delete-source`: done rows of one source whose copy was verified and whose source is still there,
 -- in id order from a cursor (the `deletable` index reads no row whose source is already deleted).
-SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, copy_method
+SELECT id, old_bucket, old_key, new_bucket, new_key, size, source_etag, dest_etag, copy_method, checksum,
+       source_deleted_at
 FROM movers3_objects
 WHERE state = 'done' AND source_deleted_at IS NULL AND id > %(after)s
   AND verified_by IS NOT NULL

@@ -1,4 +1,4 @@
--- The movers3 ledger (version 4 at the end of this file). Every statement is idempotent: `movers3 init`
+-- The movers3 ledger (version 5 at the end of this file). Every statement is idempotent: `movers3 init`
 -- runs them all, in order, on a new ledger or on one of an older version alike.
 -- Keys are VARBINARY so that they compare as the exact bytes S3 uses (case, trailing spaces and
 -- Unicode normalisation all count); buckets are ASCII with a binary collation for the same reason.
@@ -165,17 +165,37 @@ CREATE OR REPLACE TRIGGER movers3_objects_count_insert AFTER INSERT ON movers3_o
     VALUES (NEW.state, CONNECTION_ID() % 16, 1, CAST(NEW.size AS SIGNED))
     ON DUPLICATE KEY UPDATE objects = objects + 1, bytes = bytes + VALUES(bytes)
 $$
+-- Besides the states, 'source_deleted' counts the rows whose source `delete-source` removed (version 5).
 CREATE OR REPLACE TRIGGER movers3_objects_count_update AFTER UPDATE ON movers3_objects FOR EACH ROW
+BEGIN
     IF NEW.state <> OLD.state OR NEW.size <> OLD.size THEN
         INSERT INTO movers3_counts (state, slot, objects, bytes)
         VALUES (OLD.state, CONNECTION_ID() % 16, -1, -CAST(OLD.size AS SIGNED)),
                (NEW.state, CONNECTION_ID() % 16, 1, CAST(NEW.size AS SIGNED))
         ON DUPLICATE KEY UPDATE objects = objects + VALUES(objects), bytes = bytes + VALUES(bytes);
-    END IF
+    END IF;
+    IF (NEW.source_deleted_at IS NULL) <> (OLD.source_deleted_at IS NULL) THEN
+        INSERT INTO movers3_counts (state, slot, objects, bytes)
+        VALUES ('source_deleted', CONNECTION_ID() % 16, IF(NEW.source_deleted_at IS NULL, -1, 1),
+                IF(NEW.source_deleted_at IS NULL, -CAST(OLD.size AS SIGNED), CAST(NEW.size AS SIGNED)))
+        ON DUPLICATE KEY UPDATE objects = objects + VALUES(objects), bytes = bytes + VALUES(bytes);
+    END IF;
+END
 $$
 CREATE OR REPLACE TRIGGER movers3_objects_count_delete AFTER DELETE ON movers3_objects FOR EACH ROW
     INSERT INTO movers3_counts (state, slot, objects, bytes)
-    VALUES (OLD.state, CONNECTION_ID() % 16, -1, -CAST(OLD.size AS SIGNED))
+    VALUES (OLD.state, CONNECTION_ID() % 16, -1, -CAST(OLD.size AS SIGNED)),
+           ('source_deleted', CONNECTION_ID() % 16, -(OLD.source_deleted_at IS NOT NULL),
+            -IF(OLD.source_deleted_at IS NULL, 0, CAST(OLD.size AS SIGNED)))
     ON DUPLICATE KEY UPDATE objects = objects + VALUES(objects), bytes = bytes + VALUES(bytes)
 $$
 DELIMITER ;
+
+-- Version 5: a catch-up round never moves a row backwards.
+-- The LastModified of the source version the row describes (UTC, to the second, as S3 keeps it): from
+-- the listing or manifest that queued that version, moved on by a worker that found a newer one
+-- (SourceChanged). A catch-up round queues a row again only for a version listed later than this
+-- (judge.py says how a tie in one second is settled). NULL: unknown (seeded before version 5, or from a
+-- manifest without dates), and any other ETag or size queues the row again, as before version 5.
+ALTER TABLE movers3_objects ADD COLUMN IF NOT EXISTS
+    source_last_modified DATETIME NULL AFTER source_version_id;

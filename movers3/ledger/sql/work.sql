@@ -45,6 +45,7 @@ WHERE id IN %(ids)s AND (id, claim_token) IN %(claims)s AND state = 'in_progress
 -- came from: rows whose lease this worker lost, or that it holds under a newer claim, are left
 -- alone, and the caller compares the count. A row already in its outcome's state under that same
 -- claim is this very finish, committed before a dropped connection hid it: written again, alike.
+-- A worker that found a newer source version (SourceChanged) records its size, ETag and LastModified.
 UPDATE movers3_objects o
 JOIN JSON_TABLE(%(outcomes)s, '$[*]' COLUMNS (
     id           BIGINT UNSIGNED PATH '$.id',
@@ -52,6 +53,7 @@ JOIN JSON_TABLE(%(outcomes)s, '$[*]' COLUMNS (
     attempts     INT UNSIGNED    PATH '$.attempts',
     size         BIGINT UNSIGNED PATH '$.size',
     source_etag  VARCHAR(128)    PATH '$.source_etag',
+    source_last_modified DATETIME PATH '$.source_last_modified',
     dest_etag    VARCHAR(128)    PATH '$.dest_etag',
     copy_method  VARCHAR(32)     PATH '$.copy_method',
     verified_by  VARCHAR(32)     PATH '$.verified_by',
@@ -64,6 +66,7 @@ SET o.state = j.state,
     o.attempts = j.attempts,
     o.size = COALESCE(j.size, o.size),
     o.source_etag = COALESCE(j.source_etag, o.source_etag),
+    o.source_last_modified = COALESCE(j.source_last_modified, o.source_last_modified),
     o.dest_etag = j.dest_etag,
     o.copy_method = j.copy_method,
     o.verified_by = j.verified_by,
@@ -119,10 +122,15 @@ SELECT EXISTS (SELECT 1 FROM movers3_seeds WHERE state = 'listing'), EXISTS (SEL
 SELECT EXISTS (SELECT 1 FROM movers3_objects WHERE state IN ('pending', 'in_progress'));
 
 -- rows_failed_retry --
--- `movers3 retry`: failed rows back to pending with a fresh attempt budget.
+-- `movers3 retry`: failed rows back to pending with a fresh attempt budget; not those whose source
+-- `delete-source` removed on purpose (nothing is left to copy them from).
 UPDATE movers3_objects
 SET state = 'pending', attempts = 0, lease_owner = NULL, claim_token = NULL, lease_expires_at = NULL
-WHERE state = 'failed';
+WHERE state = 'failed' AND source_deleted_at IS NULL;
+
+-- rows_failed_source_deleted --
+-- Failed rows whose source `delete-source` removed: `retry` leaves them and says how many.
+SELECT COUNT(*) FROM movers3_objects WHERE state = 'failed' AND source_deleted_at IS NOT NULL;
 
 -- rows_fail_if_done --
 -- `verify --mark-failed`: a done row whose copy no longer checks out goes to failed, for `retry`.

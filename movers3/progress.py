@@ -1,0 +1,36 @@
+"""Progress of a long command (`verify`, `delete-source`): one `progress` log event every
+PROGRESS_SECONDS with the counts so far and the rate, and one at the end, so that a run over millions
+of rows shows it is moving (and how fast) on a terminal, in a container log or in CloudWatch."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+PROGRESS_SECONDS = 10.0
+
+
+class Progress:
+    def __init__(self, command: str, *, total: int | None = None, seconds: float = PROGRESS_SECONDS) -> None:
+        self.log = structlog.get_logger(__name__).bind(command=command)
+        self.total = total
+        self.seconds = seconds
+        self._started = self._last = time.monotonic()
+
+    def tick(self, rows: int, **counts: int) -> None:
+        """`rows` done so far; logs when a period has passed since the last line."""
+        now = time.monotonic()
+        if now - self._last >= self.seconds:
+            self._last = now
+            self._line("progress", rows, now, counts)
+
+    def done(self, rows: int, **counts: int) -> None:
+        self._line("progress_final", rows, time.monotonic(), counts)
+
+    def _line(self, event: str, rows: int, now: float, counts: dict[str, int]) -> None:
+        elapsed = max(now - self._started, 1e-9)
+        extra = {"of": self.total} if self.total is not None else {}
+        self.log.info(
+            event, rows=rows, **extra, **counts, rows_per_second=round(rows / elapsed, 1), seconds=round(elapsed, 1)
+        )

@@ -209,7 +209,8 @@ GROUPS: dict[str, tuple[Option, ...]] = {
     "Ledger": (
         Option("MYSQL_URL", "mysql+pymysql://sketchUser:sketchPassword@localhost/sketch",
                Parser(lambda name, text: parse_mysql_url(text), "mysql+pymysql://user:pass@host[:port]/db",
-                      strip=False), "the ledger database (?unix_socket=/path allowed)", LEDGER, secret=True),
+                      strip=False), "the ledger database (?unix_socket=/path; TLS: ?ssl_ca=FILE, see "
+               "docs/operations.md)", LEDGER, secret=True),
         Option("LEASE_SECONDS", "120", values.whole(5, 86400), "how long a claimed row or seed part is held without "
                "renewal (renewed every third of it)", ("seed", "worker", "run")),
         Option("MAX_ATTEMPTS", "5", values.whole(1, 100),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -55,10 +56,13 @@ class MysqlUrl:
     port: int
     database: str
     unix_socket: str | None = None
+    # TLS, as SQLAlchemy's pymysql dialect passes it through: ssl_ca, ssl_cert, ssl_key (paths), and
+    # ssl_verify_cert, ssl_verify_identity (booleans). None: plain TCP.
+    tls: tuple[tuple[str, str | bool], ...] | None = None
 
     def safe(self) -> str:
         where = self.unix_socket or f"{self.host}:{self.port}"
-        return f"mysql://{self.user}@{where}/{self.database}"
+        return f"mysql://{self.user}@{where}/{self.database}" + (" (TLS)" if self.tls else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,9 +184,10 @@ def parse_mysql_url(value: str) -> MysqlUrl:
     if parts.scheme not in ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"):
         raise ConfigError(f"{name}: scheme must be mysql+pymysql:// (got {parts.scheme or 'none'!r})")
     query = parse_qs(parts.query)
-    unknown = sorted(set(query) - {"unix_socket", "charset"})
+    unknown = sorted(set(query) - {"unix_socket", "charset", *_TLS_FILES, *_TLS_FLAGS})
     if unknown:
         raise ConfigError(f"{name}: unsupported query parameter(s): {', '.join(unknown)}")
+    tls = _tls(name, query)
     socket = query.get("unix_socket", [None])[0]
     database = unquote(parts.path.lstrip("/"))
     if not parts.username:
@@ -198,7 +203,39 @@ def parse_mysql_url(value: str) -> MysqlUrl:
         port=port or 3306,
         database=database,
         unix_socket=socket,
+        tls=tls,
     )
+
+
+# MYSQL_URL's TLS parameters: files, and switches (ssl_check_hostname is SQLAlchemy's other name for
+# ssl_verify_identity).
+_TLS_FILES = ("ssl_ca", "ssl_cert", "ssl_key")
+_TLS_FLAGS = {
+    "ssl_verify_cert": "ssl_verify_cert",
+    "ssl_verify_identity": "ssl_verify_identity",
+    "ssl_check_hostname": "ssl_verify_identity",
+}
+
+
+def _tls(name: str, query: dict[str, list[str]]) -> tuple[tuple[str, str | bool], ...] | None:
+    found: dict[str, str | bool] = {}
+    for key in _TLS_FILES:
+        if key in query:
+            path = query[key][0]
+            if not Path(path).is_file():
+                raise ConfigError(f"{name}: {key} names no readable file ({path!r})")
+            found[key] = path
+    for key, meaning in _TLS_FLAGS.items():
+        if key in query:
+            found[meaning] = read_bool(f"{name} {key}", query[key][0])
+    if "ssl_ca" in found:
+        # A CA is given to be checked against: the certificate and the host name it names, unless the
+        # URL turns that off (PyMySQL alone would encrypt and check nothing).
+        found.setdefault("ssl_verify_cert", True)
+        found.setdefault("ssl_verify_identity", True)
+    if ("ssl_cert" in found) != ("ssl_key" in found):
+        raise ConfigError(f"{name}: ssl_cert and ssl_key go together (a client certificate and its key)")
+    return tuple(sorted(found.items())) or None
 
 
 def engine_installed(name: str, engine: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.resources
 import re
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -173,6 +174,9 @@ class Database:
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 read_timeout=READ_TIMEOUT_SECONDS,
                 write_timeout=READ_TIMEOUT_SECONDS,
+                # ssl_ca, ssl_cert, ssl_key, ssl_verify_cert, ssl_verify_identity, as MYSQL_URL gave them:
+                # with a CA, the server's certificate and host name are checked unless it says otherwise.
+                **dict(url.tls or ()),
                 # READ COMMITTED: SKIP LOCKED claims take no gap locks, so claimers never wait on each other.
                 # UTC: leases are NOW(6) + seconds, compared with NOW(6) by other sessions; in the
                 # server's own zone a daylight-saving change would expire every lease at once in spring
@@ -273,6 +277,10 @@ class Database:
     def _translate(self, exc: pymysql.MySQLError) -> LedgerError:
         code = _code(exc)
         where = self.url.safe()
+        tls = _tls_failure(exc)
+        if tls:
+            # Configuration, not an outage: said at once, never waited out as a restart would be.
+            return LedgerError(f"TLS with the ledger database at {where} failed: {tls}")
         if code in _CANT_CONNECT or code in _LOST or isinstance(exc, pymysql.err.InterfaceError):
             return LedgerUnavailable(f"cannot reach the ledger database at {where} (error {code})")
         if code == _ACCESS_DENIED:
@@ -294,6 +302,19 @@ class Database:
 
 def _code(exc: pymysql.MySQLError) -> int:
     return exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """The TLS reason a connection failed for (a certificate not trusted, a name that doesn't match,
+    a server that won't speak TLS), from the error or its cause; None for any other failure."""
+    text = " ".join(str(a) for a in getattr(exc, "args", ()))
+    cause = exc.__cause__ or exc.__context__
+    found = re.search(r"\[SSL[^\]]*\][^)'\"]*|certificate verify failed[^)'\"]*|hostname mismatch[^)'\"]*", text)
+    if found:
+        return re.sub(r"\s*\(_ssl\.c:\d+\)?$", "", found.group(0).strip())
+    if isinstance(cause, ssl.SSLError):
+        return str(cause)
+    return None
 
 
 def _message(exc: pymysql.MySQLError) -> str:

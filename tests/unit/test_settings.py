@@ -135,3 +135,15 @@ def test_secrets_never_print():
     assert SECRET not in str(s)
     assert SECRET not in s.mysql.safe()
     assert set(s.secrets()) == {SECRET}
+
+
+def test_mysql_url_tls_parameters(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read here")
+    url = parse_mysql_url(f"mysql+pymysql://u:p%40ss%2Fw%23rd@db.example:3306/sketch?ssl_ca={ca}")
+    assert url.password.reveal() == "p@ss/w#rd" and url.safe() == "mysql://u@db.example:3306/sketch (TLS)"
+    # A CA given is checked against, certificate and host name, unless the URL says otherwise.
+    assert dict(url.tls) == {"ssl_ca": str(ca), "ssl_verify_cert": True, "ssl_verify_identity": True}
+    relaxed = parse_mysql_url(f"mysql://u:p@h/db?ssl_ca={ca}&ssl_check_hostname=false")
+    assert dict(relaxed.tls)["ssl_verify_identity"] is False
+    assert parse_mysql_url("mysql://u:p@h/db").tls is None

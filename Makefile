@@ -34,9 +34,10 @@ system-deps:
 		echo "installing mariadb-server from Debian's packages"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mariadb-server mariadb-client tzdata; \
 	fi
-	@# The lease tests load the time zone tables from the system's zoneinfo.
-	@if [ ! -d /usr/share/zoneinfo/Europe ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends tzdata; \
+	@# The lease tests load the time zone tables from the system's zoneinfo; the TLS tests make
+	@# certificates with openssl.
+	@if [ ! -d /usr/share/zoneinfo/Europe ] || ! command -v openssl >/dev/null 2>&1; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends tzdata openssl; \
 	fi
 
 demo: venv system-deps

@@ -1,4 +1,5 @@
-"""Progress of a long command (`verify`, `delete-source`): one `progress` log event every
+"""Periods a loop polls (`Every`), and the progress of a long command (`verify`, `delete-source`):
+one `progress` log event every
 PROGRESS_SECONDS with the counts so far and the rate, and one at the end, so that a run over millions
 of rows shows it is moving (and how fast) on a terminal, in a container log or in CloudWatch."""
 
@@ -11,18 +12,30 @@ import structlog
 PROGRESS_SECONDS = 10.0
 
 
-class Progress:
-    def __init__(self, command: str, *, total: int | None = None, seconds: float = PROGRESS_SECONDS) -> None:
-        self.log = structlog.get_logger(__name__).bind(command=command)
-        self.total = total
+class Every:
+    """A period polled by a loop: due once per `seconds`, the first time after `first` seconds."""
+
+    def __init__(self, seconds: float, *, first: float) -> None:
         self.seconds = seconds
-        self._started = self._last = time.monotonic()
+        self._next = time.monotonic() + first
+
+    def due(self, now: float) -> bool:
+        if now < self._next:
+            return False
+        self._next = now + self.seconds
+        return True
+
+
+class Progress:
+    def __init__(self, command: str) -> None:
+        self.log = structlog.get_logger(__name__).bind(command=command)
+        self._period = Every(PROGRESS_SECONDS, first=PROGRESS_SECONDS)
+        self._started = time.monotonic()
 
     def tick(self, rows: int, **counts: int) -> None:
         """`rows` done so far; logs when a period has passed since the last line."""
         now = time.monotonic()
-        if now - self._last >= self.seconds:
-            self._last = now
+        if self._period.due(now):
             self._line("progress", rows, now, counts)
 
     def done(self, rows: int, **counts: int) -> None:
@@ -30,7 +43,4 @@ class Progress:
 
     def _line(self, event: str, rows: int, now: float, counts: dict[str, int]) -> None:
         elapsed = max(now - self._started, 1e-9)
-        extra = {"of": self.total} if self.total is not None else {}
-        self.log.info(
-            event, rows=rows, **extra, **counts, rows_per_second=round(rows / elapsed, 1), seconds=round(elapsed, 1)
-        )
+        self.log.info(event, rows=rows, **counts, rows_per_second=round(rows / elapsed, 1), seconds=round(elapsed, 1))

@@ -42,6 +42,7 @@ _DB_ACCESS_DENIED = 1044
 _UNKNOWN_DB = 1049
 _NO_SUCH_TABLE = 1146
 _DUPLICATE_KEY = (1062, 1586)
+_TLS_UNSUPPORTED = 2026  # CR_SSL_CONNECTION_ERROR: TLS asked for, the server has none
 _COMMAND_DENIED = (1142, 1143)
 _DEADLOCK, _LOCK_WAIT = 1213, 1205
 _CANT_CONNECT = (2002, 2003, 2005)
@@ -304,16 +305,14 @@ def _code(exc: pymysql.MySQLError) -> int:
     return exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
 
 
-def _tls_failure(exc: BaseException) -> str | None:
-    """The TLS reason a connection failed for (a certificate not trusted, a name that doesn't match,
-    a server that won't speak TLS), from the error or its cause; None for any other failure."""
-    text = " ".join(str(a) for a in getattr(exc, "args", ()))
-    cause = exc.__cause__ or exc.__context__
-    found = re.search(r"\[SSL[^\]]*\][^)'\"]*|certificate verify failed[^)'\"]*|hostname mismatch[^)'\"]*", text)
-    if found:
-        return re.sub(r"\s*\(_ssl\.c:\d+\)?$", "", found.group(0).strip())
-    if isinstance(cause, ssl.SSLError):
-        return str(cause)
+def _tls_failure(exc: pymysql.MySQLError) -> str | None:
+    """Why TLS failed (a certificate not trusted, a name that doesn't match, a server without TLS), or
+    None for any other failure. PyMySQL keeps the socket's own error as `original_exception`."""
+    if _code(exc) == _TLS_UNSUPPORTED:
+        return _message(exc)
+    original = getattr(exc, "original_exception", None)
+    if isinstance(original, ssl.SSLError):
+        return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(original))
     return None
 
 

@@ -5,27 +5,13 @@ log progress (every PROGRESS_SECONDS)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import structlog
 
 from movers3.ledger.work import WorkQueue
+from movers3.progress import PROGRESS_SECONDS, Every
 from movers3.worker.completer import Stats
-
-PROGRESS_SECONDS = 10.0
-
-
-class Every:
-    """A period the loop polls: due once per `seconds`, the first time after `first` seconds."""
-
-    def __init__(self, seconds: float, *, first: float) -> None:
-        self.seconds = seconds
-        self._next = time.monotonic() + first
-
-    def due(self, now: float) -> bool:
-        if now < self._next:
-            return False
-        self._next = now + self.seconds
-        return True
 
 
 class Housekeeping:
@@ -52,10 +38,12 @@ class Housekeeping:
     def seconds(self) -> float:
         return round(time.monotonic() - self._started, 3)
 
-    def tick(self, held: list[tuple[int, int]]) -> None:
-        """The chores that are due, for the rows held (in flight) now: (id, claim token) pairs."""
+    def tick(self, in_flight: Callable[[], list[tuple[int, int]]]) -> None:
+        """The chores that are due. `in_flight` gives the rows held now, (id, claim token) pairs: asked
+        only when a chore needs them, not at every pass of the loop."""
         now = time.monotonic()
         if self._renew.due(now):
+            held = in_flight()
             asked = time.time()
             renewed = self.work.renew(self.owner, held, self.lease)
             if renewed < len(held):
@@ -73,6 +61,6 @@ class Housekeeping:
                 done=s.done,
                 failed=s.failed,
                 bytes=s.bytes,
-                in_flight=len(held),
+                in_flight=len(in_flight()),
                 objects_per_second=round(s.done / (now - self._started), 1),
             )

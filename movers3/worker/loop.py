@@ -130,7 +130,7 @@ class Worker:
         idle = POLL_MIN_SECONDS
         while not self.stopped.is_set():
             self.observer.loop_tick(WORKING if self._inflight else IDLE, len(self._inflight))
-            self._housekeeping.tick([(row.id, row.token) for row, _ in self._inflight.values()])
+            self._housekeeping.tick(self._held)
             if len(self._inflight) <= self.config.threads:
                 self._claim(pool)
             if not self._inflight:
@@ -170,6 +170,9 @@ class Worker:
             future = pool.submit(self._copy, row)
             self._inflight[row.id] = (row, future)
             future.add_done_callback(functools.partial(self._announce, row.id))
+
+    def _held(self) -> list[tuple[int, int]]:
+        return [(row.id, row.token) for row, _ in self._inflight.values()]
 
     def _announce(self, row_id: int, _: Future) -> None:
         self._finished.put(row_id)

@@ -95,31 +95,25 @@ def test_two_sources_racing_for_one_destination_key_get_one_row(route, stack):
 
 
 @pytest.fixture
-def zones(stack):
+def zones(route):
     """The server's time zone tables, and its global zone put back afterwards."""
-    stack.db.load_time_zones()
-    (before,) = admin_exec_root(stack, "SELECT @@GLOBAL.time_zone")[0]
+    route.stack.db.load_time_zones()
+    (before,) = admin_exec(route, "SELECT @@GLOBAL.time_zone")[0]
     yield
-    admin_exec_root(stack, "SET GLOBAL time_zone = %s", (before,))
+    admin_exec(route, "SET GLOBAL time_zone = %s", (before,))
 
 
-def admin_exec_root(stack, sql, params=None):
-    with stack.db.admin() as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall()
-
-
-def test_leases_outlive_a_daylight_saving_change_of_the_server_zone(route, stack, seeder_ledger, zones):
+def test_leases_outlive_a_daylight_saving_change_of_the_server_zone(route, seeder_ledger, zones):
     """A server whose zone observes daylight saving: the spring change moves its local time an hour
     ahead at once. The change is simulated by moving the global zone from CET's offset to CEST's
     (UTC+1 to UTC+2, as Europe/Berlin does on the last Sunday of March); sessions opened after it see
     local time an hour later, as they would. Leases counted in UTC don't move."""
-    admin_exec_root(stack, "SET GLOBAL time_zone = 'Europe/Berlin'")  # the zone loaded and usable
-    admin_exec_root(stack, "SET GLOBAL time_zone = 'Etc/GMT-1'")  # CET: UTC+1
+    admin_exec(route, "SET GLOBAL time_zone = 'Europe/Berlin'")  # the zone loaded and usable
+    admin_exec(route, "SET GLOBAL time_zone = 'Etc/GMT-1'")  # CET: UTC+1
     make_rows(seeder_ledger, route, 2)
     worker = WorkQueue(Database(load(route.env("worker", "m3_worker")).mysql))
     claimed = worker.claim_and_finish("w", 2, 600)[0]
-    admin_exec_root(stack, "SET GLOBAL time_zone = 'Etc/GMT-2'")  # CEST: UTC+2, an hour later
+    admin_exec(route, "SET GLOBAL time_zone = 'Etc/GMT-2'")  # CEST: UTC+2, an hour later
     rescuer = WorkQueue(Database(load(route.env("worker", "m3_worker")).mysql))  # a session opened after
     rescued = rescuer.rescue_expired(max_attempts=5)
     print(f"FENCING spring change (UTC+1 -> UTC+2): leases of 600 s requeued/failed by a new session={rescued}")

@@ -10,7 +10,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from movers3 import __version__, commands, logs
+from movers3 import __version__, check, commands, logs
 from movers3.exceptions import (
     EXIT_FAILED_ROWS,
     EXIT_INTERRUPTED,
@@ -29,11 +29,11 @@ DEFAULT_RUN_WORKERS = 4
 DEFAULT_VERIFY_SAMPLE = 100
 
 EPILOG = """\
-Settings come from environment variables; the flags above override them. Secrets
-(AWS_SECRET_ACCESS_KEY, the password in MYSQL_URL) are read from the environment only.
-Exit codes: 0 ok, 1 some rows failed (healthcheck: unhealthy), 2 bad configuration or
-usage, 3 ledger database error, 4 ledger schema missing or outdated, 5 S3 error,
-130 interrupted."""
+Settings come from environment variables; the flags above override them. Secrets (the
+S3 secret keys, AWS_SESSION_TOKEN, MYSQL_URL's password) come from the environment only.
+Exit codes: 0 ok, 1 some rows failed (healthcheck: unhealthy; check: a check not ok),
+2 bad configuration or usage, 3 ledger database error, 4 ledger schema missing or
+outdated, 5 S3 error, 130 interrupted."""
 
 # Shown by `movers3 COMMAND --help`.
 EXAMPLES = {
@@ -55,6 +55,7 @@ EXAMPLES = {
         "movers3 delete-source --max-deletes 100000",
     ],
     "load-samples": ["movers3 load-samples --count 500"],
+    "check": ["movers3 check", "movers3 check --role migrator", "movers3 check --role deleter --json | jq ."],
     "healthcheck": [
         "movers3 healthcheck --health-file /tmp/movers3/health",
         "HEALTH_FILE=/tmp/movers3/health HEALTH_MAX_AGE=30 movers3 healthcheck",
@@ -97,6 +98,11 @@ COMMANDS: dict[str, tuple[Callable[..., int], str]] = {
     ),
     "plan": (commands.cmd_plan, "dry run: what a seed would add, bytes per storage class, restores and key problems"),
     "load-samples": (commands.cmd_load_samples, "create the buckets if missing and put N sample objects"),
+    "check": (
+        commands.cmd_check,
+        "preflight: settings, ledger, S3 credentials, buckets and each right of a role, proven without "
+        "changing anything",
+    ),
     "healthcheck": (cmd_healthcheck, "exit 0 if the local worker's loop is alive, 1 if it is stuck or gone"),
     "completion": (cmd_completion, "print a shell completion script (bash, zsh, tcsh)"),
 }
@@ -208,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="csv",
         help="csv (spreadsheet-safe) or jsonl (one JSON object a line, exact values)",
     )
+    parsers["check"].add_argument(
+        "--role",
+        choices=tuple(check.ROLES),
+        default=check.DEFAULT_ROLE,
+        help=f"whose rights to check (docs/permissions.md; default {check.DEFAULT_ROLE})",
+    )
+    parsers["check"].add_argument("--json", action="store_true", help="a JSON list: one object per check")
     parsers["completion"].add_argument("shell", choices=("bash", "zsh", "tcsh"), help="the shell to complete for")
     parsers["load-samples"].add_argument(
         "--count",
@@ -263,7 +276,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in NO_SETTINGS:
         return handler(None, args)
     try:
-        settings = load(os.environ, args.overrides)
+        try:
+            settings = load(os.environ, args.overrides)
+        except ConfigError as exc:
+            if args.command != "check":
+                raise
+            return commands.check_unloadable(exc, args, redact)
         redact = logs.Redactor(settings.secrets() + _env_secrets(os.environ))
         logs.configure(
             format=settings.log_format,
@@ -294,10 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _env_secrets(environ: dict | os._Environ) -> list[str]:
     """Secrets as given, even when the settings could not be built from them."""
-    found = [
-        environ.get(name, "")
-        for name in ("AWS_SECRET_ACCESS_KEY", "OLD_AWS_SECRET_ACCESS_KEY", "NEW_AWS_SECRET_ACCESS_KEY", "MYSQL_URL")
-    ]
+    found = [environ.get(option.env, "") for option in OPTIONS if option.secret]
     try:
         found.append(parse_mysql_url(environ.get("MYSQL_URL", "")).password.reveal())
     except ConfigError:

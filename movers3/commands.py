@@ -13,12 +13,14 @@ import threading
 
 import structlog
 
-from movers3 import logs, signals
+from movers3 import check, logs, routes, signals
 from movers3.delete_source import SourceDeleter
 from movers3.exceptions import (
+    EXIT_CONFIG,
     EXIT_FAILED_ROWS,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    ConfigError,
     Movers3Error,
     SchemaError,
     StorageError,
@@ -62,7 +64,7 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
         stats = seeder.run()
     older = f"{stats.older:,} older than the version copied (left alone), " if stats.older else ""
     print(
-        f"seeded {settings.old_bucket}/{settings.old_prefix}/ (round {stats.round}"
+        f"seeded {routes.route(settings.old_bucket, settings.old_prefix)} (round {stats.round}"
         f"{', from ' + args.manifest if args.manifest else ''}): {stats.listed:,} listed, {stats.added:,} added, "
         f"{stats.changed:,} changed, {older}{stats.skipped:,} skipped by this process"
     )
@@ -81,7 +83,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     worker_id = f"{args.worker_id}~{secrets.token_hex(3)}" if args.worker_id else new_worker_id()
     journal = UploadJournal.open(db, worker_id)
     copier = ObjectCopier.from_settings(settings, journal, stop)
-    s3.check_listable(copier.source, settings.old_bucket, settings.old_prefix + "/", tries=settings.max_attempts)
+    folder = routes.folder(settings.old_prefix)
+    s3.check_listable(copier.source, settings.old_bucket, folder, tries=settings.max_attempts)
     heartbeat = health.Heartbeat(settings.health_file)
     observers: list[WorkerObserver] = [heartbeat]
     server = None
@@ -169,8 +172,8 @@ def watch_status(db: Database, settings: Settings, args: argparse.Namespace) -> 
 
     watcher = Watcher(
         db,
-        source=f"{settings.old_bucket}/{settings.old_prefix}/",
-        dest=f"{settings.new_bucket}/{settings.new_prefix}/",
+        source=routes.route(settings.old_bucket, settings.old_prefix),
+        dest=routes.route(settings.new_bucket, settings.new_prefix),
         interval=args.interval,
         stop=stop,
         on_status=emit if args.json else None,
@@ -217,7 +220,7 @@ def cmd_delete_source(settings: Settings, args: argparse.Namespace) -> int:
     count = stats.would_delete if args.dry_run else stats.deleted
     skipped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(stats.skipped.items())) or "none"
     print(
-        f"{verb} {count:,} source objects under {settings.old_bucket}/{settings.old_prefix}/; "
+        f"{verb} {count:,} source objects under {routes.route(settings.old_bucket, settings.old_prefix)}; "
         f"{stats.already_gone:,} already gone; skipped: {skipped}"
         + (f"; stopped at --max-deletes {args.max_deletes:,}" if stats.guard_reached else "")
     )
@@ -268,8 +271,26 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_load_samples(settings: Settings, args: argparse.Namespace) -> int:
     count = load_samples(s3.client(settings.source), s3.client(settings.dest), settings, args.count)
-    print(f"put {count:,} sample objects under {settings.old_bucket}/{settings.old_prefix}/")
+    print(f"put {count:,} sample objects under {routes.route(settings.old_bucket, settings.old_prefix)}")
     return EXIT_OK
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    checks = check.run(settings, args.role)
+    _print_checks(checks, args, logs.Redactor(settings.secrets()))
+    return check.exit_code(checks)
+
+
+def check_unloadable(error: ConfigError, args: argparse.Namespace, redact: logs.Redactor) -> int:
+    """`check` with settings that do not load: the problem as its one line, and exit 2 as for any
+    command (nothing else can be checked without them)."""
+    _print_checks([check.Check("settings", check.PROBLEM, str(error))], args, redact)
+    return EXIT_CONFIG
+
+
+def _print_checks(checks: list[check.Check], args: argparse.Namespace, redact: logs.Redactor) -> None:
+    shown = [check.Check(c.name, c.status, redact(logs.escape_controls(c.detail))) for c in checks]
+    print(json.dumps([c.as_dict() for c in shown]) if args.json else check.render(shown))
 
 
 def open_ledger(settings: Settings) -> Database:

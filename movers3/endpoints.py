@@ -37,6 +37,13 @@ class Service:
     bare_url: str  # the URL without that bucket
 
     @classmethod
+    def aws(cls, region: str | None) -> Service:
+        """AWS's own endpoint for a region (None: the one the profile names, the same on both sides)."""
+        if not region:
+            return cls(("aws", "aws", ""), ("aws", "aws"), None, "")
+        return cls.of(f"https://s3.{region}.amazonaws.com" + (".cn" if region.startswith("cn-") else ""))
+
+    @classmethod
     def of(cls, url: str) -> Service:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -59,8 +66,11 @@ class Service:
         return cls(("aws", partition, region), ("aws", partition), in_host or in_path or None, f"{scheme}://{netloc}")
 
 
-def _service_url(name: str, text: str) -> str:
-    """An endpoint is a service; the buckets are OLD_BUCKET and NEW_BUCKET, which boto3 adds to it."""
+def _service_url(name: str, text: str) -> str | None:
+    """An endpoint is a service; the buckets are OLD_BUCKET and NEW_BUCKET, which boto3 adds to it.
+    None (the text empty, or AWS_KEYWORD): AWS's own endpoint for the region, which boto3 knows."""
+    if text.strip().lower() in ("", AWS_KEYWORD):
+        return None
     url = values.endpoint_url(name, text)
     service = Service.of(url)
     if service.bucket:
@@ -72,4 +82,5 @@ def _service_url(name: str, text: str) -> str:
     return url
 
 
-SERVICE_URL = dataclasses.replace(values.URL, read=_service_url)
+AWS_KEYWORD = "aws"
+SERVICE_URL = dataclasses.replace(values.URL, read=_service_url, accepts="http:// or https:// URL, or aws")

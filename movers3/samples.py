@@ -11,6 +11,7 @@ import botocore.exceptions
 import structlog
 from botocore.client import BaseClient
 
+from movers3 import routes
 from movers3.settings import Settings
 from movers3.transfer import s3
 
@@ -28,7 +29,7 @@ def sample_body(index: int) -> bytes:
 
 
 def sample_key(prefix: str, index: int) -> str:
-    return f"{prefix}/{index}.png"
+    return f"{routes.folder(prefix)}{index}.png"
 
 
 def ensure_bucket(client: BaseClient, bucket: str, region: str) -> bool:
@@ -54,8 +55,8 @@ def ensure_bucket(client: BaseClient, bucket: str, region: str) -> bool:
 
 
 def load_samples(client: BaseClient, dest_client: BaseClient, settings: Settings, count: int) -> int:
-    ensure_bucket(client, settings.old_bucket, settings.source.region)
-    ensure_bucket(dest_client, settings.new_bucket, settings.dest.region)
+    ensure_bucket(client, settings.old_bucket, client.meta.region_name)
+    ensure_bucket(dest_client, settings.new_bucket, dest_client.meta.region_name)
 
     def put(index: int) -> None:
         try:

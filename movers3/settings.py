@@ -26,19 +26,26 @@ class Endpoint:
     """One side of the copy: `OLD_*` for the source, `NEW_*` for the destination, each falling back
     to the shared `URL_ENDPOINT` / `AWS_*` values."""
 
-    url: str
+    url: str | None  # None: AWS's own endpoint for the region
     access_key: str | None
     secret_key: Secret | None
-    region: str
+    region: str | None  # None: the profile's region, else us-east-1 (s3.region)
     addressing_style: str
     # load() always passes it; the default is for endpoints built by hand (tests), and is the declaration's.
     timeout_seconds: int = dataclasses.field(
         default_factory=lambda: int(OPTION_BY_ENV["S3_TIMEOUT_SECONDS"].default or 0)
     )
+    profile: str | None = None  # AWS_PROFILE: the shared files' profile for credentials and region
+    session_token: Secret | None = None  # AWS_SESSION_TOKEN, with the shared keys it belongs to
 
     @property
     def service(self) -> Service:
-        return Service.of(self.url)
+        return Service.of(self.url) if self.url else Service.aws(self.region)
+
+    @property
+    def shown(self) -> str:
+        """The endpoint for people: its URL, or AWS's."""
+        return self.url or f"AWS S3 ({self.region or 'the default region'})"
 
     def same_service_as(self, other: Endpoint) -> bool:
         return self.service.identity == other.service.identity
@@ -102,7 +109,8 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value, so that log and error output can be scrubbed of them."""
-        values = [self.mysql.password, self.source.secret_key, self.dest.secret_key]
+        values = [self.mysql.password, *(e.secret_key for e in (self.source, self.dest))]
+        values += [e.session_token for e in (self.source, self.dest)]
         return [v.reveal() for v in values if v]
 
 
@@ -118,6 +126,9 @@ class Option:
     commands: tuple[str, ...]  # the commands that read it, and so take its flag
     secret: bool = False  # environment only: a flag would show in the process list
     fallback: str | None = None  # the shared variable read instead when this one is unset or blank
+    # The AWS SDKs' own variables, read in this order when this one is absent from the environment
+    # (not when it is set blank: `URL_ENDPOINT=` means AWS's endpoint).
+    sdk: tuple[str, ...] = ()
     blank_is_default: bool = False  # `X=` (how compose files unset) means the default, not an empty value
 
     @property
@@ -131,7 +142,8 @@ class Option:
     def shown_default(self, quote: Callable[[str], str] = str) -> str:
         if self.fallback:
             return f"as {quote(self.fallback)}"
-        return "none" if self.default is None else quote(self.default)
+        default = "none" if self.default is None else quote(self.default)
+        return ", ".join([*map(quote, self.sdk), f"else {default}"]) if self.sdk else default
 
 
 # Who reads what, from each cmd_* function in cli.py and what it calls. healthcheck and completion load
@@ -148,12 +160,23 @@ EVERY = (
     "delete-source",
     "plan",
     "load-samples",
+    "check",
 )
 LEDGER = tuple(c for c in EVERY if c != "load-samples")
-SOURCE = ("seed", "worker", "run", "verify", "delete-source", "plan", "load-samples")
-DEST = ("worker", "run", "verify", "delete-source", "load-samples")
-OLD_ROUTE = ("seed", "worker", "run", "status", "delete-source", "plan", "load-samples")  # status --watch shows it
+SOURCE = ("seed", "worker", "run", "verify", "delete-source", "plan", "load-samples", "check")
+DEST = ("worker", "run", "verify", "delete-source", "load-samples", "check")
+OLD_ROUTE = (
+    "seed",
+    "worker",
+    "run",
+    "status",
+    "delete-source",
+    "plan",
+    "load-samples",
+    "check",
+)  # status --watch shows it
 COPYING = ("worker", "run")  # run starts workers, and its flags reach them as variables
+CHECKED = (*COPYING, "check")  # what `check` probes of the workers' settings
 HEALTH = ("worker", "healthcheck")
 
 
@@ -185,11 +208,17 @@ def _side(side: str, where: str, commands: tuple[str, ...]) -> tuple[Option, ...
 # fmt: off
 GROUPS: dict[str, tuple[Option, ...]] = {
     "S3": (
-        Option("URL_ENDPOINT", "http://localhost:8080", SERVICE_URL, "S3 endpoint of both sides", SOURCE),
+        Option("URL_ENDPOINT", "http://localhost:8080", SERVICE_URL, "S3 endpoint of both sides; `aws` or set "
+               "empty: AWS's own endpoint for the region", SOURCE, sdk=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")),
         Option("AWS_ACCESS_KEY_ID", None, values.KEY_ID, "S3 access key id (unset: boto3's default chain)", SOURCE),
         Option("AWS_SECRET_ACCESS_KEY", None, values.SECRET, "S3 secret key (unset: boto3's default chain)", SOURCE,
                secret=True),
-        Option("AWS_REGION", "us-east-1", values.REGION, "S3 region", SOURCE, blank_is_default=True),
+        Option("AWS_SESSION_TOKEN", None, values.SECRET, "session token of temporary AWS_ACCESS_KEY_ID keys (not "
+               "of OLD_/NEW_ ones)", SOURCE, secret=True),
+        Option("AWS_PROFILE", None, values.PROFILE, "profile of the shared AWS files (~/.aws/config, credentials) "
+               "for credentials and region", SOURCE),
+        Option("AWS_REGION", None, values.REGION, "S3 region (unset: the profile's region, else us-east-1)", SOURCE,
+               blank_is_default=True, sdk=("AWS_DEFAULT_REGION",)),
         Option("S3_ADDRESSING_STYLE", "path", values.one_of("path", "virtual", "auto"),
                "bucket in the URL's path, or in its host name (virtual)", SOURCE),
         Option("S3_TIMEOUT_SECONDS", "300", values.whole(1, 3600), "seconds one S3 request may wait for the server",
@@ -199,12 +228,12 @@ GROUPS: dict[str, tuple[Option, ...]] = {
     ),
     "Route": (
         Option("OLD_BUCKET", "legacy-s3", values.BUCKET, "source bucket", OLD_ROUTE),
-        Option("OLD_PREFIX", "images", values.FOLDER, "source folder: images covers images/... and nothing else",
-               OLD_ROUTE),
+        Option("OLD_PREFIX", "images", values.FOLDER, "source folder: images covers images/... and nothing else; "
+               "/ is the whole bucket", OLD_ROUTE),
         Option("NEW_BUCKET", "production-s3", values.BUCKET, "destination bucket",
-               ("seed", "run", "status", "plan", "load-samples")),
-        Option("NEW_PREFIX", "avatar", values.FOLDER, "destination folder: images/a/b.png becomes avatar/a/b.png",
-               ("seed", "run", "status", "plan")),
+               ("seed", "run", "status", "plan", "load-samples", "check")),
+        Option("NEW_PREFIX", "avatar", values.FOLDER, "destination folder: images/a/b.png becomes avatar/a/b.png; "
+               "/ is the bucket's root (a/b.png)", ("seed", "run", "status", "plan", "check")),
     ),
     "Ledger": (
         Option("MYSQL_URL", "mysql+pymysql://sketchUser:sketchPassword@localhost/sketch",
@@ -218,7 +247,7 @@ GROUPS: dict[str, tuple[Option, ...]] = {
                ("seed", "worker", "run", "plan")),
         Option("CLAIM_BATCH", "64", values.whole(1, 1000), "rows claimed per transaction", COPYING),
         Option("REPOINT_SQL_FILE", None, values.PATH, "a file holding one UPDATE of the application's table, run "
-               "in the transaction that marks each row done (README, \"Re-pointing\")", COPYING),
+               "in the transaction that marks each row done (README, \"Re-pointing\")", CHECKED),
     ),
     "Seed": (
         Option("SEED_THREADS", "4", values.whole(1, 64), "parts of the source one process lists at once; run more seed "
@@ -229,7 +258,7 @@ GROUPS: dict[str, tuple[Option, ...]] = {
         Option("WORKER_THREADS", "16", values.whole(1, 256), "concurrent copies per worker process", COPYING),
         Option("COPY_MODE", "auto", values.one_of("auto", "server", "stream", lower=True),
                "server (CopyObject), stream (GET then PUT through the worker), or auto: server when both sides "
-               "share endpoint and credentials", COPYING),
+               "share endpoint and credentials", CHECKED),
         Option("COPY_ENGINE", "crt", values.one_of("boto3", "crt", lower=True, then=values.engine_installed),
                "client for single-part copies: crt (awscrt) or boto3 (docs/benchmarks.md)", COPYING),
         Option("MULTIPART_THRESHOLD", "64MiB", values.sized(5 * MIB, 5 * GIB),
@@ -244,10 +273,10 @@ GROUPS: dict[str, tuple[Option, ...]] = {
         Option("NEW_ACL", None, values.one_of("private", "public-read", "public-read-write", "authenticated-read",
                                         "aws-exec-read", "bucket-owner-read", "bucket-owner-full-control",
                                         optional=True, metavar="ACL"),
-               "canned ACL applied to each new object with PutObjectAcl", COPYING),
+               "canned ACL applied to each new object with PutObjectAcl", CHECKED),
         Option("NEW_SSE", None, values.one_of("AES256", "aws:kms", "aws:kms:dsse", optional=True),
-               "server-side encryption of new objects", COPYING),
-        Option("NEW_SSE_KMS_KEY_ID", None, values.KEY_ID, "KMS key for NEW_SSE=aws:kms or aws:kms:dsse", COPYING),
+               "server-side encryption of new objects", CHECKED),
+        Option("NEW_SSE_KMS_KEY_ID", None, values.KEY_ID, "KMS key for NEW_SSE=aws:kms or aws:kms:dsse", CHECKED),
         Option("WEBSITE_REDIRECTS", "auto", values.one_of("auto", "always", "never", lower=True), "carry "
                "x-amz-website-redirect-location: always (one HEAD per object), never, or auto (multipart, "
                "streamed and zero-byte objects)", COPYING),
@@ -283,27 +312,44 @@ DEFAULT_HEALTH_MAX_AGE = int(OPTION_BY_ENV["HEALTH_MAX_AGE"].default or 0)
 def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
     """Build the settings from the environment with CLI overrides (keyed by env name) on top. Every
     variable is read and checked, whichever command runs."""
-    given = {o.env: o.default for o in OPTIONS}
-    given.update({k: v for k, v in environ.items() if k in OPTION_BY_ENV})
-    given.update({k: str(v) for k, v in (overrides or {}).items() if v is not None})
+    given: dict[str, str | None] = {o.env: o.default for o in OPTIONS}
+    named = {o.env: o.env for o in OPTIONS}  # the variable each value was read from, for its errors
+    for option in OPTIONS:
+        if option.env in environ:
+            given[option.env] = environ[option.env]
+            continue
+        for sdk in option.sdk:
+            if environ.get(sdk, "").strip():
+                given[option.env], named[option.env] = environ[sdk], sdk
+                break
+    for env, flag in (overrides or {}).items():
+        if flag is not None:
+            given[env], named[env] = str(flag), env
 
     def value(option: Option) -> Any:
         text = given.get(option.env) or ""
         text = text.strip() if option.parser.strip else text
         if not text and option.fallback:
             return value(OPTION_BY_ENV[option.fallback])
-        return option.parser.read(option.env, (text or option.default or "") if option.blank_is_default else text)
+        text = (text or option.default or "") if option.blank_is_default else text
+        return option.parser.read(named[option.env], text)
 
     v = {o.env: value(o) for o in OPTIONS if o.env not in _SHARED}
 
+    shared_key = value(OPTION_BY_ENV["AWS_ACCESS_KEY_ID"])
+
     def endpoint(side: str) -> Endpoint:
+        key = v[f"{side}_AWS_ACCESS_KEY_ID"]
         return Endpoint(
             url=v[f"{side}_URL_ENDPOINT"],
-            access_key=v[f"{side}_AWS_ACCESS_KEY_ID"],
+            access_key=key,
             secret_key=v[f"{side}_AWS_SECRET_ACCESS_KEY"],
             region=v[f"{side}_REGION"],
             addressing_style=v["S3_ADDRESSING_STYLE"],
             timeout_seconds=v["S3_TIMEOUT_SECONDS"],
+            profile=v["AWS_PROFILE"],
+            # A token is one with its keys: a side with keys of its own has none of the shared one.
+            session_token=v["AWS_SESSION_TOKEN"] if key and key == shared_key else None,
         )
 
     fields = {f.name for f in dataclasses.fields(Settings)}
@@ -318,7 +364,8 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
     if s.source.shares_buckets_with(s.dest) and routes.overlaps(s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix):
         raise ConfigError(
             "NEW_BUCKET/NEW_PREFIX: must not be equal to, inside, or around OLD_BUCKET/OLD_PREFIX "
-            f"({s.new_bucket}/{s.new_prefix} vs {s.old_bucket}/{s.old_prefix}): the copy would feed on its own output"
+            f"({routes.route(s.new_bucket, s.new_prefix)} vs {routes.route(s.old_bucket, s.old_prefix)}): "
+            "the copy would feed on its own output"
         )
     if s.stream_memory < s.multipart_chunksize:
         raise ConfigError(

@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
+from movers3 import routes
 from movers3.ledger.reads import Counts
 from movers3.ledger.schema import STATES
 
@@ -46,7 +47,7 @@ def render_status(status: dict) -> str:
     )
     for seed in status["seeds"]:
         lines.append(
-            f"seed {seed['old_bucket']}/{seed['old_prefix']}/: {seed['state']}"
+            f"seed {routes.route(seed['old_bucket'], seed['old_prefix'])}: {seed['state']}"
             f"{_seed_detail(seed)}, {seed['listed']:,} listed, {seed['added']:,} added"
             f"{_nonzero(seed, 'changed')}{_nonzero(seed, 'skipped')}{_nonzero(seed, 'vanished')}"
         )

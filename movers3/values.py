@@ -249,10 +249,17 @@ def engine_installed(name: str, engine: str) -> str:
 
 URL = Parser(endpoint_url, "http:// or https:// URL", "URL")
 KEY_ID = Parser(lambda name, text: text or None, metavar="KEY_ID")
+PROFILE = Parser(lambda name, text: text or None, metavar="PROFILE")
 PATH = Parser(lambda name, text: text or None, metavar="PATH")
 BOOL = Parser(read_bool, "true, false", "BOOL")
 SECRET = Parser(lambda name, text: Secret(text) if text else None, strip=False)
 # botocore refuses other region names when the client is built, far from the setting that caused it.
-REGION = matching(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$", "region name (e.g. us-east-1)", "REGION")
+_REGION = matching(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$", "region name (e.g. us-east-1)", "REGION")
+REGION = dataclasses.replace(_REGION, read=lambda name, text: _REGION.read(name, text) if text else None)
 BUCKET = matching(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$", "bucket name", "BUCKET")
-FOLDER = Parser(routes.check_prefix, "folder: no leading /, no empty, . or .. segment", "FOLDER", strip=False)
+FOLDER = Parser(
+    routes.check_prefix,
+    "folder (or / for the bucket's root): no leading /, no empty, . or .. segment",
+    "FOLDER",
+    strip=False,
+)

@@ -22,6 +22,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from movers3 import routes
 from movers3.ledger.db import Database
 from movers3.ledger.reads import Counts, Reads
 from movers3.ledger.schema import STATES
@@ -79,7 +80,7 @@ def render(
     for seed in status["seeds"]:
         facts.add_row(
             "seed",
-            f"{seed['old_bucket']}/{seed['old_prefix']}/: {seed['state']}, "
+            f"{routes.route(seed['old_bucket'], seed['old_prefix'])}: {seed['state']}, "
             f"{seed['listed']:,} listed, {seed['added']:,} added",
         )
     if not status["seeds"]:

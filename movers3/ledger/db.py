@@ -53,7 +53,7 @@ _BLOCK = re.compile(r"^-- (\w+) --\n(?:--[^\n]*\n)*(.*?)(?=^-- \w+ --\n|\Z)", re
 
 # One file per module of this package that runs queries (work.sql for work.py, ...): a test checks
 # that each module runs only its own file's queries, and what the worker's files may do.
-QUERY_FILES = ("init", "work", "uploads", "seeds", "reads", "repoint")
+QUERY_FILES = ("init", "work", "uploads", "seeds", "reads", "repoint", "account")
 
 
 def utc_text(moment: datetime | None) -> str | None:

@@ -70,9 +70,15 @@ def recount(db: Database) -> None:
     db.transaction(work)
 
 
-def check(db: Database) -> None:
+def current_version(db: Database) -> int:
+    """The ledger's schema version; 0 when `init` never finished. Raises SchemaError when the schema
+    is missing altogether."""
     row = db.transaction(lambda tx: tx.one("schema_version"))
-    version = row[0] if row else 0
+    return int(row[0]) if row else 0
+
+
+def check(db: Database) -> None:
+    version = current_version(db)
     if version < SCHEMA_VERSION:
         raise SchemaError(
             f"the ledger schema is version {version}, this movers3 needs {SCHEMA_VERSION}: "

@@ -169,7 +169,7 @@ class Seeds:
                 return SeedRound(seed_id, round_ + 1, input, planned=False)
             if current != input:
                 raise ConfigError(
-                    f"a seed of {old_bucket}/{old_prefix}/ from {current or 'the listing'} is "
+                    f"a seed of {routes.route(old_bucket, old_prefix)} from {current or 'the listing'} is "
                     "unfinished: run it again to finish it, or pass --restart to abandon it"
                 )
             planned = tx.row("parts_count", {"seed_id": seed_id, "round": round_})[0] > 0

@@ -5,8 +5,9 @@ no ledger row, no seed progress, no S3 object.
 It reports what a seed and the workers would do: objects and bytes to copy (new, and changed since
 they were seeded; a version older than the one a row describes is no change and is counted apart),
 bytes per storage class, objects in archive tiers that need a restore before they can be copied,
-keys that can't go to the destination (too long after the prefix swap, or whose new key already
-belongs to another source's row), and rows whose source has vanished.
+keys that can't go to the destination (too long after the prefix swap, empty there (a folder's own
+marker brought to a root), or whose new key already belongs to another source's row), and rows whose
+source has vanished.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class Planner:
         self.folder = routes.folder(settings.old_prefix)
         st = settings
         self.result = PlanResult(
-            f"{st.old_bucket}/{self.folder}", f"{st.new_bucket}/{routes.folder(st.new_prefix)}", seeds is not None
+            routes.route(st.old_bucket, st.old_prefix), routes.route(st.new_bucket, st.new_prefix), seeds is not None
         )
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
@@ -322,7 +323,8 @@ def render(result: PlanResult) -> str:
             f"{t(r.maybe_archived)}"
         )
     lines.append(
-        f"can't be copied, a seed skips them: too long for the destination (> 1024 bytes): {t(r.too_long)}; "
+        f"can't be copied, a seed skips them: too long for the destination (> 1024 bytes) or empty there: "
+        f"{t(r.too_long)}; "
         f"new key already taken by another source: {t(r.collisions)}"
     )
     if r.retargeted:

@@ -147,6 +147,8 @@ class CrtEngine:
                 code="NoCredentials",
                 retryable=False,
             )
+        if not (endpoint.url and endpoint.region):
+            raise ValueError("the crt engine takes an endpoint resolved by a boto3 client (from_settings)")
         parts = urllib.parse.urlsplit(endpoint.url)
         self.endpoint_url = endpoint.url
         self.scheme = parts.scheme
@@ -354,6 +356,9 @@ def _transport_error(exc: BaseException, url: str) -> BaseException:
             },
             "CopyObject",
         )
+    if name.startswith("AWS_AUTH_CREDENTIALS_PROVIDER"):
+        # The delegate that asks botocore for the current credentials failed: as on the boto3 path.
+        return botocore.exceptions.CredentialRetrievalError(provider="awscrt delegate", error_msg=name)
     if name.startswith(_UNREACHABLE):
         return botocore.exceptions.EndpointConnectionError(endpoint_url=url)
     if name.startswith(_TIMEOUT):
@@ -372,7 +377,7 @@ def from_settings(settings: Settings, dest: BaseClient) -> CopyEngine:
     credentials and region (the same ones its boto3 client uses)."""
     boto = Boto3Engine(dest)
     if settings.copy_engine == "crt":
-        return CrtEngine(
-            settings.dest, s3.credentials(settings.dest), fallback=boto, service_model=dest.meta.service_model
-        )
+        # The URL and region the boto3 client resolved: AWS's own endpoint when URL_ENDPOINT names none.
+        endpoint = dataclasses.replace(settings.dest, url=dest.meta.endpoint_url, region=dest.meta.region_name)
+        return CrtEngine(endpoint, s3.credentials(settings.dest), fallback=boto, service_model=dest.meta.service_model)
     return boto

@@ -23,9 +23,10 @@ import botocore.session
 from botocore.client import BaseClient
 
 from movers3 import __version__
-from movers3.exceptions import CopyError, SourceChanged, StorageError
+from movers3.exceptions import ConfigError, CopyError, SourceChanged, StorageError
 from movers3.settings import Endpoint
 from movers3.transfer import retry
+from movers3.values import Secret
 
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -72,10 +73,15 @@ RETRYABLE_EXCEPTIONS = (
     botocore.exceptions.ConnectTimeoutError,
     botocore.exceptions.IncompleteReadError,
     botocore.exceptions.ResponseStreamingError,
+    # Temporary credentials that could not be refreshed (the container endpoint, IMDS or STS briefly
+    # unreachable): botocore raises this only in the last 10 minutes before they expire, and the next
+    # try asks again, so it is no reason to fail the row.
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.MetadataRetrievalError,
 )
 
 
-_SESSIONS: dict[bool, boto3.session.Session] = {}
+_SESSIONS: dict[tuple[str | None, bool], boto3.session.Session] = {}
 _SESSIONS_LOCK = threading.Lock()
 
 
@@ -84,7 +90,10 @@ def client(endpoint: Endpoint, *, pool_size: int = 10, parse_timestamps: bool = 
     server's strings (the AWS CLI does the same): a listing of a million keys need not build a
     million datetimes nobody reads."""
     config = botocore.config.Config(
-        region_name=endpoint.region,
+        region_name=region(endpoint),
+        # The endpoint is resolved once, in settings (URL_ENDPOINT, then AWS_ENDPOINT_URL_S3 and
+        # AWS_ENDPOINT_URL): None there means AWS's own, which botocore must not then replace.
+        ignore_configured_endpoint_urls=True,
         connect_timeout=min(CONNECT_TIMEOUT_SECONDS, endpoint.timeout_seconds),
         # Server-side copies of large parts are one long request (S3 keeps it alive with whitespace).
         read_timeout=endpoint.timeout_seconds,
@@ -96,36 +105,65 @@ def client(endpoint: Endpoint, *, pool_size: int = 10, parse_timestamps: bool = 
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = _session(parse_timestamps)
-    keys = _keys(endpoint)
+    session = _session(endpoint.profile, parse_timestamps)
+    access, secret, token = _keys(endpoint)
     return session.client(
-        "s3", endpoint_url=endpoint.url, config=config, aws_access_key_id=keys[0], aws_secret_access_key=keys[1]
+        "s3",
+        endpoint_url=endpoint.url,
+        config=config,
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
     )
 
 
 def credentials(endpoint: Endpoint) -> botocore.credentials.Credentials | None:
     """The credentials a client of this side signs with (the keys given, else boto3's default chain),
     for an engine that signs its own requests."""
-    access, secret = _keys(endpoint)
+    access, secret, token = _keys(endpoint)
     if access and secret:
-        return botocore.credentials.Credentials(access, secret)
-    return _session().get_credentials()
+        return botocore.credentials.Credentials(access, secret, token)
+    return _session(endpoint.profile).get_credentials()
 
 
-def _keys(endpoint: Endpoint) -> tuple[str | None, str | None]:
-    return endpoint.access_key, endpoint.secret_key.reveal() if endpoint.secret_key else None
+def profile_name(endpoint: Endpoint) -> str:
+    """The profile of the shared AWS files a side's default chain reads: AWS_PROFILE, else botocore's
+    own (AWS_DEFAULT_PROFILE, else `default`)."""
+    return _session(endpoint.profile).profile_name
 
 
-def _session(parse_timestamps: bool = True) -> boto3.session.Session:
-    """One session per process (and per timestamp mode): it loads S3's service model once, where a
-    session per client costs a tenth of a second each, and every client gets its side's keys."""
+def region(endpoint: Endpoint) -> str:
+    """The side's region: OLD_/NEW_REGION, AWS_REGION or AWS_DEFAULT_REGION (settings), else the
+    profile's, else us-east-1 (where a bucket created without a LocationConstraint lives)."""
+    return endpoint.region or _session(endpoint.profile).region_name or "us-east-1"
+
+
+def _keys(endpoint: Endpoint) -> tuple[str | None, str | None, str | None]:
+    def reveal(secret: Secret | None) -> str | None:
+        return secret.reveal() if secret else None
+
+    return endpoint.access_key, reveal(endpoint.secret_key), reveal(endpoint.session_token)
+
+
+def _session(profile: str | None, parse_timestamps: bool = True) -> boto3.session.Session:
+    """One session per process (and per profile and timestamp mode): it loads S3's service model once,
+    where a session per client costs a tenth of a second each, and every client gets its side's keys.
+    Its credentials are boto3's default chain (environment, the profile's files, web identity, the
+    container's or the instance's role), refreshed by botocore before they expire."""
     with _SESSIONS_LOCK:
-        if parse_timestamps not in _SESSIONS:
+        if (profile, parse_timestamps) not in _SESSIONS:
             core = botocore.session.get_session()
             if not parse_timestamps:
                 core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=lambda value: value)
-            _SESSIONS[parse_timestamps] = boto3.session.Session(botocore_session=core)
-        return _SESSIONS[parse_timestamps]
+            try:
+                session = boto3.session.Session(botocore_session=core, profile_name=profile)
+                core.get_scoped_config()  # a profile that isn't there: said now, once, not by every request
+                _SESSIONS[profile, parse_timestamps] = session
+            except botocore.exceptions.ProfileNotFound:
+                raise ConfigError(
+                    f"AWS_PROFILE: no profile {profile!r} in the shared AWS config or credentials file"
+                ) from None
+        return _SESSIONS[profile, parse_timestamps]
 
 
 # -- versions -----------------------------------------------------------------------------------

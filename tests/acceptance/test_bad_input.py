@@ -48,7 +48,7 @@ CONFIG_CASES = [
     ({"MYSQL_URL": "mysql+pymysql://u:{pw}@127.0.0.1:99999/sketch"}, "MYSQL_URL: is not a URL"),
     ({"MYSQL_URL": "mysql+pymysql://u:{pw}@127.0.0.1/sketch?sslmode=on"}, "MYSQL_URL: unsupported query"),
     ({"MYSQL_URL": "mysql+pymysql://u:{raw}@127.0.0.1/sketch"}, "MYSQL_URL: "),
-    ({"OLD_PREFIX": "/"}, "OLD_PREFIX: must name a folder"),
+    ({"OLD_PREFIX": ""}, "OLD_PREFIX: must name a folder"),
     ({"OLD_PREFIX": "   "}, "OLD_PREFIX: must name a folder"),
     ({"NEW_PREFIX": ""}, "NEW_PREFIX: must name a folder"),
     ({"NEW_PREFIX": "/avatar"}, "NEW_PREFIX: must not start with '/'"),
@@ -58,6 +58,9 @@ CONFIG_CASES = [
     ({"NEW_PREFIX": "é" * 300}, "NEW_PREFIX: must be at most 512 bytes"),
     ({"NEW_BUCKET": "{old_bucket}", "NEW_PREFIX": "{old_prefix}"}, "NEW_BUCKET/NEW_PREFIX: must not be equal to"),
     ({"NEW_BUCKET": "{old_bucket}", "NEW_PREFIX": "{old_prefix}/copies"}, "NEW_BUCKET/NEW_PREFIX"),
+    # a bucket's root is around every folder of that bucket
+    ({"NEW_BUCKET": "{old_bucket}", "OLD_PREFIX": "/"}, "NEW_BUCKET/NEW_PREFIX: must not be equal to"),
+    ({"NEW_BUCKET": "{old_bucket}", "NEW_PREFIX": "/"}, "NEW_BUCKET/NEW_PREFIX: must not be equal to"),
     (
         {"NEW_BUCKET": "{old_bucket}", "OLD_PREFIX": "{old_prefix}/deeper", "NEW_PREFIX": "{old_prefix}"},
         "NEW_BUCKET/NEW_PREFIX",

@@ -142,3 +142,15 @@ def test_bad_tls_parameters_are_settings_errors(tls_db, route, tmp_path):
     ):
         result = run_cli("status", env=route.env("worker", "m3_worker", MYSQL_URL=url(db, query)), check=False)
         assert result.returncode == 2 and expected in result.stderr and PASSWORD not in result.stderr, result.stderr
+
+
+def test_check_reports_the_encrypted_session(tls_db, route):
+    db, certs = tls_db
+    # COPY_TAGS=false: the `worker` identity holds the minimal worker's rights (tests/acceptance/test_check.py).
+    env = route.env("worker", "m3_worker", MYSQL_URL=url(db, f"?ssl_ca={certs / 'ca.pem'}"), COPY_TAGS="false")
+    result = run_cli("check", "--role", "migrator", env=env)
+    tls = next(line for line in result.stdout.splitlines() if " ledger TLS " in line)
+    print(tls)
+    assert tls.startswith("ok ") and "encrypted (TLSv1." in tls
+    assert tls.endswith("the server's certificate checked against ssl_ca, and its host name")
+    assert PASSWORD not in result.stdout + result.stderr

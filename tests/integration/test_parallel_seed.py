@@ -2,9 +2,11 @@
 exactly the ledger rows a plain listing gives, with hostile keys, flat and nested layouts, and more
 than 1000 keys per level so that pagination and splitting are exercised."""
 
+import dataclasses
 import re
 import signal
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,7 +21,7 @@ from movers3.settings import load
 from movers3.transfer import s3
 from tests.support.helpers import admin_exec, json_events, make_rows, run_cli, start_cli, wait_for
 from tests.support.keys import HOSTILE, LONG
-from tests.support.services import DATABASE
+from tests.support.services import DATABASE, SeaweedFS
 
 pytestmark = pytest.mark.integration
 
@@ -54,11 +56,9 @@ def plain_listing_rows(route) -> list[tuple]:
     """The rows a seed must produce, from a plain paginated listing (no delimiter, no split)."""
     client = route.stack.s3.client()
     rows = []
-    for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=route.old_bucket, Prefix=route.old_prefix + "/"
-    ):
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=route.old_bucket, Prefix=route.old_folder):
         for obj in page.get("Contents", []):
-            rest = obj["Key"][len(route.old_prefix) + 1 :]
+            rest = obj["Key"][len(route.old_folder) :]
             rows.append(
                 (
                     route.old_bucket,
@@ -88,8 +88,8 @@ def nested_layout():
     return keys
 
 
-def seeders(route, count, threads):
-    settings = load(route.env("seeder", "m3_seeder"))
+def seeders(route, count, threads, identity="seeder"):
+    settings = load(route.env(identity, "m3_seeder"))
     return [
         Seeder(Seeds(Database(settings.mysql)), s3.client(settings.source, pool_size=32), settings, threads=threads)
         for _ in range(count)
@@ -136,6 +136,27 @@ def test_a_flat_level_is_split_in_ranges_and_listed_exactly(route):
     (result,) = run_concurrently(seeders(route, 1, 4))
     assert ledger_rows(route) == expected
     assert result.parts >= 3  # the level was cut into ranges
+
+
+def test_a_whole_bucket_is_seeded_from_its_root_level_down_by_parallel_seeders(route):
+    """OLD_PREFIX=/ and NEW_PREFIX=/ on a bucket of the test's own (the shared ones hold other tests'
+    folders), made and listed with the admin S3 identity, the seeder identity being scoped to the shared
+    bucket: the files of the root level are rows, the flat root level is split into ranges, and every
+    key keeps its whole path."""
+    bucket = f"m3-root-{uuid.uuid4().hex[:12]}"
+    SeaweedFS._create_bucket(route.stack.s3.client("admin"), bucket)
+    whole = dataclasses.replace(route, old_bucket=bucket, old_prefix="/", new_prefix="/")
+    keys = nested_layout()
+    whole.put_many((k, k.encode()[:50]) for k in keys)
+    expected = plain_listing_rows(whole)
+    assert len(expected) == len(set(keys)) and all(row[1] == row[3] for row in expected)
+    assert {b"IMG_00000.jpg", b"x!", b"flat/0000.png"} <= {row[1] for row in expected}
+    results = run_concurrently(seeders(whole, 2, 4, identity="admin"))
+    assert ledger_rows(route) == expected
+    assert sum(r.parts for r in results) > 10  # folders and split ranges of the root level were parts
+    assert admin_exec(
+        route, "SELECT old_bucket, old_prefix, new_prefix, state, listed, vanished FROM movers3_seeds"
+    ) == ((bucket, b"", b"", "finished", len(expected), 0),)
 
 
 def test_a_catch_up_round_adds_new_requeues_changed_and_counts_vanished(route, seeder_ledger):

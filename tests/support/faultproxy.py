@@ -7,7 +7,9 @@ back (one byte of a body flipped, or one character of an ETag in an XML answer);
 untouched (the Host header is kept, so SigV4 signatures still verify upstream). It counts what it
 injected, per kind, so that a test can report and assert on it. `rules` can also target requests by a
 substring of their path and, optionally, their method (e.g. every GET of one key), and only rules can
-`hang` a request: hold it, unanswered, until `release()` or `stop()` (a request stuck past any drain)."""
+`hang` a request: hold it, unanswered, until `release()` or `stop()` (a request stuck past any drain).
+Every request received is kept in `seen` (method, path with its query, headers), for a test that
+checks which S3 operations a command sent, whichever client sent them."""
 
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ class FaultProxy:
         self.timeout_seconds = timeout_seconds
         self.injected: collections.Counter[str] = collections.Counter()
         self.forwarded = 0
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
         self._random = random.Random(seed)
         self._released = threading.Event()
         self._lock = threading.Lock()
@@ -118,6 +121,8 @@ class FaultProxy:
             def _any(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                with proxy._lock:
+                    proxy.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
                 kind = proxy._choose(self.command, self.path)
                 if kind:
                     proxy._count(kind)

@@ -107,11 +107,20 @@ class Route:
         base.update(extra)
         return base
 
+    @property
+    def old_folder(self) -> str:
+        """The source's listing prefix: `tag/images/`, or '' for a bucket's root (`/`)."""
+        return _folder(self.old_prefix)
+
+    @property
+    def new_folder(self) -> str:
+        return _folder(self.new_prefix)
+
     def old(self, rest: str) -> str:
-        return f"{self.old_prefix}/{rest}"
+        return self.old_folder + rest
 
     def new(self, rest: str) -> str:
-        return f"{self.new_prefix}/{rest}"
+        return self.new_folder + rest
 
     def put(self, rest: str, body: bytes = b"x", **params) -> str:
         key = self.old(rest)
@@ -131,9 +140,7 @@ class Route:
     def new_keys(self) -> list[str]:
         client = self.stack.s3.client()
         keys = []
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.new_bucket, Prefix=self.new_prefix + "/"
-        ):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.new_bucket, Prefix=self.new_folder):
             keys.extend(o["Key"] for o in page.get("Contents", []))
         return keys
 
@@ -152,6 +159,11 @@ class Route:
         for row in self.rows():
             counts[row["state"]] = counts.get(row["state"], 0) + 1
         return counts
+
+
+def _folder(prefix: str) -> str:
+    """A prefix as the tests write it (`tag/images`, or `/` for a root) as the start of its keys."""
+    return prefix.rstrip("/") + "/" if prefix.strip("/") else ""
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:

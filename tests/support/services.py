@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import boto3
 import botocore.config
+import botocore.exceptions
 import pymysql
 
 OLD_BUCKET = "legacy-s3"
@@ -29,16 +30,18 @@ NEW_BUCKET = "production-s3"
 INVENTORY_BUCKET = "inventory-s3"
 DATABASE = "sketch"
 
-# The worker policy of docs/permissions.md, as a SeaweedFS IAM policy: no DeleteObject, no read or list of
-# the new bucket.
-WORKER_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{OLD_BUCKET}"},
-        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{OLD_BUCKET}/*"},
-        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:PutObjectAcl"], "Resource": f"arn:aws:s3:::{NEW_BUCKET}/*"},
-    ],
-}
+# The IAM policy documents shipped for each role (docs/permissions.md), written for OLD_BUCKET and NEW_BUCKET.
+POLICIES = Path(__file__).resolve().parents[2] / "compose" / "policies"
+
+
+def shipped_policy(role: str) -> dict:
+    """A shipped policy document, read verbatim."""
+    return json.loads((POLICIES / f"{role}.json").read_text())
+
+
+# The original tool's minimal worker role (compose/policies/worker-minimal.json, for COPY_TAGS=false), as a
+# SeaweedFS IAM policy: no DeleteObject, no read or list of the new bucket, no tags.
+WORKER_POLICY = shipped_policy("worker-minimal")
 # One account for two identities below, as on AWS, where objects belong to accounts and a role writes for
 # its account. SeaweedFS gives a server-side copy the owner of its source (AWS gives it the requester's
 # account) and lets only that owner, or a global Admin, change the copy's ACL; an identity with no account
@@ -79,6 +82,16 @@ S3_IDENTITIES = {
         "secret": "account-writer-secret-0123456789",
         "actions": [f"Write:{OLD_BUCKET}"],
         "account": SHARED_ACCOUNT,
+    },
+    # Two identities with the worker's rights whose keys a credential server hands out in turn while
+    # SeaweedFS removes the old ones (tests/acceptance/test_credentials.py).
+    "rotation-a": {
+        "secret": "rotation-a-secret-0123456789",
+        "actions": [f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}", f"Write:{NEW_BUCKET}", f"WriteAcp:{NEW_BUCKET}/*"],
+    },
+    "rotation-b": {
+        "secret": "rotation-b-secret-0123456789",
+        "actions": [f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}", f"Write:{NEW_BUCKET}", f"WriteAcp:{NEW_BUCKET}/*"],
     },
     # May read the source but not write the destination: a worker misconfigured this way must stop.
     "reader": {"secret": "reader-secret-0123456789", "actions": [f"List:{OLD_BUCKET}", f"Read:{OLD_BUCKET}"]},
@@ -376,10 +389,11 @@ class Moto:
 
 
 class SeaweedFS:
-    """`weed mini` on loopback only, telemetry off, with the identities of S3_IDENTITIES."""
+    """`weed mini` on loopback only, telemetry off, with the identities of S3_IDENTITIES (or those given)."""
 
-    def __init__(self, base: Path, s3_port: int | None = None) -> None:
+    def __init__(self, base: Path, s3_port: int | None = None, identities: dict | None = None) -> None:
         self.base = Path(base)
+        self.identities = S3_IDENTITIES if identities is None else identities
         self.log = self.base / "weed.log"
         self.proc: subprocess.Popen | None = None
         taken: set[int] = {s3_port, s3_port + 10000} if s3_port else set()
@@ -389,28 +403,35 @@ class SeaweedFS:
         if s3_port:
             self.ports["s3"] = s3_port
         self.url = f"http://127.0.0.1:{self.ports['s3']}"
+        # Identities whose keys were changed while running (`set_keys`): name -> [(access, secret)].
+        self.keys: dict[str, list[tuple[str, str]]] = {}
 
-    def start(self) -> SeaweedFS:
-        self.base.mkdir(parents=True, exist_ok=True)
-        (self.base / "data").mkdir(exist_ok=True)
-        config = {
+    def _config(self) -> dict:
+        return {
             "identities": [
                 {
                     "name": name,
-                    "credentials": [{"accessKey": name, "secretKey": spec["secret"]}],
+                    "credentials": [
+                        {"accessKey": key, "secretKey": secret}
+                        for key, secret in self.keys.get(name, [(name, spec["secret"])])
+                    ],
                     "actions": spec["actions"],
                     **({"policyNames": [f"{name}-policy"]} if "policy" in spec else {}),
                     **({"account": spec["account"]} if "account" in spec else {}),
                 }
-                for name, spec in S3_IDENTITIES.items()
+                for name, spec in self.identities.items()
             ],
             "policies": [
                 {"name": f"{name}-policy", "content": json.dumps(spec["policy"])}
-                for name, spec in S3_IDENTITIES.items()
+                for name, spec in self.identities.items()
                 if "policy" in spec
             ],
         }
-        (self.base / "s3.json").write_text(json.dumps(config))
+
+    def start(self) -> SeaweedFS:
+        self.base.mkdir(parents=True, exist_ok=True)
+        (self.base / "data").mkdir(exist_ok=True)
+        (self.base / "s3.json").write_text(json.dumps(self._config()))
         weed = _binary("weed", str(Path(sys.executable).parent / "weed"))
         p = self.ports
         with open(self.log, "ab") as out:
@@ -473,8 +494,31 @@ class SeaweedFS:
         _stop(self.proc, 30)
         self.proc = None
 
+    def set_keys(self, identity: str, keys: list[tuple[str, str]]) -> None:
+        """Give `identity` these keys (none: it can sign nothing) while the server runs, as a key
+        rotation does: the config file is rewritten and SeaweedFS reloads it on SIGHUP. Returns once
+        every key removed is refused and every key given is accepted."""
+        removed = [k for k in self.keys.get(identity, [self.credentials(identity)]) if k not in keys]
+        self.keys[identity] = list(keys)
+        (self.base / "s3.json").write_text(json.dumps(self._config()))
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while not (all(not self.key_known(k) for k in removed) and all(self.key_known(k) for k in keys)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"SeaweedFS did not reload the keys of {identity!r} in 30s")
+            time.sleep(0.05)
+
+    def key_known(self, key: tuple[str, str]) -> bool:
+        """Whether SeaweedFS knows this key (it answers InvalidAccessKeyId if not), whatever its rights."""
+        try:
+            s3_client(self.url, *key).list_buckets()
+        except botocore.exceptions.ClientError as exc:
+            return exc.response["Error"]["Code"] != "InvalidAccessKeyId"
+        return True
+
     def credentials(self, identity: str) -> tuple[str, str]:
-        return identity, S3_IDENTITIES[identity]["secret"]
+        return identity, self.identities[identity]["secret"]
 
     def client(self, identity: str = "admin"):
         return s3_client(self.url, *self.credentials(identity), retries={"mode": "standard", "max_attempts": 5})

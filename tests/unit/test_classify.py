@@ -62,3 +62,25 @@ def test_wrong_credentials_are_systemic():
 def test_non_botocore_errors_are_not_swallowed():
     with pytest.raises(KeyError):
         s3.classify(KeyError("bug"), "CopyObject")
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        botocore.exceptions.CredentialRetrievalError(provider="container-role", error_msg="timed out"),
+        botocore.exceptions.MetadataRetrievalError(error_msg="503"),
+    ],
+)
+def test_credentials_that_could_not_be_refreshed_are_retryable(exc):
+    err = s3.classify(exc, "CopyObject")
+    assert err.retryable and err.code not in s3.SYSTEMIC_CODES
+
+
+def test_a_failed_crt_credentials_delegate_is_retryable_like_boto3():
+    from movers3.transfer import copy_object
+
+    class CrtError(Exception):
+        name = "AWS_AUTH_CREDENTIALS_PROVIDER_DELEGATE_FAILURE"
+
+    err = s3.classify(copy_object._transport_error(CrtError(), "http://127.0.0.1:1"), "CopyObject")
+    assert err.retryable and err.code == "CredentialRetrievalError"

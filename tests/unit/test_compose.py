@@ -311,11 +311,15 @@ def test_the_task_role_is_the_workers_least_privilege():
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         grants |= {(a, statement["Resource"]) for a in actions}
     old, new = env["OLD_BUCKET"], env["NEW_BUCKET"]
+    # The defaults of the task definition: COPY_TAGS=true (tags read and written), no NEW_ACL.
+    assert "NEW_ACL" not in env and env.get("COPY_TAGS", "true") == "true"
     assert grants == {
         ("s3:ListBucket", f"arn:aws:s3:::{old}"),
         ("s3:GetObject", f"arn:aws:s3:::{old}/*"),
+        ("s3:GetObjectTagging", f"arn:aws:s3:::{old}/*"),
         ("s3:PutObject", f"arn:aws:s3:::{new}/*"),
-        ("s3:PutObjectAcl", f"arn:aws:s3:::{new}/*"),
+        ("s3:PutObjectTagging", f"arn:aws:s3:::{new}/*"),
+        ("s3:AbortMultipartUpload", f"arn:aws:s3:::{new}/*"),
     }
     doc = OPERATIONS_DOC.read_text()
     assert "compose/ecs/task-role-policy.json" in doc and "compose/ecs/task-definition.json" in doc

@@ -322,7 +322,7 @@ def test_every_command_has_help_with_examples_and_worker_flags_only_where_they_a
         assert "examples:" in text and f"movers3 {name}".split()[0] in text, name
         assert ("--metrics-port" in text) == (name == "worker"), name
         assert ("--health-file" in text) == (name in ("worker", "healthcheck")), name
-        assert ("--copy-mode" in text) == (name in ("worker", "run")), name
+        assert ("--copy-mode" in text) == (name in ("worker", "run", "check")), name
     operating = {o.env for o in OPTIONS if "worker" in o.commands and not set(COPYING) <= set(o.commands)}
     assert operating == {"METRICS_PORT", "METRICS_HOST", "HEALTH_FILE", "HEALTH_MAX_AGE"}
 

@@ -51,7 +51,7 @@ def test_prefix_trailing_slash_is_the_same_folder():
         ("MAX_ATTEMPTS", "0"),
         ("MAX_ATTEMPTS", "1000"),
         ("OLD_PREFIX", ""),
-        ("OLD_PREFIX", "/"),
+        ("NEW_PREFIX", ""),
         ("NEW_PREFIX", "/abs"),
         ("NEW_PREFIX", "a//b"),
         ("OLD_PREFIX", "a/../b"),
@@ -101,6 +101,47 @@ def test_destination_inside_source_is_refused(old, new):
 def test_sibling_folders_and_other_buckets_are_fine(old, new):
     s = load({"OLD_BUCKET": old[0], "OLD_PREFIX": old[1], "NEW_BUCKET": new[0], "NEW_PREFIX": new[1]})
     assert ((s.old_bucket, s.old_prefix), (s.new_bucket, s.new_prefix)) == (old, new)
+
+
+def test_a_slash_is_the_buckets_root_on_either_side():
+    s = load({"OLD_PREFIX": "/", "NEW_BUCKET": "bk2", "NEW_PREFIX": "/"})
+    assert (s.old_prefix, s.new_prefix) == ("", "")
+    s = load({"OLD_PREFIX": "/", "NEW_BUCKET": "bk2"}, {"NEW_PREFIX": "avatar"})
+    assert (s.old_prefix, s.new_prefix) == ("", "avatar")
+    s = load({"NEW_BUCKET": "bk2"}, {"OLD_PREFIX": "images/2019", "NEW_PREFIX": "/"})
+    assert (s.old_prefix, s.new_prefix) == ("images/2019", "")
+
+
+@pytest.mark.parametrize("name", ["OLD_PREFIX", "NEW_PREFIX"])
+def test_an_empty_prefix_is_refused_and_an_unset_one_is_the_default(name):
+    with pytest.raises(ConfigError) as info:
+        load({name: "", "NEW_BUCKET": "bk2"})
+    assert str(info.value) == f"{name}: must name a folder, e.g. 'images' (empty prefixes are refused)"
+    s = load({"NEW_BUCKET": "bk2"})
+    assert (s.old_prefix, s.new_prefix) == ("images", "avatar")
+
+
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        ("/", "/"),
+        ("/", "avatar"),
+        ("images", "/"),
+        ("/", "images/a/b"),
+    ],
+)
+def test_a_root_overlaps_every_route_of_its_bucket(old, new):
+    env = {"OLD_BUCKET": "bk1", "OLD_PREFIX": old, "NEW_BUCKET": "bk1", "NEW_PREFIX": new}
+    with pytest.raises(ConfigError) as info:
+        load(env)
+    shown = {"/": "bk1/", "avatar": "bk1/avatar/", "images": "bk1/images/", "images/a/b": "bk1/images/a/b/"}
+    assert str(info.value) == (
+        "NEW_BUCKET/NEW_PREFIX: must not be equal to, inside, or around OLD_BUCKET/OLD_PREFIX "
+        f"({shown[new]} vs {shown[old]}): the copy would feed on its own output"
+    )
+    # another bucket, or the same name on another service, is another namespace
+    load({**env, "NEW_BUCKET": "bk2"})
+    load({**env, "OLD_URL_ENDPOINT": "http://127.0.0.1:9000", "NEW_URL_ENDPOINT": "http://127.0.0.2:9000"})
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,7 @@ EXPECTED = {
 SOURCE_S3 = {
     "URL_ENDPOINT",
     "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
     "AWS_REGION",
     "S3_ADDRESSING_STYLE",
     "S3_TIMEOUT_SECONDS",
@@ -93,6 +94,7 @@ def test_secrets_have_no_flag_on_any_command(capsys):
         "--aws-secret-access-key",
         "--old-aws-secret-access-key",
         "--new-aws-secret-access-key",
+        "--aws-session-token",
         "--mysql-url",
     }
     for command in cli.COMMANDS:
@@ -123,7 +125,8 @@ def test_a_bad_flag_gets_the_variables_error():
 
 def test_the_defaults_are_the_original_tools_and_the_rest_as_they_were():
     s = load({})
-    endpoint = Endpoint("http://localhost:8080", None, None, "us-east-1", "path", 300)
+    # No region: the profile's, else us-east-1, resolved where the clients are made (transfer/s3.py).
+    endpoint = Endpoint("http://localhost:8080", None, None, None, "path", 300)
     assert (s.source, s.dest) == (endpoint, endpoint)
     assert (s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix) == (
         "legacy-s3",
@@ -191,6 +194,8 @@ def test_every_variable_lands_in_the_settings():
         "URL_ENDPOINT",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
         "AWS_REGION",
         "S3_ADDRESSING_STYLE",
         "S3_TIMEOUT_SECONDS",

@@ -82,7 +82,7 @@ def test_queries_have_no_comments_or_semicolons_left():
     for name, sql in db.QUERIES.items():
         assert not sql.startswith("--"), name
         assert not sql.rstrip().endswith(";"), name
-        assert sql.split()[0] in {"SELECT", "UPDATE", "INSERT", "PREPARE", "DEALLOCATE"}, name
+        assert sql.split()[0] in {"SELECT", "UPDATE", "INSERT", "PREPARE", "DEALLOCATE", "SHOW"}, name
 
 
 def test_schema_statements_are_idempotent():

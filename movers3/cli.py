@@ -1,18 +1,20 @@
 """The `movers3` command line: the parser (each command with its own flags), and `main`, which builds
-the settings once, runs the command (commands.py) and turns our errors into one line on stderr and an
-exit code (README, "Exit codes"); --debug adds the traceback."""
+the settings once, runs the command (commands.py) and turns our errors into one line on stderr (with
+--json, one JSON object) and an exit code (README, "Exit codes"); --debug adds the traceback."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from movers3 import __version__, check, commands, logs
 from movers3.exceptions import (
-    EXIT_FAILED_ROWS,
+    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
     ConfigError,
@@ -21,7 +23,7 @@ from movers3.exceptions import (
 )
 from movers3.ledger.schema import STATES
 from movers3.report import REPORT_FORMATS
-from movers3.settings import GROUPS, OPTIONS, Option, Settings, load, parse_mysql_url
+from movers3.settings import GROUPS, OPTION_BY_ENV, OPTIONS, Option, Settings, load, parse_mysql_url
 from movers3.worker import health
 
 DEFAULT_SAMPLE_COUNT = 100
@@ -48,7 +50,11 @@ EXAMPLES = {
     "status": ["movers3 status", "movers3 status --json", "movers3 status --watch --interval 5"],
     "report": ["movers3 report -o ledger.csv", "movers3 report --state failed --format jsonl | jq .error"],
     "retry": ["movers3 report --state failed && movers3 retry"],
-    "verify": ["movers3 verify", "movers3 verify --sample 0 --full --mark-failed && movers3 retry"],
+    "verify": [
+        "movers3 verify",
+        "movers3 verify --sample 0 --full --mark-failed && movers3 retry",
+        "movers3 verify --json | jq .mismatched",
+    ],
     "plan": ["movers3 plan", "movers3 plan --json | jq .storage_classes"],
     "delete-source": [
         "movers3 delete-source --max-deletes 1000 --dry-run",
@@ -65,6 +71,10 @@ EXAMPLES = {
         'movers3 completion zsh > "${fpath[1]}/_movers3"',
     ],
 }
+# Accepted before the command (by the top parser) or after it (by each command's): the later one wins.
+GLOBAL_SETTINGS = ("LOG_FORMAT", "LOG_LEVEL")
+DEBUG_HELP = "show tracebacks with errors"
+JSON_ERRORS = "; with it, an error is one JSON object on stderr (error, code, type)"
 # The daemon logs to stdout (docs/operations.md, "Logs"); every other command keeps stdout for its output.
 LOGS_ON_STDOUT = frozenset({"worker"})
 
@@ -111,14 +121,32 @@ COMMANDS: dict[str, tuple[Callable[..., int], str]] = {
 NO_SETTINGS = frozenset({"healthcheck", "completion"})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class UsageError(ConfigError):
+    """A command line argparse refuses, when main() answers it as JSON (--json); exit code 2, as argparse's."""
+
+
+class _Parser(argparse.ArgumentParser):
+    raises = False  # True: a usage error is raised as UsageError instead of printed with the usage
+
+    def error(self, message: str) -> NoReturn:
+        if self.raises:
+            raise UsageError(message)
+        super().error(message)
+
+
+def build_parser(*, raise_usage_errors: bool = False) -> argparse.ArgumentParser:
+    parser = _Parser(
         prog="movers3",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Move every object under OLD_BUCKET/OLD_PREFIX to NEW_BUCKET/NEW_PREFIX, with a MariaDB ledger.",
     )
+    parser.raises = raise_usage_errors
     parser.add_argument("--version", action="version", version=f"movers3 {__version__}")
+    # The global flags: also accepted after the command, where each command that uses them lists them.
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    for env in GLOBAL_SETTINGS:
+        _add_option(parser, OPTION_BY_ENV[env], default=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers = {}
     for name, (_, help_text) in COMMANDS.items():
@@ -130,15 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=f"{examples}\n\n{EPILOG}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        command.raises = raise_usage_errors
         if name not in NO_SETTINGS:
-            command.add_argument("--debug", action="store_true", help="show tracebacks with errors")
+            command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         # Only the flags of the settings this command reads (settings.GROUPS); load() reads every variable.
         for title, options in GROUPS.items():
             flags = [o for o in options if name in o.commands and not o.secret]
             if flags:
                 group = command.add_argument_group(f"{title} settings")
                 for option in flags:
-                    _add_option(group, option)
+                    # SUPPRESS: a global flag absent after the command leaves the value given before it alone.
+                    _add_option(group, option, argparse.SUPPRESS if option.env in GLOBAL_SETTINGS else None)
     parsers["worker"].add_argument(
         "--exit-when-done", action="store_true", help="exit 0 once seeding has finished and nothing is left to claim"
     )
@@ -157,9 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SAMPLE_COUNT,
         help=f"samples to load when LOAD_FILES=true (default {DEFAULT_SAMPLE_COUNT})",
     )
-    parsers["status"].add_argument(
-        "--json", action="store_true", help="one JSON object (with --watch: one per interval)"
-    )
+    _add_json(parsers["status"], "one JSON object (with --watch: one per interval)")
     parsers["status"].add_argument(
         "--watch",
         "-w",
@@ -190,11 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete at most N source objects in this run (the guard)",
     )
     parsers["delete-source"].add_argument("--dry-run", action="store_true", help="check every row and delete nothing")
-    parsers["plan"].add_argument("--json", action="store_true", help="one JSON object")
+    _add_json(parsers["plan"], "one JSON object")
+    for name in ("seed", "retry", "verify", "delete-source"):
+        _add_json(parsers[name], "the summary as one JSON object (verify: its mismatches too)")
     parsers["status"].add_argument(
         "--exact", action="store_true", help="count every row instead of reading the counters (slow on big ledgers)"
     )
     parsers["report"].add_argument("--output", "-o", help="file to write (default: stdout)")
+    parsers["report"].add_argument(
+        "--summary",
+        metavar="FILE",
+        help="write the sign-off page instead: one self-contained HTML file (counts, times, rate, failures, "
+        "verify, deletions)",
+    )
     parsers["verify"].add_argument(
         "--sample",
         type=_whole(0, 10_000_000),
@@ -220,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=check.DEFAULT_ROLE,
         help=f"whose rights to check (docs/permissions.md; default {check.DEFAULT_ROLE})",
     )
-    parsers["check"].add_argument("--json", action="store_true", help="a JSON list: one object per check")
+    _add_json(parsers["check"], "a JSON list: one object per check")
     parsers["completion"].add_argument("shell", choices=("bash", "zsh", "tcsh"), help="the shell to complete for")
     parsers["load-samples"].add_argument(
         "--count",
@@ -246,14 +282,23 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, option: Option) -> None:
-    # Kept a string for settings.load(): a bad flag gets the same one-line error as a bad variable.
-    shown = option.parser.accepts and not option.parser.metavar.startswith("{")  # else the metavar lists them
+def _add_json(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--json", action="store_true", help=help_text + JSON_ERRORS)
+
+
+def _add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, option: Option, default: str | None) -> None:
+    boolean = option.boolean
+    # Not for a flag that takes no value, nor where the metavar lists the choices.
+    shown = option.parser.accepts and not option.parser.metavar.startswith("{") and not boolean
     accepts = f"{option.parser.accepts}; " if shown else ""
-    help_text = f"{option.help} [{accepts}env {option.env}, default {option.shown_default()}]"
-    parser.add_argument(
-        option.flag, dest=option.dest, metavar=option.parser.metavar, default=None, help=help_text.replace("%", "%%")
-    )
+    help_text = f"{option.help} [{accepts}env {option.env}, default {option.shown_default()}]".replace("%", "%%")
+    if boolean:  # --copy-tags / --no-copy-tags
+        parser.add_argument(
+            option.flag, dest=option.dest, action=argparse.BooleanOptionalAction, default=default, help=help_text
+        )
+        return
+    # Kept a string for settings.load(): a bad flag gets the same one-line error as a bad variable.
+    parser.add_argument(option.flag, dest=option.dest, metavar=option.parser.metavar, default=default, help=help_text)
 
 
 def _interval(value: str) -> float:
@@ -267,11 +312,15 @@ def _interval(value: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.overrides = {
-        o.env: getattr(args, o.dest) for o in OPTIONS if not o.secret and getattr(args, o.dest, None) is not None
-    }
+    argv = list(sys.argv[1:] if argv is None else argv)
     redact = logs.Redactor(_env_secrets(os.environ))
+    try:
+        # With --json (as far as a command line argparse refuses can tell), its error too is JSON.
+        args = build_parser(raise_usage_errors="--json" in argv).parse_args(argv)
+    except UsageError as exc:
+        return _answer(exc, redact(str(exc)), code=exc.exit_code, as_json=True)
+    args.overrides = _overrides(args)
+    as_json = getattr(args, "json", False)
     handler, _ = COMMANDS[args.command]
     if args.command in NO_SETTINGS:
         return handler(None, args)
@@ -291,23 +340,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return handler(settings, args)
     except Interrupted as exc:
-        print(f"movers3: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _answer(exc, redact(str(exc)), code=exc.exit_code, as_json=as_json, text="movers3: {}")
     except Movers3Error as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"movers3: error: {redact(str(exc))}", file=sys.stderr)
-        return exc.exit_code
+        return _answer(exc, redact(str(exc)), code=exc.exit_code, as_json=as_json)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as exc:
+        # None of our error types: a bug, not a failure of the migration's rows or services.
         if args.debug:
             traceback.print_exc()
-        print(
-            f"movers3: internal error: {type(exc).__name__}: {redact(str(exc))} (run with --debug for details)",
-            file=sys.stderr,
+        return _answer(
+            exc,
+            f"internal error (a bug in movers3 {__version__}, please report it): "
+            f"{type(exc).__name__}: {logs.escape_controls(redact(str(exc)))}",
+            code=EXIT_INTERNAL,
+            as_json=as_json,
+            text="movers3: {}" + ("" if args.debug else " (run with --debug for the traceback)"),
         )
-        return EXIT_FAILED_ROWS
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The settings given as flags, as their variables would be written (run passes them on so)."""
+    given = {o.env: getattr(args, o.dest, None) for o in OPTIONS if not o.secret}
+    return {env: ("true" if v else "false") if isinstance(v, bool) else v for env, v in given.items() if v is not None}
+
+
+def _answer(exc: Exception, message: str, *, code: int, as_json: bool, text: str = "movers3: error: {}") -> int:
+    """An error's one line on stderr, or with --json one JSON object; `code` either way."""
+    if as_json:
+        print(json.dumps({"error": message, "code": code, "type": type(exc).__name__}), file=sys.stderr)
+    else:
+        print(text.format(message), file=sys.stderr)
+    return code
 
 
 def _env_secrets(environ: dict | os._Environ) -> list[str]:

@@ -13,7 +13,7 @@ import threading
 
 import structlog
 
-from movers3 import check, logs, routes, signals
+from movers3 import check, logs, routes, signals, summary
 from movers3.delete_source import SourceDeleter
 from movers3.exceptions import (
     EXIT_CONFIG,
@@ -42,7 +42,7 @@ from movers3.settings import Settings
 from movers3.status import render_status, status_dict
 from movers3.transfer import s3
 from movers3.transfer.copier import ObjectCopier
-from movers3.verify import Verifier
+from movers3.verify import MISMATCH_ERROR_PREFIX, Verifier
 from movers3.worker import health
 from movers3.worker.loop import Worker, WorkerConfig, new_worker_id
 from movers3.worker.observer import Observers, WorkerObserver
@@ -62,13 +62,21 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     seeder = Seeder(seeds, client, settings, manifest_uri=args.manifest, restart=args.restart)
     with signals.on_stop(seeder.stopped.set):
         stats = seeder.run()
-    older = f"{stats.older:,} older than the version copied (left alone), " if stats.older else ""
-    print(
-        f"seeded {routes.route(settings.old_bucket, settings.old_prefix)} (round {stats.round}"
-        f"{', from ' + args.manifest if args.manifest else ''}): {stats.listed:,} listed, {stats.added:,} added, "
-        f"{stats.changed:,} changed, {older}{stats.skipped:,} skipped by this process"
-    )
-    return EXIT_FAILED_ROWS if stats.skipped else EXIT_OK
+    source = routes.route(settings.old_bucket, settings.old_prefix)
+    if args.json:
+        counts = {k: getattr(stats, k) for k in ("listed", "added", "changed", "older", "skipped")}
+        print(json.dumps({"source": source, "round": stats.round, "manifest": args.manifest, **counts}))
+    else:
+        older = f"{stats.older:,} older than the version copied (left alone), " if stats.older else ""
+        print(
+            f"seeded {source} (round {stats.round}"
+            f"{', from ' + args.manifest if args.manifest else ''}): {stats.listed:,} listed, {stats.added:,} added, "
+            f"{stats.changed:,} changed, {older}{stats.skipped:,} skipped by this process"
+        )
+    # Skipped keys are a warning, not a failure: the seed finished, every other key is queued, and the
+    # workers waiting on it (compose's service_completed_successfully, a job's success) must start.
+    # The log names each one (key_skipped) and `status` counts them.
+    return EXIT_OK
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -87,15 +95,17 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     s3.check_listable(copier.source, settings.old_bucket, folder, tries=settings.max_attempts)
     heartbeat = health.Heartbeat(settings.health_file)
     observers: list[WorkerObserver] = [heartbeat]
-    server = None
+    server = gauges = None
     if settings.metrics_port:
-        from movers3.worker.metrics import Metrics, MetricsServer  # prometheus-client is an optional extra
+        # prometheus-client is an optional extra
+        from movers3.worker.metrics import LedgerGauges, Metrics, MetricsServer
 
         metrics = Metrics()
         metrics.watch_heartbeat(heartbeat)
         server = MetricsServer(
             metrics, settings.metrics_host, settings.metrics_port, heartbeat, max_age=settings.health_max_age
         ).start()
+        gauges = LedgerGauges(Reads(db.another()).state_counts, metrics).start()
         observers.append(metrics)
         log.info("metrics_serving", address="{}:{}".format(*server.address))
     config = WorkerConfig.from_settings(settings, exit_when_done=args.exit_when_done)
@@ -106,6 +116,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         with signals.on_stop(worker.stop):
             stats = worker.run()
     finally:
+        if gauges is not None:
+            gauges.stop()
         if server is not None:
             server.stop()
     if worker.fatal is not None:
@@ -184,6 +196,12 @@ def watch_status(db: Database, settings: Settings, args: argparse.Namespace) -> 
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    if args.summary:
+        if args.output or args.state:
+            raise ConfigError("report --summary: writes the whole ledger's page, without --output or --state")
+        summary.write(summary.gather(Reads(open_ledger(settings))), args.summary)
+        print(f"wrote the summary to {args.summary}", file=sys.stderr)
+        return EXIT_OK
     rows = Reads(open_ledger(settings)).report(state=args.state)
     if args.output in (None, "-"):
         count = write_report(rows, sys.stdout, args.format)
@@ -216,11 +234,28 @@ def cmd_delete_source(settings: Settings, args: argparse.Namespace) -> int:
     deleter = SourceDeleter(db, source, dest, settings, max_deletes=args.max_deletes, dry_run=args.dry_run)
     with signals.on_stop(deleter.stopped.set):
         stats = deleter.run()
+    source = routes.route(settings.old_bucket, settings.old_prefix)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "source": source,
+                    "dry_run": args.dry_run,
+                    "deleted": stats.deleted,
+                    "would_delete": stats.would_delete,
+                    "already_gone": stats.already_gone,
+                    "skipped": dict(sorted(stats.skipped.items())),
+                    "max_deletes": args.max_deletes,
+                    "guard_reached": stats.guard_reached,
+                }
+            )
+        )
+        return EXIT_FAILED_ROWS if stats.skipped else EXIT_OK
     verb = "would delete" if args.dry_run else "deleted"
     count = stats.would_delete if args.dry_run else stats.deleted
     skipped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(stats.skipped.items())) or "none"
     print(
-        f"{verb} {count:,} source objects under {routes.route(settings.old_bucket, settings.old_prefix)}; "
+        f"{verb} {count:,} source objects under {source}; "
         f"{stats.already_gone:,} already gone; skipped: {skipped}"
         + (f"; stopped at --max-deletes {args.max_deletes:,}" if stats.guard_reached else "")
     )
@@ -229,6 +264,9 @@ def cmd_delete_source(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     count, kept = WorkQueue(open_ledger(settings)).retry_failed()
+    if args.json:
+        print(json.dumps({"pending_again": count, "kept_failed": kept}))
+        return EXIT_OK
     print(
         f"{count:,} failed rows are pending again"
         + (
@@ -246,6 +284,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     rows = Reads(db).done_rows(args.sample, random.Random())
     marks = WorkQueue(db.another())  # its own connection: a write never shares one with the read
     checked = bad = marked = 0
+    mismatches = []  # with --json: in the summary, which is then the only output
     progress = Progress("verify")
     for row, finding in verifier.run(rows):
         checked += 1
@@ -254,13 +293,27 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             continue
         bad += 1
         problems = "; ".join(finding.problems)
-        print(
-            f"MISMATCH id={row.id} {row.old_bucket}/{logs.escape_controls(row.old_key)} -> "
-            f"{row.new_bucket}/{logs.escape_controls(row.new_key)}: {problems}"
-        )
-        if args.mark_failed and marks.fail_done(row.id, f"verify: {problems}"):
+        if args.json:
+            mismatches.append(
+                {
+                    "id": row.id,
+                    "old": f"{row.old_bucket}/{row.old_key}",
+                    "new": f"{row.new_bucket}/{row.new_key}",
+                    "problems": list(finding.problems),
+                }
+            )
+        else:
+            print(
+                f"MISMATCH id={row.id} {row.old_bucket}/{logs.escape_controls(row.old_key)} -> "
+                f"{row.new_bucket}/{logs.escape_controls(row.new_key)}: {problems}"
+            )
+        if args.mark_failed and marks.fail_done(row.id, MISMATCH_ERROR_PREFIX + problems):
             marked += 1
     progress.done(checked, mismatched=bad, marked=marked)
+    if args.json:
+        summary = {"checked": checked, "ok": checked - bad, "mismatched": bad, "full": args.full}
+        print(json.dumps({**summary, "marked_failed": marked, "mismatches": mismatches}))
+        return EXIT_FAILED_ROWS if bad else EXIT_OK
     tail = f"; {marked:,} marked failed (`movers3 retry` copies them again)" if args.mark_failed else ""
     print(
         f"verified {checked:,} done rows{' (full: bytes compared)' if args.full else ''}: "

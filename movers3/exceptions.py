@@ -4,13 +4,17 @@ names, hosts and codes, and `cli` scrubs known secret values once more before pr
 
 from __future__ import annotations
 
-# Exit codes, documented in README ("Exit codes").
+# Exit codes, documented in README ("Exit codes"). A command that finished its work exits 0 even when
+# it logged warnings (a seed's skipped keys); 1 is kept for rows that failed or need a decision.
 EXIT_OK = 0
 EXIT_FAILED_ROWS = 1
 EXIT_CONFIG = 2
 EXIT_LEDGER = 3
 EXIT_SCHEMA = 4
 EXIT_STORAGE = 5
+# An exception that is none of ours: a bug. sysexits.h's EX_SOFTWARE, so that no orchestrator or
+# script mistakes it for failed rows, and so that it is told apart from every code above.
+EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 

@@ -136,6 +136,15 @@ class Option:
         return "--" + self.env.lower().replace("_", "-")
 
     @property
+    def boolean(self) -> bool:
+        return self.parser is values.BOOL
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The flag, and a boolean's negation (argparse.BooleanOptionalAction)."""
+        return (self.flag, f"--no-{self.flag[2:]}") if self.boolean else (self.flag,)
+
+    @property
     def dest(self) -> str:
         return self.env.lower()
 
@@ -393,7 +402,9 @@ the flags of the settings it uses: the Commands column (*all*: every command but
 `movers3 COMMAND --help`. Secrets (the S3 secret keys, and `MYSQL_URL` for its password) have no flag, so
 that they never show in a process listing. An `OLD_*` or `NEW_*` S3 variable that is unset or blank takes
 the shared one's value. Sizes are bytes or take a unit (`64MiB`, `5GiB`, `10MB`); booleans are
-`true`/`false`, `1`/`0`, `yes`/`no` or `on`/`off`.
+`true`/`false`, `1`/`0`, `yes`/`no` or `on`/`off`, and their flags come in pairs (`--copy-tags`,
+`--no-copy-tags`). `--log-format`, `--log-level` and `--debug` (tracebacks with errors) may come before
+the command or after it.
 """
 
 
@@ -415,7 +426,7 @@ def reference_markdown() -> str:
         for o in options:
             cells = (
                 code(o.env),
-                "(environment only)" if o.secret else code(o.flag),
+                "(environment only)" if o.secret else " ".join(map(code, o.flags)),
                 o.shown_default(code),
                 o.parser.accepts or "-",
                 "*all*" if o.commands == EVERY else ", ".join(o.commands),

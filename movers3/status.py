@@ -13,7 +13,7 @@ from movers3.ledger.schema import STATES
 
 # "CopyObject: NoSuchKey: The specified key...", "HeadObject on the source: SlowDown: ...",
 # "internal error: ValueError: ...": the error code is the second clause.
-_ERROR_CODE = re.compile(r"^[^:]{1,80}: ([A-Za-z][\w .-]{0,40}): ")
+ERROR_CODE = re.compile(r"^[^:]{1,80}: ([A-Za-z][\w .-]{0,40}): ")
 
 
 def status_dict(counts: Counts) -> dict:
@@ -65,7 +65,7 @@ def _nonzero(seed: dict, name: str) -> str:
 
 def error_code_of(message: str) -> str:
     """The error code in a recorded `last_error`, or its first clause when it names none."""
-    match = _ERROR_CODE.match(message)
+    match = ERROR_CODE.match(message)
     if match:
         return match.group(1)
     return message.split(": ", 1)[0][:60] or "(no message)"

@@ -26,6 +26,8 @@ from movers3.transfer.attributes import CONTENT_FIELDS
 READ_CHUNK = 1024 * 1024
 # Rows checked at once; results come back in order, a bounded window ahead of the printer.
 WINDOW = 64
+# How `verify --mark-failed` starts the error of a row it sets to failed (`report --summary` counts them).
+MISMATCH_ERROR_PREFIX = "verify: "
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,6 +61,32 @@ class Counts:
         return self.bytes_last_minute / self.window_seconds
 
 
+@dataclasses.dataclass(frozen=True)
+class FailureCode:
+    """Failed rows of one error code, and the first few of them: (bucket, key, error)."""
+
+    code: str
+    rows: int
+    bytes: int
+    examples: list[tuple[str, str, str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedRoute:
+    """A seed: the source it lists, where its objects go, and its current round."""
+
+    old_bucket: str
+    old_prefix: str
+    new_bucket: str
+    new_prefix: str
+    state: str
+    round: int
+    input: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    skipped: int  # keys the current round could not map (logged as key_skipped)
+
+
 class Reads:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -192,6 +218,74 @@ class Reads:
             for error, n in self.db.transaction(lambda tx: tx.all("rows_failed_top_errors", {"limit": limit}))
         ]
 
+    def state_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Rows and bytes per state from the trigger-kept counters alone: the worker's metrics read
+        this every few seconds (SELECT on movers3_counts, which the worker role has)."""
+        rows, sizes, _ = self.db.transaction(lambda tx: _per_state(tx, exact=False))
+        return rows, sizes
+
+    def seed_routes(self, limit: int) -> tuple[list[SeedRoute], datetime | None]:
+        """The first `limit` seeds in the order they began, and when the first of all began."""
+
+        def work(tx: Tx) -> tuple[list[SeedRoute], datetime | None]:
+            found = [
+                SeedRoute(
+                    ob, routes.from_db(op), nb, routes.from_db(np), state, int(rnd), input_, start, end, int(skip)
+                )
+                for ob, op, nb, np, state, rnd, input_, start, end, skip in tx.all("seeds_routes", {"limit": limit})
+            ]
+            return found, tx.row("seeds_first_start")[0]
+
+        return self.db.transaction(work)
+
+    def done_span(self) -> tuple[datetime | None, datetime | None]:
+        """The first and last finish of a copy (UTC), or Nones before any."""
+        first, last = self.db.transaction(lambda tx: tx.row("rows_done_span"))
+        return first, last
+
+    def done_per_interval(self, start: datetime, end: datetime, width_us: int) -> list[tuple[int, int, int]]:
+        """(interval number, rows, bytes) finished in each interval of `width_us` microseconds from
+        `start` up to `end`, intervals without a row left out: grouped by the server."""
+        params = {"start": start, "end": end, "width": width_us}
+        return [
+            (int(slot), int(n), int(size))
+            for slot, n, size in self.db.transaction(lambda tx: tx.all("rows_done_per_interval", params))
+        ]
+
+    def failures_by_code(self, pattern: str, limit: int, examples: int) -> list[FailureCode]:
+        """The `limit` commonest error codes of failed rows (the code: `pattern`'s first group, else the
+        message's first clause), each with its rows, bytes and its first `examples` rows."""
+
+        def work(tx: Tx) -> list[FailureCode]:
+            found = []
+            for code, n, size in tx.all("rows_failed_by_code", {"pattern": pattern, "limit": limit}):
+                params = {"code": code, "pattern": pattern, "limit": examples}
+                rows = [
+                    (bucket, routes.from_db(key), error or "")
+                    for bucket, key, error in tx.all("rows_failed_with_code", params)
+                ]
+                found.append(FailureCode(code, int(n), int(size), rows))
+            return found
+
+        return self.db.transaction(work)
+
+    def done_by_proof(self) -> list[tuple[str, int, int]]:
+        """(verified_by, rows, bytes) of the done rows: how each copy was proved."""
+        return [
+            (proof or "", int(n), int(size))
+            for proof, n, size in self.db.transaction(lambda tx: tx.all("rows_done_by_proof"))
+        ]
+
+    def failed_with_error_prefix(self, prefix: str) -> tuple[int, int]:
+        """Failed rows, and their bytes, whose error starts with `prefix`."""
+        n, size = self.db.transaction(lambda tx: tx.row("rows_failed_with_error_prefix", {"prefix": _like(prefix)}))
+        return int(n), int(size)
+
+    def source_deletions(self) -> tuple[int, int, datetime | None, datetime | None]:
+        """Rows whose source `delete-source` removed, their bytes, the first and the last deletion."""
+        n, size, first, last = self.db.transaction(lambda tx: tx.row("rows_source_deleted_span"))
+        return int(n), int(size), first, last
+
     def done_count(self) -> int:
         """Done rows, from the trigger-kept counters."""
         return self.db.transaction(lambda tx: _per_state(tx, exact=False))[0]["done"]
@@ -214,6 +308,11 @@ def _per_state(tx: Tx, *, exact: bool) -> tuple[dict[str, int], dict[str, int], 
         elif state in rows:
             rows[state], sizes[state] = int(count), int(size)
     return rows, sizes, source_deleted
+
+
+def _like(prefix: str) -> str:
+    """A LIKE pattern matching what starts with `prefix` (its own wildcards taken literally)."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _iso(value: datetime | None) -> str | None:

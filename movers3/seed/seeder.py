@@ -111,6 +111,13 @@ class Seeder:
         if self.stopped.is_set():
             raise Interrupted("seeding stopped; `movers3 seed` resumes where it stopped")
         log.info("seed_finished", **dataclasses.asdict(self._stats))
+        if self._stats.skipped:
+            log.warning(
+                "seed_finished_with_skipped_keys",
+                skipped=self._stats.skipped,
+                reason="not in the ledger, so not copied: each is a key_skipped event with its reason, "
+                "`movers3 status` counts them and `movers3 plan` lists examples",
+            )
         return self._stats
 
     def _plan(self) -> list[PartSpec]:
@@ -211,7 +218,7 @@ class Seeder:
             # Rows the manifest named that could not be completed (gone since it was written): skipped keys.
             gone = dict(chunk.skipped)
             for key, reason in gone.items():
-                log.error("key_skipped", key=key, reason=reason)
+                log.warning("key_skipped", key=key, reason=reason)
             write.listed += len(gone)
             write.skipped += len(gone)
             self._write(seeds, seed, part, write)
@@ -224,7 +231,7 @@ class Seeder:
         st = self.settings
         judgement = judge(entries, st, lambda old, new: seeds.known(st.old_bucket, old, st.new_bucket, new))
         for entry, reason in judgement.skipped:
-            log.error("key_skipped", key=entry.key, reason=reason)
+            log.warning("key_skipped", key=entry.key, reason=reason)
         if judgement.older:
             log.info(
                 "rows_listed_older_than_copied",
@@ -245,7 +252,7 @@ class Seeder:
         added, taken = seeds.seed_page(part, self.settings.lease_seconds, write, seed)
         for old_key, owner in taken:
             # Another seed gave the same new key to its source first: the ledger's unique key refused it.
-            log.error("key_skipped", key=old_key, reason=f"its new key already belongs to {owner}")
+            log.warning("key_skipped", key=old_key, reason=f"its new key already belongs to {owner}")
         with self._lock:
             stats = self._stats
             stats.pages += 1

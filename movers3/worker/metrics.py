@@ -4,6 +4,10 @@ Optional: `pip install 'movers3[metrics]'` brings prometheus-client (the image h
 counted where the ledger is written (`rows_finished`), so they agree with the ledger, and latencies
 where they happen (the claim on the main thread, the copy on its copy thread). Each process has its
 own registry, so tests and `movers3 run` can hold several.
+
+The ledger's rows and bytes per state (the migration's progress, whatever each worker did) are read
+from the trigger-kept counters by a thread of their own every LEDGER_READ_SECONDS, so a scrape never
+waits on the database and the claim loop never pays for them.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import structlog
+
 from movers3 import __version__
-from movers3.exceptions import ConfigError
+from movers3.exceptions import ConfigError, LedgerError
+from movers3.ledger.schema import STATES
 from movers3.ledger.work import Outcome
 from movers3.worker.health import DEFAULT_MAX_AGE_SECONDS, Heartbeat
 from movers3.worker.observer import WorkerObserver
@@ -31,6 +38,10 @@ COPY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 # A claim is one short transaction: milliseconds unless the database is in trouble.
 CLAIM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 UNKNOWN_CODE = "Unknown"
+# A handful of counter rows per read; every few seconds is plenty for a progress bar and an ETA.
+LEDGER_READ_SECONDS = 5.0
+
+log = structlog.get_logger(__name__)
 
 
 class Metrics(WorkerObserver):
@@ -72,6 +83,18 @@ class Metrics(WorkerObserver):
         self.loop_age = p.Gauge(
             "movers3_loop_heartbeat_age_seconds", "Seconds since the worker loop last passed (liveness)", registry=r
         )
+        # The whole ledger, as every worker sees it: the same numbers from each (take the max, not the sum).
+        self.ledger_rows = p.Gauge(
+            "movers3_ledger_rows", "Rows of the ledger per state (all workers' work)", ["state"], registry=r
+        )
+        self.ledger_bytes = p.Gauge(
+            "movers3_ledger_bytes", "Bytes of the ledger's objects per state (all workers' work)", ["state"], registry=r
+        )
+
+    def ledger_counts(self, rows: dict[str, int], sizes: dict[str, int]) -> None:
+        for state in STATES:
+            self.ledger_rows.labels(state=state).set(rows.get(state, 0))
+            self.ledger_bytes.labels(state=state).set(sizes.get(state, 0))
 
     def watch_heartbeat(self, heartbeat: Heartbeat) -> None:
         self.loop_age.set_function(heartbeat.age)
@@ -108,6 +131,46 @@ class Metrics(WorkerObserver):
 
     def worker_stopped(self) -> None:
         self.in_flight.set(0)
+
+
+class LedgerGauges:
+    """Reads the ledger's counts with `read` (on a connection of its own) at start and then every
+    `interval` seconds into `metrics`, until stopped. A failed read keeps the last numbers and is
+    logged once, until a read succeeds again: the worker's own connection reports outages."""
+
+    def __init__(
+        self,
+        read: Callable[[], tuple[dict[str, int], dict[str, int]]],
+        metrics: Metrics,
+        interval: float = LEDGER_READ_SECONDS,
+    ) -> None:
+        self.read = read
+        self.metrics = metrics
+        self.interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ledger-metrics", daemon=True)
+
+    def start(self) -> LedgerGauges:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Does not wait: a read stuck on an unreachable ledger ends with the process (a daemon thread)."""
+        self._stopped.set()
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stopped.is_set():
+            try:
+                rows, sizes = self.read()
+            except LedgerError as exc:
+                if not failing:
+                    log.warning("ledger_metrics_unread", error=str(exc))
+                failing = True
+            else:
+                self.metrics.ledger_counts(rows, sizes)
+                failing = False
+            self._stopped.wait(self.interval)
 
 
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):

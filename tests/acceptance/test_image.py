@@ -2,11 +2,11 @@
 COPY and RUN lines in their order, with the container's `/` at a temporary folder; then the final
 stage's ENTRYPOINT, CMD and HEALTHCHECK run from the result.
 
-What differs from `docker build`, and why: no network (the rules of these tests), so pip works
-offline (PIP_NO_INDEX, build isolation off: the test environment's setuptools builds the wheel) and
-the new virtualenv sees the test environment's copies of the dependencies through a .pth file
-instead of downloading them. movers3 itself is never taken from there: it is installed from the
-wheel this build made."""
+What differs from `docker build`: the interpreter is this test environment's Python 3.11, not the
+base image's. The RUN lines are run as written, so pip downloads the locked files from the package
+index, as the image's build does (the one test that reaches past loopback: the lock's hashes can
+only be proven against the real files), and installs them with --require-hashes, which also proves
+the lock complete: pip refuses any dependency the lock does not pin with a hash."""
 
 import json
 import os
@@ -14,12 +14,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
-from tests.support import dockerfile
+import movers3
+from tests.support import dockerfile, lockfile
 
 pytestmark = pytest.mark.acceptance
 
@@ -30,17 +32,24 @@ def inside(root: Path, path: str) -> Path:
     return root / path.lstrip("/")
 
 
-def dependencies_without_movers3(tmp_path: Path) -> Path:
-    """The test environment's installed packages, less movers3's own (editable) install."""
-    deps = tmp_path / "deps"
-    deps.mkdir()
-    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if "movers3" not in entry.name.lower() and entry.suffix != ".pth":
-            (deps / entry.name).symlink_to(entry)
-    return deps
+def installed(python: Path) -> dict[str, str]:
+    """Canonical name -> version of every distribution that interpreter sees."""
+    listed = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.metadata as m, json; "
+            "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return {canonicalize_name(name): version for name, version in json.loads(listed.stdout).items()}
 
 
-def run_build_stage(stage: dockerfile.Stage, root: Path, env: dict[str, str], deps: Path) -> list[str]:
+def run_build_stage(stage: dockerfile.Stage, root: Path, env: dict[str, str]) -> list[str]:
     workdir = root
     ran = []
     for instruction, args in stage.instructions:
@@ -64,10 +73,6 @@ def run_build_stage(stage: dockerfile.Stage, root: Path, env: dict[str, str], de
             )
             assert done.returncode == 0, f"RUN {args}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
             ran.append(args)
-            venv = Path(env.get("VENV", "/nonexistent"))
-            site = next(venv.glob("lib/python3*/site-packages"), None)
-            if site is not None and not (site / "_test_dependencies.pth").exists():
-                (site / "_test_dependencies.pth").write_text(f"{deps}\n")
         else:
             pytest.fail(f"the build stage has an instruction this test does not run: {instruction}")
     return ran
@@ -79,15 +84,33 @@ def test_the_dockerfile_build_stage_makes_a_working_install(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "MOVERS3", "PYTHON"))}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0"
-    )  # pip's spelling of --no-build-isolation
-    ran = run_build_stage(build, root, env, dependencies_without_movers3(tmp_path))
-    assert [r.split()[:4] for r in ran] == [
-        ["python", "-m", "pip", "wheel"],
-        ["python", "-m", "venv", "--without-pip"],
-        ["python", "-m", "pip", "--python"],
+    env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    ran = run_build_stage(build, root, env)
+    assert [r.split()[:5] for r in ran] == [
+        ["python", "-m", "venv", '"$TOOLS"', "&&"],
+        ["python", "-m", "venv", "--without-pip", '"$VENV"'],
+        ['"$TOOLS/bin/python"', "-m", "pip", "--python", '"$VENV/bin/python"'],
+        ['"$TOOLS/bin/python"', "-m", "pip", "wheel", "--no-deps"],
+        ['"$TOOLS/bin/python"', "-m", "pip", "--python", '"$VENV/bin/python"'],
     ]
+    # Exactly what the locks pin: the build tools at their versions, and in the image's virtualenv
+    # the runtime lock and movers3, nothing more (no pip, no setuptools), every requirement met.
+    locked = {name: pin.version for name, pin in lockfile.pins(lockfile.BUILD_TOOLS_LOCK).items()}
+    tools = installed(Path(env["TOOLS"]) / "bin" / "python")
+    assert {name: tools.get(name) for name in locked} == locked
+    venv_python = Path(env["VENV"]) / "bin" / "python"
+    locked = {name: pin.version for name, pin in lockfile.pins(lockfile.RUNTIME_LOCK).items()}
+    assert installed(venv_python) == {**locked, "movers3": movers3.__version__}
+    checked = subprocess.run(
+        [str(Path(env["TOOLS"]) / "bin" / "python"), "-m", "pip", "--python", str(venv_python), "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    (wheel,) = Path(env["WHEELS"]).glob("movers3-*.whl")
+    assert f"movers3-{movers3.__version__}.dist-info/licenses/LICENSE" in zipfile.ZipFile(wheel).namelist()
 
     # The final stage copies the build stage's virtualenv to the same place.
     (copy,) = final.all("COPY")

@@ -66,9 +66,10 @@ def healthcheck(env, *args):
     )
 
 
-def test_metrics_are_served_while_a_worker_runs_and_agree_with_the_ledger(route, env, tmp_path):
-    copied_bytes = put_and_lose(route, 200, lost=5)
-    proxy = FaultProxy(route.stack.s3.url, rates={"slowdown": 0.15}, only_methods=("PUT",)).start()
+def start_metered_worker(route, env, log, slowdown: float) -> tuple[subprocess.Popen, FaultProxy, int]:
+    """A worker serving its metrics on a free loopback port, its copies answered SlowDown at the given
+    rate by a fault proxy (so that retries happen): the worker, the proxy and the port."""
+    proxy = FaultProxy(route.stack.s3.url, rates={"slowdown": slowdown}, only_methods=("PUT",)).start()
     port = free_port()
     worker_env = {
         **env,
@@ -78,7 +79,12 @@ def test_metrics_are_served_while_a_worker_runs_and_agree_with_the_ledger(route,
         "WORKER_THREADS": "4",
         "MAX_ATTEMPTS": "10",
     }
-    worker = start_cli("worker", env=worker_env, log=tmp_path / "w.log")
+    return start_cli("worker", env=worker_env, log=log), proxy, port
+
+
+def test_metrics_are_served_while_a_worker_runs_and_agree_with_the_ledger(route, env, tmp_path):
+    copied_bytes = put_and_lose(route, 200, lost=5)
+    worker, proxy, port = start_metered_worker(route, env, tmp_path / "w.log", slowdown=0.15)
     try:
         wait_for(lambda: scrape(port), timeout=60, what="the metrics endpoint")
         wait_for(lambda: route.states() == {"done": 195, "failed": 5}, timeout=120, what="the migration")

@@ -45,3 +45,16 @@ def stages(path: Path = DOCKERFILE) -> list[Stage]:
 def env_pairs(args: str) -> dict[str, str]:
     """`ENV A=1 B="two words"` as a dict."""
     return dict(pair.split("=", 1) for pair in shlex.split(args))
+
+
+def global_args(path: Path = DOCKERFILE) -> dict[str, str]:
+    """The defaults of the ARGs declared before the first FROM (the ones a FROM line can use)."""
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        instruction, _, rest = line.strip().partition(" ")
+        if instruction.upper() == "FROM":
+            break
+        if instruction.upper() == "ARG" and "=" in rest:
+            name, _, value = rest.strip().partition("=")
+            found[name] = value
+    return found

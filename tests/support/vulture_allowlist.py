@@ -8,6 +8,7 @@ from movers3.seed.manifest import _Hashing
 from movers3.seed.seeder import SeedStats
 from movers3.worker.completer import Stats
 from movers3.worker.metrics import _QuietHandler, _ThreadingServer
+from tests.support.browser import Text
 from tests.support.faultproxy import _QuietServer
 
 DeleteStats.examined  # logged by delete_source_finished
@@ -18,3 +19,6 @@ _Hashing.readable  # io.RawIOBase
 _ThreadingServer.daemon_threads  # socketserver.ThreadingMixIn
 _QuietHandler.log_message  # http.server.BaseHTTPRequestHandler
 _QuietServer.handle_error  # socketserver.BaseServer
+Text.handle_starttag  # html.parser.HTMLParser
+Text.handle_endtag
+Text.handle_data

@@ -14,7 +14,7 @@ import yaml
 from movers3.settings import OPTION_BY_ENV, load
 from movers3.worker import loop as worker
 from movers3.worker.health import DEFAULT_MAX_AGE_SECONDS
-from tests.support import dockerfile
+from tests.support import dockerfile, promql
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
 # Where the Compose and ECS set-up is documented, ECS examples included.
@@ -250,6 +250,76 @@ def test_prometheus_scrapes_the_workers_metrics_port(compose):
     (sd,) = config["scrape_configs"][0]["dns_sd_configs"]
     assert sd["names"] == ["worker"] and str(sd["port"]) == compose["services"]["worker"]["environment"]["METRICS_PORT"]
     assert compose["services"]["prometheus"]["profiles"] == ["monitoring"]
+
+
+def grafana_files():
+    base = COMPOSE / "grafana"
+    datasources = yaml.safe_load((base / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    providers = yaml.safe_load((base / "provisioning" / "dashboards" / "movers3.yml").read_text())
+    return datasources["datasources"], providers["providers"]
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(compose):
+    """The mounts lead where the provisioning files say, the data source is the prometheus service on
+    its port, and every panel asks that data source by its uid."""
+    services = compose["services"]
+    grafana = services["grafana"]
+    assert grafana["profiles"] == services["prometheus"]["profiles"] == ["monitoring"]
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", grafana["image"]), "pin a release"
+    assert grafana["depends_on"] == ["prometheus"]
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+    mounts = {}
+    for volume in grafana["volumes"]:
+        source, target, mode = volume.split(":")
+        assert mode == "ro" and (COMPOSE / source).is_dir(), volume
+        mounts[target] = COMPOSE / source
+    provisioning = mounts["/etc/grafana/provisioning"]
+    assert (provisioning / "datasources").is_dir() and (provisioning / "dashboards").is_dir()
+    (datasource,), (provider,) = grafana_files()
+    # The provider's folder is the dashboards mount, and the home dashboard is in it.
+    dashboards = mounts[provider["options"]["path"]]
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(provider["options"]["path"] + "/")
+    assert (dashboards / home.rsplit("/", 1)[1]).is_file()
+    # Anonymous visitors may look, not edit.
+    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    url = urlsplit(datasource["url"])
+    prometheus_port = services["prometheus"]["ports"][0].rsplit(":", 1)[1]
+    assert datasource["type"] == "prometheus" and url.hostname == "prometheus" and str(url.port) == prometheus_port
+    scrape = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())["global"]["scrape_interval"]
+    assert datasource["jsonData"]["timeInterval"] == scrape
+    board = json.loads((dashboards / "movers3.json").read_text())
+    assert board["uid"] and board["panels"]
+    for panel in board["panels"]:
+        refs = [panel["datasource"], *(t["datasource"] for t in panel["targets"])]
+        assert all(r == {"type": "prometheus", "uid": datasource["uid"]} for r in refs), panel["title"]
+
+
+def test_the_dashboard_panels_parse_fit_the_grid_and_cover_the_issue():
+    board = json.loads((COMPOSE / "grafana" / "dashboards" / "movers3.json").read_text())
+    cells = set()
+    for panel in board["panels"]:
+        box = panel["gridPos"]
+        assert box["x"] + box["w"] <= 24, panel["title"]
+        area = {(x, y) for x in range(box["x"], box["x"] + box["w"]) for y in range(box["y"], box["y"] + box["h"])}
+        assert not area & cells, f"{panel['title']} overlaps another panel"
+        cells |= area
+        for target in panel["targets"]:
+            promql.parse(target["expr"])  # raises on anything the checks cannot read
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    metrics = {s.name for p in board["panels"] for t in p["targets"] for s in promql.selectors(promql.parse(t["expr"]))}
+    # Progress and ETA, copy rate, bytes, failures by code, rows in flight, claim and copy latency, liveness.
+    assert metrics >= {
+        "movers3_ledger_rows",
+        "movers3_objects_copied_total",
+        "movers3_bytes_copied_total",
+        "movers3_copy_failures_total",
+        "movers3_rows_in_flight",
+        "movers3_claim_duration_seconds_bucket",
+        "movers3_copy_duration_seconds_bucket",
+        "movers3_loop_heartbeat_age_seconds",
+    }
 
 
 # -- the Dockerfile ---------------------------------------------------------------------------

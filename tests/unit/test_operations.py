@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from movers3 import cli
-from movers3.exceptions import ConfigError, CopyError
+from movers3.exceptions import ConfigError, CopyError, LedgerUnavailable
 from movers3.ledger.work import Outcome
 from movers3.report import REPORT_COLUMNS, write_jsonl, write_report
 from movers3.runner import worker_environment
@@ -21,7 +21,7 @@ from movers3.status import error_code_of, top_error_codes
 from movers3.transfer import retry
 from movers3.watch import render
 from movers3.worker import health
-from movers3.worker.metrics import Metrics
+from movers3.worker.metrics import LedgerGauges, Metrics
 from movers3.worker.observer import IDLE, WORKING, Observers, WorkerObserver
 
 
@@ -187,6 +187,39 @@ def test_metrics_count_what_reaches_the_ledger():
     assert sample(registry, "movers3_info", version=__import__("movers3").__version__, worker="w-1") == 1
     metrics.worker_stopped()
     assert sample(registry, "movers3_rows_in_flight") == 0
+
+
+def test_the_ledger_gauges_follow_the_reads_and_keep_the_last_numbers_through_an_outage():
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    answers = iter(
+        [
+            ({"pending": 5, "done": 1}, {"pending": 500, "done": 100}),
+            LedgerUnavailable("ledger unreachable"),
+            ({"pending": 0, "in_progress": 1, "done": 5, "failed": 1}, {"done": 600, "in_progress": 7}),
+        ]
+    )
+    reads = []
+
+    def read():
+        reads.append(1)
+        answer = next(answers, None)
+        if answer is None:
+            gauges.stop()
+            raise LedgerUnavailable("done")
+        if isinstance(answer, Exception):
+            # The numbers of the read before stay through the outage.
+            assert sample(registry, "movers3_ledger_rows", state="pending") == 5
+            raise answer
+        return answer
+
+    gauges = LedgerGauges(read, metrics, interval=0.01).start()
+    gauges._thread.join(10)
+    assert not gauges._thread.is_alive() and len(reads) == 4
+    rows = {s: sample(registry, "movers3_ledger_rows", state=s) for s in ("pending", "in_progress", "done", "failed")}
+    assert rows == {"pending": 0, "in_progress": 1, "done": 5, "failed": 1}
+    assert sample(registry, "movers3_ledger_bytes", state="done") == 600
+    assert sample(registry, "movers3_ledger_bytes", state="failed") == 0  # every state, zero when absent
 
 
 # -- status --watch ------------------------------------------------------------------------

@@ -229,3 +229,48 @@ def test_the_docs_have_a_row_per_variable_and_no_secret_flag():
     for option in OPTIONS:
         row = next(line for line in text.splitlines() if line.startswith(f"| `{option.env}` |"))
         assert ("(environment only)" in row) == option.secret, row
+
+
+# -- the flags every command shares, and the boolean ones -------------------------------------------
+
+GLOBAL_FLAGS = {"--debug", "--log-format", "--log-level"}
+BOOLEANS = [o for o in OPTIONS if o.boolean]
+
+
+def help_text(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as done:
+        cli.build_parser().parse_args([*args, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_the_top_level_help_lists_the_global_flags_only(capsys):
+    shown = set(re.findall(r"^  (?:-\w, )?(--[a-z0-9-]+)", help_text(capsys), re.MULTILINE))
+    assert shown == {"--help", "--version"} | GLOBAL_FLAGS
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_the_global_flags_are_listed_by_the_commands_that_use_them(capsys, command):
+    shown = help_flags(capsys, command) & GLOBAL_FLAGS
+    assert shown == (set() if command in cli.NO_SETTINGS else GLOBAL_FLAGS)
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_boolean_settings_are_a_pair_of_flags_on_their_commands_only(capsys, command):
+    text = help_text(capsys, command)
+    for option in BOOLEANS:
+        pair = f"  {option.flag}, --no-{option.flag[2:]}\n"
+        assert (pair in text) == (command in option.commands), (option.env, text)
+        assert f"{option.flag} BOOL" not in text
+
+
+def test_the_boolean_settings_are_copy_tags_and_load_files():
+    assert {o.env for o in BOOLEANS} == {"COPY_TAGS", "LOAD_FILES"}
+    assert OPTION_BY_ENV["COPY_TAGS"].flags == ("--copy-tags", "--no-copy-tags")
+    assert OPTION_BY_ENV["WORKER_THREADS"].flags == ("--worker-threads",)
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_json_is_offered_where_the_output_is_a_summary_or_a_table(capsys, command):
+    with_json = {"status", "plan", "check", "seed", "retry", "verify", "delete-source"}
+    assert ("--json" in help_flags(capsys, command)) == (command in with_json)

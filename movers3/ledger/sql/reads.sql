@@ -89,3 +89,78 @@ WHERE state = 'done' AND source_deleted_at IS NULL AND id > %(after)s
   AND old_bucket = %(bucket)s AND old_key >= %(folder)s AND old_key < %(folder_end)s
 ORDER BY id
 LIMIT %(limit)s;
+
+-- rows_done_span --
+-- The first and last finish of a copy, for `report --summary` (the `recently_done` index's two ends).
+SELECT MIN(done_at), MAX(done_at) FROM movers3_objects;
+
+-- rows_done_per_interval --
+-- Rows and bytes finished per interval of a width (microseconds) from a start, for the rate chart of
+-- `report --summary`: grouped here, so that a ledger of any size answers in a bounded number of rows.
+SELECT FLOOR(TIMESTAMPDIFF(MICROSECOND, %(start)s, done_at) / %(width)s) AS slot, COUNT(*), COALESCE(SUM(size), 0)
+FROM movers3_objects
+WHERE done_at BETWEEN %(start)s AND %(end)s
+GROUP BY slot
+ORDER BY slot;
+
+-- rows_failed_by_code --
+-- Failed rows and bytes per error code, commonest first, for `report --summary`. The code is what
+-- movers3.status.error_code_of finds: its pattern's first group, else the message's first clause.
+SELECT code, COUNT(*) AS n, COALESCE(SUM(size), 0)
+FROM (
+    SELECT size,
+           CASE WHEN last_error REGEXP %(pattern)s THEN REGEXP_REPLACE(last_error, %(pattern)s, '\\1')
+                ELSE COALESCE(NULLIF(LEFT(SUBSTRING_INDEX(last_error, ': ', 1), 60), ''), '(no message)') END AS code
+    FROM movers3_objects
+    WHERE state = 'failed'
+) failed
+GROUP BY code
+ORDER BY n DESC, code
+LIMIT %(limit)s;
+
+-- rows_failed_with_code --
+-- The first few failed rows of one error code (as rows_failed_by_code finds it), for the examples of
+-- `report --summary`.
+SELECT old_bucket, old_key, last_error
+FROM movers3_objects
+WHERE state = 'failed'
+  AND %(code)s = CASE WHEN last_error REGEXP %(pattern)s THEN REGEXP_REPLACE(last_error, %(pattern)s, '\\1')
+                      ELSE COALESCE(NULLIF(LEFT(SUBSTRING_INDEX(last_error, ': ', 1), 60), ''), '(no message)') END
+ORDER BY id
+LIMIT %(limit)s;
+
+-- rows_done_by_proof --
+-- Done rows and bytes by how their copy was proved (`verified_by`), for `report --summary`.
+SELECT verified_by, COUNT(*), COALESCE(SUM(size), 0)
+FROM movers3_objects
+WHERE state = 'done'
+GROUP BY verified_by
+ORDER BY verified_by;
+
+-- rows_failed_with_error_prefix --
+-- Failed rows and bytes whose error starts with a prefix: those `verify --mark-failed` set to failed.
+SELECT COUNT(*), COALESCE(SUM(size), 0)
+FROM movers3_objects
+WHERE state = 'failed' AND last_error LIKE %(prefix)s;
+
+-- rows_source_deleted_span --
+-- Rows whose source `delete-source` removed, their bytes, and the first and last such deletion, for
+-- `report --summary` (read from the `deletable` index: only such rows are visited).
+SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(source_deleted_at), MAX(source_deleted_at)
+FROM movers3_objects
+WHERE state IN ('done', 'failed') AND source_deleted_at IS NOT NULL;
+
+-- seeds_routes --
+-- The first seeds: each source, its destination, round, state and times, and the keys the current
+-- round skipped (they never become rows), for `report --summary`.
+SELECT s.old_bucket, s.old_prefix, s.new_bucket, s.new_prefix, s.state, s.round, s.input, s.started_at,
+       s.finished_at, COALESCE(SUM(p.skipped), 0)
+FROM movers3_seeds s
+LEFT JOIN movers3_seed_parts p ON p.seed_id = s.id AND p.round = s.round
+GROUP BY s.id
+ORDER BY s.id
+LIMIT %(limit)s;
+
+-- seeds_first_start --
+-- When the first seed round started: the migration's start, for `report --summary`.
+SELECT MIN(started_at) FROM movers3_seeds;

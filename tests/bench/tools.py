@@ -39,6 +39,11 @@ class Tool:
     workers: int = 0
     threads: int = 0
     extra_env: tuple[tuple[str, str], ...] = ()
+    short: str = ""  # a column heading of at most 11 characters (the request counts)
+
+    @property
+    def column(self) -> str:
+        return (self.short or self.name)[:11]
 
 
 def binary(name: str) -> str:
@@ -53,10 +58,10 @@ def binary(name: str) -> str:
 
 def peers() -> list[Tool]:
     return [
-        Tool("s5cmd --metadata-directive COPY", "s5cmd", ("--metadata-directive", "COPY")),
-        Tool("s5cmd (defaults)", "s5cmd"),
-        Tool("rclone copy (server-side)", "rclone", tuple(RCLONE_FLAGS)),
-        Tool("aws s3 cp --recursive (v1)", "aws"),
+        Tool("s5cmd --metadata-directive COPY", "s5cmd", ("--metadata-directive", "COPY"), short="s5cmd COPY"),
+        Tool("s5cmd (defaults)", "s5cmd", short="s5cmd dflt"),
+        Tool("rclone copy (server-side)", "rclone", tuple(RCLONE_FLAGS), short="rclone"),
+        Tool("aws s3 cp --recursive (v1)", "aws", short="aws s3 cp"),
     ]
 
 

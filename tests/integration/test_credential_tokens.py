@@ -29,6 +29,10 @@ class Recorder:
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as S3 does: under HTTP/1.0 the server closes each connection after its answer,
+            # and a client that reuses it first (awscrt does) meets a closed connection, not a signature.
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args: object) -> None:
                 pass
 

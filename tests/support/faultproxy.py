@@ -9,7 +9,8 @@ injected, per kind, so that a test can report and assert on it. `rules` can also
 substring of their path and, optionally, their method (e.g. every GET of one key), and only rules can
 `hang` a request: hold it, unanswered, until `release()` or `stop()` (a request stuck past any drain).
 Every request received is kept in `seen` (method, path with its query, headers), for a test that
-checks which S3 operations a command sent, whichever client sent them."""
+checks which S3 operations a command sent, whichever client sent them, and the client connections it
+accepted are counted in `connections`."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
 
 
 class _QuietServer(ThreadingHTTPServer):
+    request_queue_size = 512  # clients that open hundreds of connections at once (s5cmd) are not refused
+
     def handle_error(self, _request, _client_address):  # a client that hung up (a timeout, a reset): expected
         pass
 
@@ -61,6 +64,7 @@ class FaultProxy:
         self.timeout_seconds = timeout_seconds
         self.injected: collections.Counter[str] = collections.Counter()
         self.forwarded = 0
+        self.connections = 0  # TCP connections accepted from clients
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         self._random = random.Random(seed)
         self._released = threading.Event()
@@ -117,6 +121,11 @@ class FaultProxy:
 
             def log_message(self, *args):  # quiet
                 pass
+
+            def setup(self):
+                super().setup()
+                with proxy._lock:
+                    proxy.connections += 1
 
             def _any(self):
                 length = int(self.headers.get("Content-Length") or 0)

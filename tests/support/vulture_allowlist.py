@@ -19,6 +19,7 @@ _Hashing.readable  # io.RawIOBase
 _ThreadingServer.daemon_threads  # socketserver.ThreadingMixIn
 _QuietHandler.log_message  # http.server.BaseHTTPRequestHandler
 _QuietServer.handle_error  # socketserver.BaseServer
+_QuietServer.request_queue_size  # socketserver.TCPServer
 Text.handle_starttag  # html.parser.HTMLParser
 Text.handle_endtag
 Text.handle_data

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from tests.support.credservers import clean_env, profile_env
 from tests.support.helpers import admin_exec, run_cli
 from tests.support.services import DATABASE, DB_ROLES, NEW_BUCKET, OLD_BUCKET, S3_IDENTITIES
 
@@ -118,14 +119,7 @@ def test_the_minimal_identity_lacks_the_tagging_rights_copy_tags_needs(route, en
 
 def test_credentials_from_a_shared_credentials_file(route, env, tmp_path):
     key, secret = route.stack.s3.credentials("worker")
-    (tmp_path / "credentials").write_text(f"[migration]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n")
-    env = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    env.update(
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"),
-        AWS_CONFIG_FILE=str(tmp_path / "none"),
-        AWS_PROFILE="migration",
-        AWS_EC2_METADATA_DISABLED="true",
-    )
+    env = {**clean_env(tmp_path, env), **profile_env(tmp_path, "migration", key, secret, "us-east-1")}
     result = run_cli("check", env=env)
     detail = lines(result.stdout)["S3 credentials"][1]
     assert "access key worker from the shared credentials file, profile 'migration' [shared-credentials-file]" in detail
@@ -134,13 +128,7 @@ def test_credentials_from_a_shared_credentials_file(route, env, tmp_path):
 
 
 def test_a_profile_the_shared_files_lack_is_a_problem_line(route, env, tmp_path):
-    env = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    env.update(
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-        AWS_CONFIG_FILE=str(tmp_path / "none"),
-        AWS_PROFILE="no-such-profile",
-        AWS_EC2_METADATA_DISABLED="true",
-    )
+    env = {**clean_env(tmp_path, env), "AWS_PROFILE": "no-such-profile"}
     result = run_cli("check", env=env, check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     found = lines(result.stdout)

@@ -1,20 +1,23 @@
 """What each `movers3` command does, once its settings are loaded: open what it needs, run, print a
-summary line. cli.py parses the command line and turns our errors into one line and an exit code."""
+summary line. cli.py parses the command line and turns our errors into one line and an exit code.
+
+Each command imports what it needs when it runs, not when this module is imported: the CLI imports
+this module for every command, and a worker process has no use for `check`, the seed or the sign-off
+page (together about a second of CPU at start, in every process)."""
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
 import secrets
 import sys
 import threading
+from typing import TYPE_CHECKING
 
-import structlog
-
-from movers3 import check, logs, routes, signals, summary
-from movers3.delete_source import SourceDeleter
+from movers3 import check, logs, routes
 from movers3.exceptions import (
     EXIT_CONFIG,
     EXIT_FAILED_ROWS,
@@ -25,38 +28,27 @@ from movers3.exceptions import (
     SchemaError,
     StorageError,
 )
-from movers3.ledger import repoint, schema
-from movers3.ledger.db import Database
-from movers3.ledger.reads import Reads
-from movers3.ledger.seeds import Seeds
-from movers3.ledger.uploads import UploadJournal
-from movers3.ledger.work import WorkQueue
-from movers3.progress import Progress
-from movers3.report import write_report
-from movers3.runner import Runner, child_environment
-from movers3.samples import load_samples
-from movers3.seed.planner import Planner
-from movers3.seed.planner import render as render_plan
-from movers3.seed.seeder import Seeder
-from movers3.settings import Settings
-from movers3.status import render_status, status_dict
-from movers3.transfer import s3
-from movers3.transfer.copier import ObjectCopier
-from movers3.verify import MISMATCH_ERROR_PREFIX, Verifier
-from movers3.worker import health
-from movers3.worker.loop import Worker, WorkerConfig, new_worker_id
-from movers3.worker.observer import Observers, WorkerObserver
 
-log = structlog.get_logger(__name__)
+if TYPE_CHECKING:
+    from movers3.ledger.db import Database
+    from movers3.settings import Settings
 
 
 def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    from movers3.ledger import schema
+    from movers3.ledger.db import Database
+
     version = schema.create(Database(settings.mysql))
     print(f"ledger schema is at version {version} in database {settings.mysql.database!r}")
     return EXIT_OK
 
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    from movers3 import signals
+    from movers3.ledger.seeds import Seeds
+    from movers3.seed.seeder import Seeder
+    from movers3.transfer import s3
+
     seeds = Seeds(open_ledger(settings))
     client = s3.client(settings.source, pool_size=settings.seed_threads + 16, parse_timestamps=False)
     seeder = Seeder(seeds, client, settings, manifest_uri=args.manifest, restart=args.restart)
@@ -80,6 +72,19 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    import structlog
+
+    from movers3 import signals
+    from movers3.ledger import repoint
+    from movers3.ledger.reads import Reads
+    from movers3.ledger.uploads import UploadJournal
+    from movers3.ledger.work import WorkQueue
+    from movers3.transfer import s3
+    from movers3.transfer.copier import ObjectCopier
+    from movers3.worker import health
+    from movers3.worker.loop import Worker, WorkerConfig, new_worker_id
+    from movers3.worker.observer import Observers, WorkerObserver
+
     db = open_ledger(settings)
     work = WorkQueue(db)
     if settings.repoint_sql_file:
@@ -107,11 +112,23 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         ).start()
         gauges = LedgerGauges(Reads(db.another()).state_counts, metrics).start()
         observers.append(metrics)
-        log.info("metrics_serving", address="{}:{}".format(*server.address))
+        structlog.get_logger(__name__).info("metrics_serving", address="{}:{}".format(*server.address))
     config = WorkerConfig.from_settings(settings, exit_when_done=args.exit_when_done)
     worker = Worker(
-        work, copier, config, worker_id=worker_id, stop_event=stop, journal=journal, observer=Observers(*observers)
+        work,
+        copier,
+        config,
+        worker_id=worker_id,
+        stop_event=stop,
+        journal=journal,
+        observer=Observers(*observers),
+        # No hot path (worker/hot_path.py) yet: in CI's chaos test a worker sending CopyObjects from its
+        # loop froze inside awscrt with the GIL held (issue 17's closing note); copy threads send them.
+        hot_sender=None,
     )
+    # What exists now (modules, clients, service models) lives as long as the process: out of the
+    # collector's sight, its full collections stop walking it every few thousand objects copied.
+    gc.freeze()
     try:
         with signals.on_stop(worker.stop):
             stats = worker.run()
@@ -132,30 +149,47 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from movers3 import signals
+    from movers3.ledger import schema
+    from movers3.ledger.db import Database
+    from movers3.ledger.reads import Reads
+    from movers3.ledger.seeds import Seeds
+    from movers3.runner import Runner, child_environment
+
     db = Database(settings.mysql)
-    schema.create(db)
+    schema.create(db)  # a worker started before the schema exists exits 4
     seeds, reads = Seeds(db), Reads(db)
-    client = s3.client(settings.source, pool_size=settings.seed_threads + 16, parse_timestamps=False)
-    if settings.load_files:
-        load_samples(client, s3.client(settings.dest), settings, args.count)
+    # The seed round is open before the workers start: after a finished round, a worker with
+    # --exit-when-done that found nothing pending would leave before this process began seeding.
+    # The seeder joins this round.
+    seeds.seed_round(settings.old_bucket, settings.old_prefix, settings.new_bucket, settings.new_prefix, input=None)
     child_env = child_environment(os.environ, args.overrides)
-    if not sys.stderr.isatty():
-        runner = Runner(reads, Seeder(seeds, client, settings), workers=args.workers, child_env=child_env)
-        with signals.on_stop(runner.stop):
-            codes = runner.run()
-    else:
-        from rich.console import Console
+    on_terminal = sys.stderr.isatty()
+    if on_terminal and settings.log_format == "auto":
+        child_env["LOG_FORMAT"] = "console"  # the workers write to a pipe read by this process
+    runner = Runner(reads, workers=args.workers, child_env=child_env, piped=on_terminal)
+    # The workers start before this process imports boto3 and the seed, and loads the samples: each
+    # takes a second or so to import what it needs, and none needs what follows.
+    with signals.on_stop(runner.stop), runner:
+        from movers3.samples import load_samples
+        from movers3.seed.seeder import Seeder
+        from movers3.transfer import s3
 
-        from movers3.watch import RunProgress
+        client = s3.client(settings.source, pool_size=settings.seed_threads + 16, parse_timestamps=False)
+        if settings.load_files:
+            load_samples(client, s3.client(settings.dest), settings, args.count)
+        seeder = Seeder(seeds, client, settings)
+        if not on_terminal:
+            codes = runner.run(seeder)
+        else:
+            from rich.console import Console
 
-        if settings.log_format == "auto":
-            child_env["LOG_FORMAT"] = "console"  # the workers write to a pipe read by this process
-        with RunProgress(Console(stderr=True)) as progress:
-            runner = Runner(
-                reads, Seeder(seeds, client, settings), workers=args.workers, child_env=child_env, progress=progress
-            )
-            with signals.on_stop(runner.stop):
-                codes = runner.run()
+            from movers3.watch import RunProgress
+
+            with RunProgress(Console(stderr=True)) as progress:
+                codes = runner.run(seeder, progress)
+    from movers3.status import render_status, status_dict
+
     status = status_dict(reads.counts())
     print(render_status(status))
     if runner.stopped.is_set():
@@ -166,6 +200,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from movers3.ledger.reads import Reads
+    from movers3.status import render_status, status_dict
+
     db = open_ledger(settings)
     if args.watch:
         return watch_status(db, settings, args)
@@ -175,6 +212,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def watch_status(db: Database, settings: Settings, args: argparse.Namespace) -> int:
+    from movers3 import signals
     from movers3.watch import Watcher  # rich is only needed here and in `run`
 
     stop = threading.Event()
@@ -196,9 +234,14 @@ def watch_status(db: Database, settings: Settings, args: argparse.Namespace) -> 
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from movers3.ledger.reads import Reads
+    from movers3.report import write_report
+
     if args.summary:
         if args.output or args.state:
             raise ConfigError("report --summary: writes the whole ledger's page, without --output or --state")
+        from movers3 import summary
+
         summary.write(summary.gather(Reads(open_ledger(settings))), args.summary)
         print(f"wrote the summary to {args.summary}", file=sys.stderr)
         return EXIT_OK
@@ -213,6 +256,14 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
+    from movers3 import signals
+    from movers3.ledger import schema
+    from movers3.ledger.db import Database
+    from movers3.ledger.seeds import Seeds
+    from movers3.seed.planner import Planner
+    from movers3.seed.planner import render as render_plan
+    from movers3.transfer import s3
+
     db = Database(settings.mysql)
     seeds: Seeds | None = Seeds(db)
     try:
@@ -228,6 +279,10 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_delete_source(settings: Settings, args: argparse.Namespace) -> int:
+    from movers3 import signals
+    from movers3.delete_source import SourceDeleter
+    from movers3.transfer import s3
+
     db = open_ledger(settings)
     source = s3.client(settings.source, pool_size=SourceDeleter.threads + 4)
     dest = source if settings.dest == settings.source else s3.client(settings.dest, pool_size=SourceDeleter.threads + 4)
@@ -263,6 +318,8 @@ def cmd_delete_source(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
+    from movers3.ledger.work import WorkQueue
+
     count, kept = WorkQueue(open_ledger(settings)).retry_failed()
     if args.json:
         print(json.dumps({"pending_again": count, "kept_failed": kept}))
@@ -279,6 +336,12 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from movers3.ledger.reads import Reads
+    from movers3.ledger.work import WorkQueue
+    from movers3.progress import Progress
+    from movers3.transfer import s3
+    from movers3.verify import MISMATCH_ERROR_PREFIX, Verifier
+
     db = open_ledger(settings)
     verifier = Verifier(s3.client(settings.source), s3.client(settings.dest), full=args.full)
     rows = Reads(db).done_rows(args.sample, random.Random())
@@ -323,6 +386,9 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_load_samples(settings: Settings, args: argparse.Namespace) -> int:
+    from movers3.samples import load_samples
+    from movers3.transfer import s3
+
     count = load_samples(s3.client(settings.source), s3.client(settings.dest), settings, args.count)
     print(f"put {count:,} sample objects under {routes.route(settings.old_bucket, settings.old_prefix)}")
     return EXIT_OK
@@ -348,6 +414,9 @@ def _print_checks(checks: list[check.Check], args: argparse.Namespace, redact: l
 
 def open_ledger(settings: Settings) -> Database:
     """The ledger's connection, once its schema is known to be current."""
+    from movers3.ledger import schema
+    from movers3.ledger.db import Database
+
     db = Database(settings.mysql)
     schema.check(db)
     return db

@@ -12,8 +12,6 @@ import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-import structlog
-
 REDACTED = "***"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -39,6 +37,10 @@ def escape_controls(text: str) -> str:
 
 
 def configure(*, format: str, level: str, secrets: Iterable[str] = (), stream: TextIO | None = None) -> None:
+    # Imported here, not above: the CLI reads Redactor and escape_controls before it knows whether a
+    # command runs at all (`--help`, a usage error), and structlog brings rich and asyncio with it.
+    import structlog
+
     stream = stream or sys.stderr
     redact = Redactor(secrets)
     console = format == "console" or (format == "auto" and stream.isatty())

@@ -1,7 +1,7 @@
-"""`movers3 run`: one machine, all in one. The schema, optional samples, N worker processes started
-as `movers3 worker --exit-when-done` (each its own process, as in production), the seed in this
-process while they work, and the final status. SIGTERM/SIGINT are passed on to the workers, which
-drain as usual.
+"""`movers3 run`: one machine, all in one. The schema, N worker processes started as `movers3 worker
+--exit-when-done` (each its own process, as in production) as soon as the schema and the seed round
+exist, optional samples, the seed in this process while they work, and the final status.
+SIGTERM/SIGINT are passed on to the workers, which drain as usual.
 
 The workers' logs go to this process's stderr (its stdout is the final status). On a terminal a
 progress bar is drawn instead, and the workers' log lines are read here and printed above it, since
@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from movers3.exceptions import Interrupted, Movers3Error
-from movers3.ledger.reads import Reads
-from movers3.seed.seeder import Seeder
+from movers3.exceptions import Interrupted
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
+    from movers3.ledger.reads import Reads
+    from movers3.seed.seeder import Seeder
     from movers3.watch import RunProgress
 
 log = structlog.get_logger(__name__)
@@ -35,37 +37,25 @@ KILL_AFTER_SECONDS = 30.0
 
 
 class Runner:
-    def __init__(
-        self,
-        reads: Reads,
-        seeder: Seeder,
-        *,
-        workers: int,
-        child_env: Mapping[str, str],
-        progress: RunProgress | None = None,
-    ) -> None:
+    """The workers, started on entering (`with runner:`), and the seed run beside them by run(). An
+    error on the way (the samples, the seed) stops the workers and waits for them before it goes on."""
+
+    def __init__(self, reads: Reads, *, workers: int, child_env: Mapping[str, str], piped: bool = False) -> None:
         self.reads = reads
-        self.seeder = seeder
         self.workers = workers
         self.child_env = dict(child_env)
-        self.progress = progress
+        self.piped = piped  # the workers' output read here, for the progress bar
+        self.seeder: Seeder | None = None
+        self.progress: RunProgress | None = None
         self.stopped = threading.Event()
         self.children: list[subprocess.Popen] = []
         self._readers: list[threading.Thread] = []
 
-    def stop(self) -> None:
-        self.stopped.set()
-        self.seeder.stopped.set()
-        for child in self.children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-
-    def run(self) -> list[int]:
-        """Returns the workers' exit codes."""
+    def __enter__(self) -> Runner:
         command = [sys.executable, "-m", "movers3", "worker", "--exit-when-done"]
         for index in range(self.workers):
             env = worker_environment(self.child_env, index)
-            if self.progress is None:
+            if not self.piped:
                 self.children.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr))
                 continue
             child = subprocess.Popen(
@@ -82,26 +72,50 @@ class Runner:
             reader.start()
             self._readers.append(reader)
         log.info("workers_started", count=self.workers, pids=[c.pid for c in self.children])
-        try:
-            self.seeder.run()
-        except Interrupted:
-            pass
-        except Movers3Error:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        if error is not None:
+            self.progress = None  # closed by now
             self.stop()
             self._wait()
-            raise
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.seeder is not None:
+            self.seeder.stopped.set()
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    def run(self, seeder: Seeder, progress: RunProgress | None = None) -> list[int]:
+        """Seed, then wait for the workers; returns their exit codes."""
+        self.seeder, self.progress = seeder, progress
+        if self.stopped.is_set():  # stopped before the seeder was there to tell
+            seeder.stopped.set()
+        try:
+            seeder.run()
+        except Interrupted:
+            pass
         self._wait()
         for reader in self._readers:
             reader.join(5)
-        if self.progress is not None:
-            self.progress.update(self.reads.counts())
+        if progress is not None:
+            progress.update(self.reads.counts())
         return [c.returncode for c in self.children]
 
     def _forward(self, child: subprocess.Popen) -> None:
-        if child.stdout is None or self.progress is None:  # started only with a pipe and a progress bar
+        if child.stdout is None:  # started with a pipe only when piped
             return
         for line in child.stdout:
-            self.progress.print(line.rstrip("\n"))
+            # Before the bar is drawn there is nothing to tear: a line goes straight to stderr.
+            progress = self.progress
+            if progress is None:
+                print(line, end="", file=sys.stderr, flush=True)
+            else:
+                progress.print(line.rstrip("\n"))
 
     def _wait(self) -> None:
         next_progress = time.monotonic() + (BAR_SECONDS if self.progress else PROGRESS_SECONDS)

@@ -17,17 +17,24 @@ those of the rights to write).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from movers3 import routes
-from movers3.check import ledger
 from movers3.check.lines import OK, PROBLEM, UNKNOWN, Check
 from movers3.check.roles import DEFAULT_ROLE, ROLES
-from movers3.check.storage import Storage
-from movers3.settings import Settings
+
+if TYPE_CHECKING:
+    from movers3.settings import Settings
 
 __all__ = ["DEFAULT_ROLE", "OK", "PROBLEM", "ROLES", "UNKNOWN", "Check", "exit_code", "render", "run"]
 
 
 def run(settings: Settings, role_name: str) -> list[Check]:
+    # Here, not above: the CLI's parser reads ROLES, and every other command would pay for the
+    # database driver and boto3 these bring.
+    from movers3.check import ledger
+    from movers3.check.storage import Storage
+
     role = ROLES[role_name]
     mode = "server-side (CopyObject)" if settings.server_side else "streamed (GET, then PUT)"
     old, new = (

@@ -27,10 +27,6 @@ import dataclasses
 import re
 from pathlib import Path
 
-import sqlparse
-import sqlparse.sql
-import sqlparse.tokens
-
 from movers3.exceptions import ConfigError, LedgerError
 from movers3.ledger.db import Database
 
@@ -70,6 +66,10 @@ def load(path: str) -> Repoint:
 
 
 def parse(text: str) -> Repoint:
+    import sqlparse  # a tenth of a second, paid only by workers that re-point
+    import sqlparse.sql
+    import sqlparse.tokens
+
     statements = [s for s in sqlparse.split(text) if sqlparse.format(s, strip_comments=True).strip()]
     if len(statements) != 1:
         raise ConfigError(f"{SETTING}: must hold exactly one statement (found {len(statements)})")

@@ -3,8 +3,12 @@ and checked by every other command before it touches a row."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from movers3.exceptions import DuplicateKey, SchemaError
-from movers3.ledger.db import Database, Tx, read_sql
+
+if TYPE_CHECKING:  # STATES is read by the CLI's parser, which must not load the database driver
+    from movers3.ledger.db import Database, Tx
 
 SCHEMA_VERSION = 5
 STATES = ("pending", "in_progress", "done", "failed")
@@ -16,6 +20,8 @@ COUNTER_SLOTS = 16  # movers3_counts rows per state; the triggers use CONNECTION
 def statements() -> list[str]:
     """Statements of schema.sql. A statement ends with the delimiter at the end of a line; as in the
     mysql client, `DELIMITER $$` switches it, so that trigger bodies may hold `;`."""
+    from movers3.ledger.db import read_sql
+
     found, current, delimiter = [], [], ";"
     for line in read_sql("schema.sql").splitlines():
         stripped = line.strip()

@@ -158,23 +158,21 @@ class ObjectCopier:
 
     # -- server-side -------------------------------------------------------------------------------
 
-    def _server_single(self, row: Row) -> Copied:
-        extra: dict[str, Any] = self.destination.params(row.storage_class)
+    def hot_request(self, row: Row) -> CopyRequest | None:
+        """The one CopyObject that copies `row` when that request is all its copy takes (server-side,
+        below the threshold, no upload to resume, no HEAD for a redirect, no ACL to set after it), for
+        a caller that sends it on its own; None when the row needs `copy`. The result goes through
+        `copied_by_copy_object`, as `copy` does."""
+        if not self.server_side or self.destination.acl or row.size >= self.threshold or row.size > MAX_PART:
+            return None
         if self.redirects == "always" or (self.redirects == "auto" and row.size == 0):
-            # CopyObject never carries the website redirect location: read it and write every
-            # attribute explicitly (tags still follow the TaggingDirective).
-            attributes = SourceAttributes.from_response(self._head(row))
-            extra.update(MetadataDirective="REPLACE", **attributes.params())
-        if not self.destination.copy_tags:
-            extra["TaggingDirective"] = "REPLACE"
-        request = CopyRequest(row.old_bucket, row.old_key, row.source_etag, row.new_bucket, row.new_key, extra)
-        try:
-            dest_etag = self.engine.copy_object(request)
-        except CopyError as exc:
-            if not self.destination.storage_class_refused(row.storage_class, exc.code):
-                raise
-            extra.pop("StorageClass", None)
-            dest_etag = self.engine.copy_object(dataclasses.replace(request, extra=extra))
+            return None
+        if row.upload is not None or self.journal.current(row) is not None:
+            return None
+        return self._copy_request(row, self.destination.params(row.storage_class))
+
+    def copied_by_copy_object(self, row: Row, dest_etag: str) -> Copied:
+        """A CopyObject of `row` answered `dest_etag`: the proof, or a mismatch error."""
         source_etag = s3.bare_etag(row.source_etag)
         if not (s3.is_md5(source_etag) and self.destination.etag_is_md5):
             # A multipart or KMS-encrypted object's ETag is not the MD5 of its bytes; the pinned
@@ -183,6 +181,34 @@ class ObjectCopier:
         if dest_etag != source_etag:
             raise s3.mismatch("CopyObject: destination ETag", dest_etag, source_etag)
         return Copied(row.size, source_etag, dest_etag, "copy", "etag", f"md5:{source_etag}")
+
+    def hot_failure(self, row: Row, error: CopyError) -> CopyError | None:
+        """What the failure of `hot_request`'s CopyObject counts as: the error itself, or None when
+        the row is simply to be copied again (an endpoint that refuses the storage class: from now
+        on none is sent, as `copy` does within one try)."""
+        return None if self.destination.storage_class_refused(row.storage_class, error.code) else error
+
+    def _server_single(self, row: Row) -> Copied:
+        extra: dict[str, Any] = self.destination.params(row.storage_class)
+        if self.redirects == "always" or (self.redirects == "auto" and row.size == 0):
+            # CopyObject never carries the website redirect location: read it and write every
+            # attribute explicitly (tags still follow the TaggingDirective).
+            attributes = SourceAttributes.from_response(self._head(row))
+            extra.update(MetadataDirective="REPLACE", **attributes.params())
+        request = self._copy_request(row, extra)
+        try:
+            dest_etag = self.engine.copy_object(request)
+        except CopyError as exc:
+            if not self.destination.storage_class_refused(row.storage_class, exc.code):
+                raise
+            extra = {k: v for k, v in request.extra.items() if k != "StorageClass"}
+            dest_etag = self.engine.copy_object(dataclasses.replace(request, extra=extra))
+        return self.copied_by_copy_object(row, dest_etag)
+
+    def _copy_request(self, row: Row, extra: dict[str, Any]) -> CopyRequest:
+        if not self.destination.copy_tags:
+            extra["TaggingDirective"] = "REPLACE"
+        return CopyRequest(row.old_bucket, row.old_key, row.source_etag, row.new_bucket, row.new_key, extra)
 
     def _server_multipart(self, row: Row) -> Copied:
         head = self._head(row)

@@ -13,9 +13,10 @@ import dataclasses
 import datetime
 import email.utils
 import ipaddress
+import queue
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from xml.etree import ElementTree
 
@@ -82,7 +83,7 @@ _OWN = frozenset({"Bucket", "Key", "CopySource", "CopySourceIfMatch"})
 # A CopyObject response or error is a few hundred bytes; anything longer is cut, never buffered whole.
 _MAX_BODY = 64 * 1024
 # After a request is cancelled for taking too long, how long its future may take to settle.
-_CANCEL_GRACE_SECONDS = 5.0
+CANCEL_GRACE_SECONDS = 5.0
 _SAFE = "-._~"  # RFC 3986 unreserved, as botocore's percent_encode keeps them
 
 
@@ -156,7 +157,7 @@ class CrtEngine:
         self.base_path = parts.path.rstrip("/")
         self.style = endpoint.addressing_style
         self.host_is_ip = _is_ip(parts.hostname or "")
-        self.timeout = endpoint.timeout_seconds
+        self.timeout = float(endpoint.timeout_seconds)
         self.headers = _header_map(service_model)
         if isinstance(credentials, botocore.credentials.RefreshableCredentials):
             # Temporary credentials (roles, SSO) are refreshed by botocore, as for every other request.
@@ -181,10 +182,33 @@ class CrtEngine:
 
     # -- the request -------------------------------------------------------------------------
 
+    def sends(self, request: CopyRequest) -> bool:
+        """Whether this engine sends `request` itself (SSE-C copies go to boto3)."""
+        return not _BOTO3_ONLY.intersection(request.extra)
+
     def copy_object(self, request: CopyRequest) -> str:
-        if _BOTO3_ONLY.intersection(request.extra):
+        if not self.sends(request):
             return self.fallback.copy_object(request)
-        http_request = self._http_request(request)
+        landed: queue.SimpleQueue[tuple[str | None, CopyError | None]] = queue.SimpleQueue()
+        cancel = self.start(request, lambda etag, error: landed.put((etag, error)))
+        try:
+            etag, error = landed.get(timeout=self.timeout)
+        except queue.Empty:
+            cancel()
+            try:
+                landed.get(timeout=CANCEL_GRACE_SECONDS)
+            except queue.Empty:
+                pass
+            raise self.timed_out() from None
+        if error is not None:
+            raise error
+        assert etag is not None
+        return etag
+
+    def start(self, request: CopyRequest, done: Callable[[str | None, CopyError | None], None]) -> Callable[[], None]:
+        """Send `request` without waiting for it: `done(etag, None)` or `done(None, error)` is called
+        once, on one of awscrt's threads, with what `copy_object` would return or raise. Returns the
+        function that cancels the request (it then ends with an error)."""
         status: list[int] = []
         body = bytearray()
 
@@ -195,27 +219,35 @@ class CrtEngine:
             if len(body) < _MAX_BODY:
                 body.extend(chunk[: _MAX_BODY - len(body)])
 
-        started = self.client.make_request(
+        def finished(future: concurrent.futures.Future) -> None:
+            try:
+                exc = future.exception()
+                if exc is not None:
+                    done(None, self._failure(exc, status))
+                    return
+                etag = self._etag(bytes(body), status[0] if status else 200)
+            except CopyError as error:
+                done(None, error)
+                return
+            except Exception as bug:  # on awscrt's thread nobody else would hear of it, and the row would wait
+                message = f"CopyObject: internal error: {type(bug).__name__}: {bug}"
+                done(None, CopyError(message, code=type(bug).__name__, retryable=False))
+                return
+            done(etag, None)
+
+        sent = self.client.make_request(
             type=self._crt_s3.S3RequestType.DEFAULT,
             operation_name="CopyObject",
-            request=http_request,
+            request=self._http_request(request),
             on_headers=on_headers,
             on_body=on_body,
         )
-        try:
-            started.finished_future.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
-            started.cancel()
-            try:
-                started.finished_future.result(timeout=_CANCEL_GRACE_SECONDS)
-            except Exception:  # the cancellation itself; the timeout is what we report
-                pass
-            raise s3.classify(
-                botocore.exceptions.ReadTimeoutError(endpoint_url=self.endpoint_url), "CopyObject"
-            ) from None
-        except Exception as exc:
-            raise self._failure(exc, status) from exc
-        return self._etag(bytes(body), status[0] if status else 200)
+        sent.finished_future.add_done_callback(finished)
+        return sent.cancel
+
+    def timed_out(self) -> CopyError:
+        """What a request cancelled for taking longer than S3_TIMEOUT_SECONDS raises."""
+        return s3.classify(botocore.exceptions.ReadTimeoutError(endpoint_url=self.endpoint_url), "CopyObject")
 
     def _http_request(self, request: CopyRequest) -> object:
         from awscrt.http import HttpHeaders, HttpRequest

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import re
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -206,8 +207,11 @@ def quoted_etag(etag: str) -> str:
     return f'"{bare_etag(etag)}"'
 
 
+_MD5 = re.compile(r"[0-9a-fA-F]{32}")
+
+
 def is_md5(etag: str) -> bool:
-    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower())
+    return _MD5.fullmatch(etag) is not None
 
 
 def composite_etag(md5s: list[str]) -> str:

@@ -4,6 +4,7 @@ writes back. A row released unfinished gives back the try in hand; a failed one 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import structlog
 from movers3.exceptions import CopyError, Interrupted, LeaseLost, SourceChanged
 from movers3.ledger.work import Outcome, Row
 from movers3.transfer import retry, s3
-from movers3.transfer.copier import Copier
+from movers3.transfer.copier import Copied, Copier
 from movers3.worker.observer import WorkerObserver
 
 Log = structlog.typing.FilteringBoundLogger
@@ -37,16 +38,22 @@ class CopyTask:
         self.on_fatal = on_fatal  # an error every copy would meet (credentials, bucket): stop the worker
         self.log = log
 
-    def __call__(self, row: Row) -> Outcome:
+    def __call__(self, row: Row, tried: CopyError | None = None) -> Outcome:
+        """`tried`: how the row's first try failed, when the hot path (hot_path.py) made it; it counts
+        as this claim's first attempt and the retries go on from there."""
         olog = self.log.bind(row_id=row.id, key=row.old_key)
         started = time.monotonic()
         current = row
         modified = None  # the LastModified of the version `current` describes, once a HEAD gave it
         attempts = retry.Attempts()
 
+        replay = [tried] if tried is not None else []
+
         def attempt():
             nonlocal current, modified
             try:
+                if replay:
+                    raise replay.pop()
                 return self.copier.copy(current)
             except SourceChanged:
                 version = self.copier.describe_source(current)
@@ -105,23 +112,7 @@ class CopyTask:
                 error=f"internal error: {type(exc).__name__}: {exc}",
                 token=row.token,
             )
-        self.observer.copy_succeeded(copied.size, time.monotonic() - started)
-        olog.debug(
-            "object_copied", method=copied.method, size=copied.size, verified_by=copied.verified_by, new_key=row.new_key
-        )
-        return Outcome(
-            row.id,
-            "done",
-            attempts=spent(),
-            size=copied.size,
-            source_etag=copied.source_etag,
-            source_last_modified=modified,
-            dest_etag=copied.dest_etag,
-            copy_method=copied.method,
-            verified_by=copied.verified_by,
-            checksum=copied.checksum,
-            token=row.token,
-        )
+        return succeeded(row, copied, spent(), modified, started, self.observer, self.log)
 
     def _abandon(self, row: Row) -> bool:
         """A row failed for good: abort its multipart upload, if it has one and the role may."""
@@ -130,3 +121,38 @@ class CopyTask:
         except Exception:  # cleanup must never lose the outcome
             self.log.exception("abandon_failed", row_id=row.id)
             return False
+
+
+def succeeded(
+    row: Row,
+    copied: Copied,
+    attempts: int,
+    modified: datetime.datetime | None,
+    started: float,
+    observer: WorkerObserver,
+    log: Log,
+) -> Outcome:
+    """The outcome of a copy that succeeded, told to the observer (and to the log at debug)."""
+    observer.copy_succeeded(copied.size, time.monotonic() - started)
+    log.debug(
+        "object_copied",
+        row_id=row.id,
+        key=row.old_key,
+        method=copied.method,
+        size=copied.size,
+        verified_by=copied.verified_by,
+        new_key=row.new_key,
+    )
+    return Outcome(
+        row.id,
+        "done",
+        attempts=attempts,
+        size=copied.size,
+        source_etag=copied.source_etag,
+        source_last_modified=modified,
+        dest_etag=copied.dest_etag,
+        copy_method=copied.method,
+        verified_by=copied.verified_by,
+        checksum=copied.checksum,
+        token=row.token,
+    )

@@ -1,4 +1,5 @@
-"""One worker process: claim a batch of rows, copy them on a thread pool, write the outcomes back in
+"""One worker process: claim a batch of rows, copy them (one CopyObject sent from this thread and
+finished by awscrt, hot_path.py, or a copy thread for everything else), write the outcomes back in
 batches (completer.py), and keep going until told to stop (or, with --exit-when-done, until nothing
 is left).
 
@@ -19,6 +20,7 @@ import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import cast
 
 import structlog
 
@@ -30,6 +32,7 @@ from movers3.transfer.copier import Copier
 from movers3.worker.breaker import AccessDeniedBreaker
 from movers3.worker.completer import FLUSH_SECONDS, Completer, Stats
 from movers3.worker.copy_task import CopyTask
+from movers3.worker.hot_path import Handoff, HotCopier, HotPath, Landed, Sender
 from movers3.worker.housekeeping import Housekeeping
 from movers3.worker.observer import DRAINING, IDLE, WORKING, WorkerObserver
 
@@ -73,6 +76,7 @@ class Worker:
         stop_event: threading.Event | None = None,
         journal: UploadJournal | None = None,
         observer: WorkerObserver | None = None,
+        hot_sender: Sender | None = None,
     ) -> None:
         self.work = work
         self.copier = copier
@@ -94,9 +98,20 @@ class Worker:
             log=self.log,
         )
         self._fatal_lock = threading.Lock()  # copy threads and the loop may both find a fatal error
-        self._inflight: dict[int, tuple[Row, Future]] = {}
-        # Finished copies announce themselves here: the loop never scans the futures in flight.
-        self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
+        # Rows in hand: on a copy thread (its future), or on the hot path (None).
+        self._inflight: dict[int, tuple[Row, Future | None]] = {}
+        # Finished copies announce themselves here: the loop never scans what is in flight.
+        self._finished: queue.SimpleQueue[tuple[int, Future | Landed]] = queue.SimpleQueue()
+        self._hot = None
+        if hot_sender is not None:
+            self._hot = HotPath(
+                cast(HotCopier, copier),
+                hot_sender,
+                limit=config.threads,
+                finished=self._finished,
+                observer=self.observer,
+                log=self.log,
+            )
         self._housekeeping = Housekeeping(
             work, worker_id, config.lease_seconds, config.max_attempts, self.stats, self.log
         )
@@ -143,7 +158,9 @@ class Worker:
                 idle = min(idle * 2, POLL_MAX_SECONDS)
                 continue
             idle = POLL_MIN_SECONDS
-            self._collect(timeout=FLUSH_SECONDS)
+            self._collect(pool, timeout=FLUSH_SECONDS)
+            if self._hot is not None:
+                self._hot.expire()
             if self.completer.due():
                 self.completer.flush()
 
@@ -167,30 +184,54 @@ class Worker:
         # the log (the chaos tests) bound when this worker held each row, at no extra query.
         self.log.debug("rows_claimed", ids=[r.id for r in rows], lease_until=round(asked + lease, 6))
         for row in rows:
-            future = pool.submit(self._copy, row)
-            self._inflight[row.id] = (row, future)
-            future.add_done_callback(functools.partial(self._announce, row.id))
+            self._inflight[row.id] = (row, None)
+            if self._hot is None or not self._hot.take(row):
+                self._submit(pool, row)
+
+    def _submit(self, pool: ThreadPoolExecutor, row: Row, tried: CopyError | None = None) -> None:
+        future = pool.submit(self._copy, row, tried)
+        self._inflight[row.id] = (row, future)
+        future.add_done_callback(functools.partial(self._announce, row.id))
 
     def _held(self) -> list[tuple[int, int]]:
         return [(row.id, row.token) for row, _ in self._inflight.values()]
 
-    def _announce(self, row_id: int, _: Future) -> None:
-        self._finished.put(row_id)
+    def _announce(self, row_id: int, future: Future) -> None:
+        self._finished.put((row_id, future))
 
-    def _collect(self, timeout: float) -> None:
+    def _collect(self, pool: ThreadPoolExecutor, timeout: float) -> None:
         """Record the copies that finished: waits up to `timeout` for the first, takes the rest as they are."""
         try:
-            row_id = self._finished.get(timeout=timeout)
+            row_id, finished = self._finished.get(timeout=timeout)
         except queue.Empty:
             return
         while True:
-            entry = self._inflight.pop(row_id, None)
-            if entry is not None:  # None: cancelled at shutdown, already recorded as released
-                self._record(entry[1].result())
+            entry = self._inflight.get(row_id)
+            if entry is None:
+                pass  # released at shutdown, already recorded
+            elif isinstance(finished, Future):
+                del self._inflight[row_id]
+                self._record(finished.result())
+            elif entry[1] is None:  # on the hot path; a late answer to a request given up on is ignored
+                self._land(pool, entry[0], finished)
             try:
-                row_id = self._finished.get_nowait()
+                row_id, finished = self._finished.get_nowait()
             except queue.Empty:
                 return
+
+    def _land(self, pool: ThreadPoolExecutor, row: Row, landed: Landed) -> None:
+        assert self._hot is not None
+        outcome = self._hot.outcome(row, landed)
+        if outcome is None:
+            return
+        del self._inflight[row.id]
+        if not isinstance(outcome, Handoff):
+            self._record(outcome)
+        elif outcome.tried is None and self.stopped.is_set():
+            self._record(Outcome(row.id, "pending", attempts=row.attempts - 1, token=row.token))  # not tried
+        else:
+            # A copy thread sorts the failure out as if it had made the try: retries, or the outcome.
+            self._submit(pool, row, outcome.tried)
 
     def _record(self, outcome: Outcome) -> None:
         self.completer.add(self.breaker.admit(outcome))
@@ -211,14 +252,17 @@ class Worker:
 
     def _shutdown(self, pool: ThreadPoolExecutor) -> None:
         self.stopped.set()  # ends retry backoffs and interrupts multipart copies between parts
+        unsent = {row.id for row in self._hot.waiting()} if self._hot is not None else set()
         for row_id, (row, future) in list(self._inflight.items()):
-            if future.cancel():
+            if row_id in unsent or (future is not None and future.cancel()):
                 del self._inflight[row_id]
                 self._record(Outcome(row.id, "pending", attempts=row.attempts - 1, token=row.token))
         deadline = time.monotonic() + DRAIN_SECONDS
         while self._inflight and time.monotonic() < deadline:
             self.observer.loop_tick(DRAINING, len(self._inflight))
-            self._collect(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+            self._collect(pool, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+        if self._hot is not None:
+            self._hot.cancel_all()
         for row, _ in self._inflight.values():
             self.log.warning("copy_abandoned", row_id=row.id, key=row.old_key)
             self._record(Outcome(row.id, "pending", attempts=row.attempts - 1, token=row.token))

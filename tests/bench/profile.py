@@ -29,16 +29,17 @@ PARTS = [
     ("http (urllib3/http.client/ssl/socket)", ("urllib3/", "http/client.py", "ssl.py", "socket.py", "selectors.py")),
     ("PyMySQL", ("pymysql/",)),
     ("logging (structlog, logs.py)", ("structlog/", "movers3/logs.py")),
-    ("retry (tenacity, retry.py)", ("tenacity/", "movers3/retry.py")),
+    ("retry (tenacity, retry.py)", ("tenacity/", "movers3/transfer/retry.py")),
     ("thread pool / futures / locks", ("concurrent/futures/", "threading.py", "queue.py")),
-    ("movers3 ledger/db", ("movers3/ledger.py", "movers3/db.py")),
-    ("movers3 engine", ("movers3/engine.py",)),
-    ("movers3 copier", ("movers3/copier.py",)),
-    ("movers3 worker loop", ("movers3/worker.py",)),
+    ("movers3 ledger", ("movers3/ledger/",)),
+    ("movers3 CopyObject engine", ("movers3/transfer/copy_object.py",)),
+    ("movers3 copier", ("movers3/transfer/",)),
+    ("movers3 hot path", ("movers3/worker/hot_path.py",)),
+    ("movers3 worker loop", ("movers3/worker/",)),
     ("movers3 other", ("movers3/",)),
 ]
 # What the worker's main thread was in, by the outermost movers3 function below the loop.
-LOOP = ("_claim", "_collect", "_flush", "_housekeeping", "_record", "_settle_suspects", "unfinished", "_shutdown")
+LOOP = ("_claim", "_land", "_collect", "flush", "tick", "_record", "unfinished", "_shutdown")
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -85,8 +86,10 @@ def summarise(raw: Path) -> list[str]:
             continue
         parts[_part(frames)] += n
         funcs = [f.rsplit(".", 1)[-1] for f, _ in frames]
-        if "_copy_one" in funcs:
-            threads["copy threads (_copy_one)"] += n
+        if "_landed" in funcs or "finished" in funcs:
+            threads["awscrt's threads: callbacks of landed requests"] += n
+        elif "_worker" in funcs:  # concurrent.futures' thread: the thread path's copies
+            threads["copy threads (CopyTask)"] += n
         elif "_loop" in funcs or "_shutdown" in funcs:
             threads["main thread: worker loop"] += n
             step = next((f for f in funcs if f in LOOP), "loop itself")

@@ -2,6 +2,7 @@
 ledger's row, the dates it compares (listing, inventory, plain CSV, HEAD), and what the seeder and the
 worker write of them. The same rule guards the SQL requeue; tests/integration checks that one."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -123,4 +124,10 @@ def test_an_outcome_carries_the_newer_versions_date_as_ledger_text():
     assert Outcome(1, "done", 1, source_last_modified=COPIED).as_json()["source_last_modified"] == (
         "2026-03-01 12:00:00.000000"
     )
-    assert Outcome(1, "done", 1).as_json()["source_last_modified"] is None
+    assert "source_last_modified" not in Outcome(1, "done", 1).as_json()  # JSON_TABLE reads it as NULL
+
+
+def test_an_outcome_as_json_names_every_field_the_ledger_stores():
+    every = Outcome(1, "failed", 2, 3, "e", COPIED, "d", "copy", "etag", "md5:x", "x" * 2000, True, "Code", 4).as_json()
+    assert set(every) == {f.name for f in dataclasses.fields(Outcome)} - {"code"}  # code is never stored
+    assert len(every["error"]) == 1000

@@ -3,7 +3,10 @@
 code and no secret."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -147,3 +150,75 @@ def test_shell_completion_knows_the_global_and_the_boolean_flags(capsys):
     worker = re.search(r"^_shtab_movers3_worker_option_strings=\((.*)\)$", script, re.MULTILINE)
     assert top and set(top.group(1).split()) == {"-h", "--help", "--version", "--debug", "--log-format", "--log-level"}
     assert worker and {"--copy-tags", "--no-copy-tags", "--debug", "--log-level"} <= set(worker.group(1).split())
+
+
+# -- what a command imports ----------------------------------------------------------------------
+# Every movers3 process imports the CLI: what it imports at start is CPU spent in every worker, every
+# `status` and every `--help` (issue 17: about a second, `check` alone a tenth of a worker's samples).
+
+HEAVY = ("boto3", "botocore", "awscrt", "pymysql", "structlog", "rich", "movers3.")
+# Of movers3's own modules, those the parser may import: the rest come with the command that needs them.
+PARSER_MODULES = {
+    "movers3.check",
+    "movers3.check.lines",
+    "movers3.check.roles",
+    "movers3.cli",
+    "movers3.commands",
+    "movers3.endpoints",
+    "movers3.exceptions",
+    "movers3.ledger",
+    "movers3.ledger.schema",
+    "movers3.logs",
+    "movers3.report",
+    "movers3.routes",
+    "movers3.settings",
+    "movers3.values",
+    "movers3.worker",
+    "movers3.worker.health",
+    "movers3.worker.observer",
+}
+
+
+def imported_after(code: str, env: dict | None = None, cwd=None) -> tuple[set[str], subprocess.CompletedProcess]:
+    """The modules named in HEAVY that a fresh interpreter holds after `code` (which may set `exit_code`)."""
+    probe = (
+        f"import json, sys\nexit_code = 0\n{code}\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({HEAVY!r}))))\n"
+        "sys.exit(exit_code)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+    return set(json.loads(done.stdout.splitlines()[-1])), done
+
+
+def test_the_parser_and_every_commands_help_import_no_service_client(tmp_path):
+    code = (
+        "import contextlib, io\n"
+        "from movers3 import cli\n"
+        "parser = cli.build_parser()\n"
+        "for name in [None, *cli.COMMANDS]:\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        parser.parse_args([name, '--help'] if name else ['--help'])\n"
+        "parser.parse_args(['status', '--json'])\n"
+        "parser.parse_args(['worker', '--exit-when-done'])\n"
+    )
+    modules, done = imported_after(code, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not modules - PARSER_MODULES, modules
+    assert "movers3.cli" in modules  # the probe saw what it imported
+
+
+def test_the_worker_imports_what_it_copies_with_and_no_other_commands_modules(tmp_path):
+    # Nothing listens on port 1: the worker's imports are done when it reaches the ledger and fails (exit 3).
+    env = {
+        **os.environ,
+        "OLD_BUCKET": "old-bucket",
+        "NEW_BUCKET": "new-bucket",
+        "MYSQL_URL": "mysql://u:p@127.0.0.1:1/db",
+        "LOG_LEVEL": "error",
+    }
+    modules, done = imported_after("from movers3 import cli\nexit_code = cli.main(['worker'])", env, tmp_path)
+    assert done.returncode == 3 and "cannot reach the ledger database" in done.stderr, done.stderr
+    assert {"boto3", "pymysql", "movers3.worker.loop", "movers3.transfer.copier"} <= modules, modules
+    others = ("movers3.check.", "movers3.seed", "movers3.summary", "movers3.verify", "movers3.delete_source")
+    assert not [m for m in modules if m.startswith(others) and m not in PARSER_MODULES], modules
+    assert "movers3.runner" not in modules and "movers3.status" not in modules

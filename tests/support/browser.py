@@ -24,12 +24,16 @@ _REQUEST_HOST = re.compile(rb"^[A-Z]+ (?:[a-z]+://)?\[?([^/:\]\s]+)")
 
 
 class _Trap:
-    """A proxy on loopback that records the host each connection asks for and closes it."""
+    """A proxy on loopback that records the host each connection asks for and closes it. Each
+    connection is read on its own thread, so that an idle one cannot hold back the next; a connection
+    that sends nothing before Chromium closes it (Chromium opens spare connections to its proxy ahead
+    of need) asked for nothing and is not recorded."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.hosts: list[str] = []
+        self.readers: list[threading.Thread] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -39,18 +43,26 @@ class _Trap:
                 conn, _ = self.sock.accept()
             except OSError:
                 return  # closed
-            with conn:
-                conn.settimeout(5)
-                try:
-                    first = conn.recv(4096)
-                except OSError:
-                    first = b""
-                found = _REQUEST_HOST.match(first)
-                self.hosts.append(found.group(1).decode("ascii", "replace") if found else repr(first[:60]))
+            reader = threading.Thread(target=self._read, args=(conn,), daemon=True)
+            self.readers.append(reader)
+            reader.start()
+
+    def _read(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                first = conn.recv(4096)
+            except OSError:
+                first = b""
+        if first:
+            found = _REQUEST_HOST.match(first)
+            self.hosts.append(found.group(1).decode("ascii", "replace") if found else repr(first[:60]))
 
     def close(self) -> None:
         self.sock.close()
         self.thread.join(timeout=10)
+        for reader in self.readers:
+            reader.join(timeout=10)
 
 
 def render(page: Path, profile: Path, *, screenshot: Path | None = None) -> str:

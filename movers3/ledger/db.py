@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.resources
 import re
 import ssl
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -146,15 +147,22 @@ class Tx:
 
 
 class Database:
-    def __init__(self, url: MysqlUrl, *, reconnect_seconds: float = RECONNECT_SECONDS) -> None:
+    def __init__(
+        self, url: MysqlUrl, *, reconnect_seconds: float = RECONNECT_SECONDS, reached: threading.Event | None = None
+    ) -> None:
         self.url = url
         self.reconnect_seconds = reconnect_seconds
         self._conn: pymysql.connections.Connection | None = None
-        self._ever_connected = False
+        self._ever_connected = False  # this connection: a later connect is a reconnect
+        # Set once this connection or a sibling of it (`another`) reached the ledger: from then on an
+        # outage is waited out, by a sibling that first connects during it too (a worker's upload
+        # journal, whose first write may come in the middle of a MariaDB restart). Before that, a
+        # ledger that can't be reached is a configuration error, told at once.
+        self._reached = reached or threading.Event()
 
     def another(self) -> Database:
         """A connection of its own to the same ledger, for another thread."""
-        return Database(self.url, reconnect_seconds=self.reconnect_seconds)
+        return Database(self.url, reconnect_seconds=self.reconnect_seconds, reached=self._reached)
 
     # -- connection ------------------------------------------------------------------------
 
@@ -194,6 +202,7 @@ class Database:
         if self._ever_connected:
             log.info("ledger_reconnected", database=url.safe())
         self._ever_connected = True
+        self._reached.set()
         return self._conn
 
     def close(self) -> None:
@@ -255,7 +264,7 @@ class Database:
     def _worth_repeating(self, exc: BaseException) -> bool:
         if isinstance(exc, LedgerConflict):
             return True
-        return isinstance(exc, LedgerUnavailable) and self._ever_connected
+        return isinstance(exc, LedgerUnavailable) and self._reached.is_set()
 
     def _log_repeat(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

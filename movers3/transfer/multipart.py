@@ -20,7 +20,7 @@ import botocore.exceptions
 import structlog
 from botocore.client import BaseClient
 
-from movers3.exceptions import CopyError, Interrupted
+from movers3.exceptions import CopyError, Interrupted, LeaseLost, LedgerError
 from movers3.ledger.uploads import UploadJournal
 from movers3.ledger.work import Row, Upload
 from movers3.transfer import s3
@@ -129,17 +129,20 @@ class Uploads:
         """Abort the row's recorded upload; True when it is gone. The worker role may lack
         s3:AbortMultipartUpload: then the upload stays recorded on the row for `retry` to resume."""
         upload = self.journal.current(row)
-        if upload is None:
-            return False
+        return upload is not None and self._abort(row, upload.id, gaps_warn)
+
+    def _abort(self, row: Row, upload_id: str, gaps_warn: Callable[..., None], *, recorded: bool = True) -> bool:
         try:
-            self.dest.abort_multipart_upload(Bucket=row.new_bucket, Key=row.new_key, UploadId=upload.id)
+            self.dest.abort_multipart_upload(Bucket=row.new_bucket, Key=row.new_key, UploadId=upload_id)
         except botocore.exceptions.ClientError as exc:
             if s3.error_code(exc) != "NoSuchUpload":
                 gaps_warn(
                     "multipart_abort_failed",
                     code=s3.error_code(exc),
-                    hint="the upload stays recorded on its row; grant s3:AbortMultipartUpload or add a "
-                    "lifecycle rule AbortIncompleteMultipartUpload on the destination bucket",
+                    upload_id=upload_id,
+                    hint=("the upload stays recorded on its row" if recorded else "the upload is recorded nowhere")
+                    + "; grant s3:AbortMultipartUpload or add a lifecycle rule AbortIncompleteMultipartUpload on "
+                    "the destination bucket",
                 )
                 return False
         except botocore.exceptions.BotoCoreError:
@@ -171,7 +174,13 @@ class Uploads:
             **create(),
         )
         upload = Upload(created["UploadId"], row.source_etag, part_size)
-        self.journal.started(row, upload)
+        try:
+            self.journal.started(row, upload)
+        except (LedgerError, LeaseLost):
+            # Not recorded, so no attempt would ever resume it: aborted now when the role may, not left
+            # to the bucket's lifecycle rule.
+            self._abort(row, upload.id, log.warning, recorded=False)
+            raise
         return upload
 
     def _parts(

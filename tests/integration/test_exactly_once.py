@@ -5,15 +5,19 @@ transaction again on a new connection. A SQL proxy on loopback between movers3 a
 once."""
 
 import dataclasses
+import threading
+import time
 
 import pytest
 
+from movers3.exceptions import LedgerUnavailable
 from movers3.ledger.db import Database
 from movers3.ledger.seeds import PageWrite, PartSpec, Seeds
 from movers3.ledger.uploads import UploadJournal
 from movers3.ledger.work import Outcome, Upload, WorkQueue
 from movers3.settings import load
 from tests.support.helpers import admin_exec, make_rows, page_row
+from tests.support.services import free_port
 from tests.support.sqlproxy import SqlProxy
 
 pytestmark = pytest.mark.integration
@@ -122,3 +126,32 @@ def test_a_journal_write_whose_commit_answer_is_lost_is_no_lost_lease(route, see
     assert upload_id == "u-1" and Upload.from_columns(upload_id, row.source_etag, 1, parts).parts == {
         1: ("etag-1", None)
     }
+
+
+def test_a_journal_whose_first_write_meets_an_outage_waits_it_out(route, seeder_ledger, stack):
+    # A worker's upload journal has a connection of its own, opened at its first write: in CI's chaos
+    # run that came during the MariaDB restart, was refused at once as if the ledger had never been
+    # reached, and the row failed as an internal error. The worker's connection had reached it.
+    make_rows(seeder_ledger, route, 1)
+    proxy = SqlProxy("127.0.0.1", stack.db.port).start()
+    work = WorkQueue(through(proxy, route, "worker", "m3_worker"))
+    (row,) = work.claim_and_finish("w", 1, 60)[0]
+    journal = UploadJournal.open(work.db, "w")
+    proxy.stop()  # the ledger is gone; it comes back where it was a moment later
+    back = SqlProxy("127.0.0.1", stack.db.port)
+    timer = threading.Timer(1.5, back.start, kwargs={"port": proxy.port})
+    timer.start()
+    try:
+        journal.started(row, Upload("u-2", row.source_etag, 5 * 1024 * 1024))
+    finally:
+        timer.join()
+        back.stop()
+    assert back.connections >= 1  # written through the proxy that came back
+    assert admin_exec(route, "SELECT upload_id FROM movers3_objects") == (("u-2",),)
+
+    # A ledger this process never reached is still told at once, not waited for.
+    never = Database(dataclasses.replace(work.db.url, port=free_port()), reconnect_seconds=60)
+    asked = time.monotonic()
+    with pytest.raises(LedgerUnavailable):
+        never.transaction(lambda tx: tx.query("account_who"))
+    assert time.monotonic() - asked < 10  # not the 60 s of an outage waited out

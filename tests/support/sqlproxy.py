@@ -436,18 +436,22 @@ class SqlProxy:
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
 
-    def start(self) -> SqlProxy:
+    def start(self, port: int = 0) -> SqlProxy:
+        """Listen on a free loopback port, or on `port`: where a stopped proxy listened, for a ledger
+        that comes back where it was."""
         for _ in range(20):  # free_port() only says the port was free a moment ago
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            port = free_port()
+            candidate = port or free_port()
             try:
-                listener.bind((self.host, port))
+                listener.bind((self.host, candidate))
             except OSError:
                 listener.close()
+                if port:
+                    time.sleep(0.1)
                 continue
             listener.listen(64)
-            self._listener, self.port = listener, port
+            self._listener, self.port = listener, candidate
             break
         else:
             raise RuntimeError("sqlproxy: no free loopback port")

@@ -1,12 +1,16 @@
-"""The worker's pure pieces: the AccessDenied breaker and the completer's batching (with a stand-in for
-the ledger; the real one is in tests/integration)."""
+"""The worker's pure pieces: the AccessDenied breaker, the completer's batching (with a stand-in for
+the ledger; the real one is in tests/integration) and a copy task's outcome when the ledger is down."""
+
+import threading
 
 import structlog
 
-from movers3.ledger.work import Outcome
+from movers3.exceptions import LedgerUnavailable
+from movers3.ledger.work import Outcome, Row
 from movers3.worker import completer
 from movers3.worker.breaker import AccessDeniedBreaker
 from movers3.worker.completer import Completer, Stats
+from movers3.worker.copy_task import CopyTask
 from movers3.worker.observer import WorkerObserver
 
 
@@ -96,3 +100,27 @@ def test_outcomes_ride_on_a_claim_and_wait_again_when_the_write_fails():
     batch.add([Outcome(4, "done", 1)])
     rows = batch.write_with(lambda outcomes: (["rows"], work.finish("w1", outcomes)))
     assert rows == ["rows"] and work.finished == [[2, 4]]  # kept, in order, nothing lost
+
+
+class LedgerDown:
+    """A copier whose upload journal could not write through a ledger outage."""
+
+    def copy(self, row):
+        raise LedgerUnavailable("cannot reach the ledger database at mysql://w@db/sketch (error 2003)")
+
+
+def test_a_copy_stopped_by_a_ledger_outage_goes_back_pending_with_its_try():
+    stopped = threading.Event()
+    task = CopyTask(
+        LedgerDown(),
+        max_attempts=5,
+        stopped=stopped,
+        observer=WorkerObserver(),
+        on_fatal=lambda exc, log: stopped.set(),
+        log=structlog.get_logger(),
+    )
+    row = Row(7, "old", "images/a", "new", "avatar/a", 5 * 2**20, "e" * 32, attempts=3, token=11)
+    outcome = task(row)
+    # Not failed as a bug: released, the claim's attempt given back, and the worker not stopped.
+    assert (outcome.id, outcome.state, outcome.attempts, outcome.token) == (7, "pending", 2, 11)
+    assert "cannot reach the ledger" in outcome.error and not stopped.is_set()

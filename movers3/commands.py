@@ -81,6 +81,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from movers3.ledger.work import WorkQueue
     from movers3.transfer import s3
     from movers3.transfer.copier import ObjectCopier
+    from movers3.transfer.copy_object import CrtEngine
     from movers3.worker import health
     from movers3.worker.loop import Worker, WorkerConfig, new_worker_id
     from movers3.worker.observer import Observers, WorkerObserver
@@ -122,9 +123,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         stop_event=stop,
         journal=journal,
         observer=Observers(*observers),
-        # No hot path (worker/hot_path.py) yet: in CI's chaos test a worker sending CopyObjects from its
-        # loop froze inside awscrt with the GIL held (issue 17's closing note); copy threads send them.
-        hot_sender=None,
+        # awscrt's CopyObjects are sent from the loop and finished on its threads (worker/hot_path.py);
+        # boto3's need a thread each.
+        hot_sender=copier.engine if isinstance(copier.engine, CrtEngine) else None,
     )
     # What exists now (modules, clients, service models) lives as long as the process: out of the
     # collector's sight, its full collections stop walking it every few thousand objects copied.

@@ -107,6 +107,7 @@ class HotPath:
         self._timed_out: set[int] = set()  # cancelled for their deadline
         self._given_up: set[int] = set()  # cancelled, and still unanswered after the grace
         self._tickets = itertools.count(1)
+        self.copied = 0  # copies that succeeded here, for the worker's last log line
 
     def take(self, row: Row) -> bool:
         """True when `row` goes the hot path (started now, or when a request in flight lands)."""
@@ -137,6 +138,7 @@ class HotPath:
                 copied = self.copier.copied_by_copy_object(row, landed.etag)
             except CopyError as mismatch:
                 return Handoff(row, mismatch)
+            self.copied += 1
             return succeeded(row, copied, row.attempts, None, running.started, self.observer, self.log)
         return Handoff(row, self.copier.hot_failure(row, error))
 

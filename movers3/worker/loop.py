@@ -127,6 +127,7 @@ class Worker:
             lease_seconds=self.config.lease_seconds,
             max_attempts=self.config.max_attempts,
             exit_when_done=self.config.exit_when_done,
+            hot_path=self._hot is not None,
             **describe(),
         )
         self.observer.worker_started(self.id)
@@ -136,7 +137,12 @@ class Worker:
         finally:
             self._shutdown(pool)
             self.observer.worker_stopped()
-        self.log.info("worker_stopped", **dataclasses.asdict(self.stats), seconds=self._housekeeping.seconds())
+        self.log.info(
+            "worker_stopped",
+            **dataclasses.asdict(self.stats),
+            hot_copies=self._hot.copied if self._hot is not None else 0,
+            seconds=self._housekeeping.seconds(),
+        )
         return self.stats
 
     # -- the loop ----------------------------------------------------------------------------

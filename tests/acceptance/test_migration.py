@@ -41,6 +41,10 @@ def test_thousand_objects_by_three_workers_byte_identical_and_copied_once(route,
     per_worker = [sum(1 for e in json_events(text) if e["event"] == "object_copied") for text in logs]
     assert len(copied) == 1000 and len(set(copied)) == 1000, "a row was copied twice or not at all"
     assert sum(1 for n in per_worker if n) >= 2, per_worker  # the work really was shared
+    # Each one CopyObject sent from the worker loop (worker/hot_path.py), none on a copy thread.
+    started = [e for text in logs for e in json_events(text) if e["event"] == "worker_started"]
+    stopped = [e for text in logs for e in json_events(text) if e["event"] == "worker_stopped"]
+    assert [e["hot_path"] for e in started] == [True] * 3 and sum(e["hot_copies"] for e in stopped) == 1000
 
     rows = route.rows()
     assert {r["state"] for r in rows} == {"done"} and len(rows) == 1000

@@ -320,6 +320,11 @@ def test_a_whole_migration_under_the_shipped_policies(policy_route, proxy, engin
         assert hashlib.md5(got).digest() == hashlib.md5(body).digest(), name
         assert tags_of(route, NEW_BUCKET, route.new(name)) == TAGS, name  # every path carries the tags
     assert not [e for e in done["events"] if e["event"] in ("tags_not_carried", "multipart_abort_failed")]
+    # With crt the small object's one CopyObject is sent from the worker loop (worker/hot_path.py), under
+    # the same policy; boto3's copies run on copy threads.
+    (started,) = [e for e in done["events"] if e["event"] == "worker_started"]
+    (stopped,) = [e for e in done["events"] if e["event"] == "worker_stopped"]
+    assert (started["hot_path"], stopped["hot_copies"]) == ((True, 1) if engine == "crt" else (False, 0))
     assert done["deleted"].startswith("deleted 2 "), done["deleted"]
     assert admin.list_objects_v2(Bucket=OLD_BUCKET, Prefix=route.old_prefix + "/")["KeyCount"] == 0
     for role in ROLES:

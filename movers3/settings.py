@@ -271,7 +271,7 @@ GROUPS: dict[str, tuple[Option, ...]] = {
         Option("COPY_ENGINE", "crt", values.one_of("boto3", "crt", lower=True, then=values.engine_installed),
                "client for single-part copies: crt (awscrt) or boto3 (docs/benchmarks.md)", COPYING),
         Option("MULTIPART_THRESHOLD", "64MiB", values.sized(5 * MIB, 5 * GIB),
-               "objects this size or larger are copied in parts (always those above 5GiB)", COPYING),
+               "objects this size or larger are copied in parts, if two or more (always above 5GiB)", COPYING),
         Option("MULTIPART_CHUNKSIZE", "64MiB", values.sized(5 * MIB, 5 * GIB),
                "part size, grown as needed to stay within 10,000 parts", COPYING),
         Option("PART_CONCURRENCY", "4", values.whole(1, 64), "parts of one large object copied at once", COPYING),

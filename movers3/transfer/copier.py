@@ -4,8 +4,8 @@ Four paths, chosen per object and recorded on its row (`copy_method`):
 
 | path               | when                                                   | requests                      |
 | ------------------ | ------------------------------------------------------ | ----------------------------- |
-| `copy`             | server-side, below MULTIPART_THRESHOLD                 | CopyObject (the hot path)     |
-| `multipart-copy`   | server-side, at or above it (always above 5 GiB)       | HEAD, Create, UploadPartCopy… |
+| `copy`             | server-side, below MULTIPART_THRESHOLD or one part     | CopyObject (the hot path)     |
+| `multipart-copy`   | server-side, at or above it and more than one part     | HEAD, Create, UploadPartCopy… |
 | `stream`           | across endpoints or accounts, up to one part           | GET, PutObject                |
 | `multipart-stream` | across endpoints or accounts, larger                   | HEAD, Create, GET+UploadPart… |
 
@@ -129,7 +129,8 @@ class ObjectCopier:
             upload = None
         multipart = upload is not None or row.size >= self.threshold or row.size > MAX_PART
         if self.server_side:
-            copied = self._server_multipart(row) if multipart else self._server_single(row)
+            one_request = upload is None and self._one_copy_object(row)
+            copied = self._server_single(row) if one_request else self._server_multipart(row)
         elif multipart or row.size > self.chunksize:
             copied = self._stream_multipart(row)
         else:
@@ -163,7 +164,7 @@ class ObjectCopier:
         below the threshold, no upload to resume, no HEAD for a redirect, no ACL to set after it), for
         a caller that sends it on its own; None when the row needs `copy`. The result goes through
         `copied_by_copy_object`, as `copy` does."""
-        if not self.server_side or self.destination.acl or row.size >= self.threshold or row.size > MAX_PART:
+        if not self.server_side or self.destination.acl or not self._one_copy_object(row):
             return None
         if self.redirects == "always" or (self.redirects == "auto" and row.size == 0):
             return None
@@ -187,6 +188,12 @@ class ObjectCopier:
         the row is simply to be copied again (an endpoint that refuses the storage class: from now
         on none is sent, as `copy` does within one try)."""
         return None if self.destination.storage_class_refused(row.storage_class, error.code) else error
+
+    def _one_copy_object(self, row: Row) -> bool:
+        """Whether a server-side copy of `row` is one CopyObject: below MULTIPART_THRESHOLD, or no
+        larger than the one part a multipart copy would make of it (its HEAD, Create and Complete
+        would be three requests more for the same copy, and one part gives nothing to resume)."""
+        return row.size < self.threshold or row.size <= part_size_for(row.size, self.chunksize)
 
     def _server_single(self, row: Row) -> Copied:
         extra: dict[str, Any] = self.destination.params(row.storage_class)

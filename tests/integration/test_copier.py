@@ -63,6 +63,28 @@ def test_multipart_copy_keeps_bytes_and_metadata(route, identity):
         assert [(t["Key"], t["Value"]) for t in tags["TagSet"]] == [("team", "web")]
 
 
+def test_an_object_of_one_part_is_one_copy_object_even_above_the_threshold(route):
+    # MULTIPART_THRESHOLD 5 MiB, parts of 8 MiB: 6 MiB would be a multipart copy of one part (HEAD,
+    # Create, one UploadPartCopy, Complete); it is one CopyObject, on the hot path too. 9 MiB makes two.
+    settings = load(route.env("worker", "m3_worker", MULTIPART_THRESHOLD="5MiB", MULTIPART_CHUNKSIZE="8MiB"))
+    one = ObjectCopier.from_settings(settings, UploadJournal(None, "test"), threading.Event())
+    small, large = os.urandom(6 * MIB), os.urandom(9 * MIB)
+    route.put("six.webp", small, Tagging="team=web", **ATTRS)
+    route.put("nine.webp", large, **ATTRS)
+    row = row_for(route, "six.webp", small)
+    assert one.hot_request(row) is not None
+    copied = one.copy(row)
+    assert (copied.method, copied.verified_by, copied.dest_etag) == ("copy", "etag", hashlib.md5(small).hexdigest())
+    assert_attrs_kept(route, "six.webp", small)
+    tags = route.stack.s3.client().get_object_tagging(Bucket=route.new_bucket, Key=route.new("six.webp"))["TagSet"]
+    assert [(t["Key"], t["Value"]) for t in tags] == [("team", "web")]
+    row = row_for(route, "nine.webp", large)
+    assert one.hot_request(row) is None
+    copied = one.copy(row)
+    assert copied.method == "multipart-copy" and copied.dest_etag.endswith("-2")
+    assert_attrs_kept(route, "nine.webp", large)
+
+
 def test_missing_source_is_a_permanent_error(route):
     row = Row(1, route.old_bucket, route.old("nope"), route.new_bucket, route.new("nope"), 1, "0" * 32, 1)
     with pytest.raises(CopyError) as info:

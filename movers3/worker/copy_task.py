@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import structlog
 
-from movers3.exceptions import CopyError, Interrupted, LeaseLost, LedgerError, SourceChanged
+from movers3.exceptions import CopyError, Interrupted, LeaseLost, LedgerConflict, LedgerUnavailable, SourceChanged
 from movers3.ledger.work import Outcome, Row
 from movers3.transfer import retry, s3
 from movers3.transfer.copier import Copied, Copier
@@ -103,10 +103,11 @@ class CopyTask:
                 clear_upload=self._abandon(current),
                 token=row.token,
             )
-        except LedgerError as exc:
-            # The upload journal could not write through a ledger outage longer than its reconnect
-            # window: not the object's fault. The row goes back unfinished with its try; the loop
-            # writes that once it reaches the ledger, or the lease brings the row back.
+        except (LedgerUnavailable, LedgerConflict) as exc:
+            # The upload journal could not write through a ledger outage (or lock waits) longer than
+            # its reconnect window: passing, and not the object's fault. The row goes back unfinished
+            # with its try; the loop writes that once it reaches the ledger, or the lease brings the
+            # row back. Any other ledger error stays a failure, seen in the report.
             olog.warning("copy_interrupted", reason="ledger unavailable", error=str(exc))
             return released(str(exc))
         except Exception as exc:  # a bug, not a storage error: fail the row, keep the worker

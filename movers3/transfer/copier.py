@@ -41,7 +41,7 @@ from movers3.transfer import copy_object, s3
 from movers3.transfer.attributes import Destination, Gaps, SourceAttributes
 from movers3.transfer.buffers import Budget, keep_buffers_out_of_the_heap
 from movers3.transfer.copy_object import Boto3Engine, CopyEngine, CopyRequest
-from movers3.transfer.multipart import MAX_PART, Uploads, part_size_for
+from movers3.transfer.multipart import Uploads, part_size_for
 from movers3.transfer.parts import ServerParts, StreamParts, read_source
 
 
@@ -127,11 +127,10 @@ class ObjectCopier:
             self.abandon(row)  # an emptied source needs no parts
             self.journal.forget(row)
             upload = None
-        multipart = upload is not None or row.size >= self.threshold or row.size > MAX_PART
         if self.server_side:
             one_request = upload is None and self._one_copy_object(row)
             copied = self._server_single(row) if one_request else self._server_multipart(row)
-        elif multipart or row.size > self.chunksize:
+        elif upload is not None or row.size >= self.threshold or row.size > self.chunksize:
             copied = self._stream_multipart(row)
         else:
             copied = self._stream_single(row)
